@@ -1,0 +1,22 @@
+"""comfy-hspace: h-space editing directions for ComfyUI (registered as a V3 extension)."""
+import os
+import sys
+
+# The library is imported as the top-level package ``comfy_hspace`` so that tests, the
+# command line and ComfyUI all share one copy of its classes.
+_here = os.path.dirname(os.path.abspath(__file__))
+if _here not in sys.path:
+    sys.path.insert(0, _here)
+
+from comfy_api.latest import ComfyExtension, io  # noqa: E402
+
+from .nodes import NODES  # noqa: E402
+
+
+class HSpaceExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return NODES
+
+
+async def comfy_entrypoint() -> HSpaceExtension:
+    return HSpaceExtension()

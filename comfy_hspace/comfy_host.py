@@ -1,0 +1,225 @@
+"""The ComfyUI side of the library: the one module that imports ComfyUI.
+
+- ``bottleneck_shape`` / ``model_fingerprint``: what h looks like for a MODEL, checked before sampling;
+- ``load_pixel_ddpm``: a diffusers pixel-space DDPM folder as a ComfyUI MODEL + pixel VAE;
+- ``edited_sample``: the Edited Sampler over ComfyUI's own samplers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import comfy.latent_formats
+import comfy.model_base
+import comfy.model_management
+import comfy.model_patcher
+import comfy.sample
+import comfy.samplers
+import comfy.sd
+import comfy.supported_models_base
+import comfy.utils
+
+from .directions import Directions, DirectionsError
+from .editing import sample_asyrp
+from .hspace import APPLY_TO, BOTTLENECK, HSpaceEdit, hspace_clone
+
+MODES = ("both terms", "asymmetric (Asyrp)")
+
+
+class DiffusersUNet(torch.nn.Module):
+    """A diffusers ``UNet2DModel`` in ComfyUI's diffusion_model slot. The bottleneck patches are
+    called on the mid block's output, under the same contract as ComfyUI's own UNet at
+    block ("output", 0); the hook lives only for one call, so clones do not share it."""
+
+    def __init__(self, diffusers_config: dict, device=None, operations=None, dtype=None, **_):
+        super().__init__()
+        from diffusers import UNet2DModel
+
+        self.unet = UNet2DModel.from_config(diffusers_config)
+        self.unet.to(device=device)
+        self.dtype = torch.float32
+
+    def forward(self, x, timesteps, context=None, y=None, control=None, transformer_options={}, **kwargs):
+        patches = transformer_options.get("patches", {}).get("output_block_patch", [])
+
+        def at_bottleneck(module, args, h):
+            transformer_options["block"] = BOTTLENECK
+            for patch in patches:
+                h, _ = patch(h, None, transformer_options)
+            return h
+
+        handle = self.unet.mid_block.register_forward_hook(at_bottleneck) if patches else None
+        try:
+            return self.unet(x, timesteps, class_labels=y).sample
+        finally:
+            if handle is not None:
+                handle.remove()
+
+
+class PixelDDPMConfig(comfy.supported_models_base.BASE):
+    latent_format = comfy.latent_formats.ChromaRadiance  # 3 channels, identity scaling
+    unet_extra_config = {}
+    memory_usage_factor = 1.0
+    supported_inference_dtypes = [torch.float32]
+
+    def __init__(self, diffusers_config: dict, sampling_settings: dict):
+        self.sampling_settings = sampling_settings
+        super().__init__({"diffusers_config": diffusers_config})
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{what} {path}: cannot be read as JSON ({e})") from None
+
+
+def load_pixel_ddpm(folder: str | Path) -> tuple[Any, Any]:
+    """(MODEL, VAE) from a diffusers pixel-space DDPM folder in the layout of
+    ``google/ddpm-ema-celebahq-256``: unet/config.json + unet/diffusion_pytorch_model.safetensors
+    (or both at the top), scheduler/scheduler_config.json (or scheduler_config.json)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"model folder {folder}: no such folder")
+    unet_dir = folder / "unet" if (folder / "unet" / "config.json").exists() else folder
+    if not (unet_dir / "config.json").exists():
+        raise ValueError(f"model folder {folder}: no unet/config.json (expected the diffusers DDPM layout)")
+    weights = unet_dir / "diffusion_pytorch_model.safetensors"
+    if not weights.exists():
+        found = ", ".join(sorted(p.name for p in unet_dir.iterdir()))
+        raise ValueError(f"model folder {unet_dir}: no diffusion_pytorch_model.safetensors (found: {found}); "
+                         f"pickled .bin weights are not loaded, convert them to safetensors")
+    config = _read_json(unet_dir / "config.json", "UNet config")
+    if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
+        raise ValueError(f"UNet config {unet_dir / 'config.json'}: expected a UNet2DModel, got {config['_class_name']}")
+    sched_path = next((p for p in (folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json")
+                       if p.exists()), None)
+    sched = _read_json(sched_path, "scheduler config") if sched_path else {}
+    schedule = {"linear": "sqrt_linear", "scaled_linear": "linear", "squaredcos_cap_v2": "squaredcos_cap_v2"}
+    beta_schedule = sched.get("beta_schedule", "linear")
+    if beta_schedule not in schedule:
+        raise ValueError(f"scheduler config {sched_path}: beta_schedule {beta_schedule!r} is not supported "
+                         f"(expected one of {sorted(schedule)})")
+    # ComfyUI's "linear" is diffusers' "scaled_linear"; diffusers' "linear" is ComfyUI's "sqrt_linear".
+    sampling = {"beta_schedule": schedule[beta_schedule], "linear_start": sched.get("beta_start", 1e-4),
+                "linear_end": sched.get("beta_end", 0.02), "timesteps": sched.get("num_train_timesteps", 1000)}
+    prediction = sched.get("prediction_type", "epsilon")
+    model_types = {"epsilon": comfy.model_base.ModelType.EPS, "v_prediction": comfy.model_base.ModelType.V_PREDICTION}
+    if prediction not in model_types:
+        raise ValueError(f"scheduler config {sched_path}: prediction_type {prediction!r} is not supported")
+    if config.get("in_channels", 3) != 3 or config.get("out_channels", 3) != 3:
+        raise ValueError(f"UNet config {unet_dir / 'config.json'}: expected a 3-channel pixel-space model")
+
+    model_config = PixelDDPMConfig(config, sampling)
+    offload = comfy.model_management.unet_offload_device()
+    model = comfy.model_base.BaseModel(model_config, model_types[prediction], device=offload, unet_model=DiffusersUNet)
+    try:
+        state_dict = load_file(str(weights))
+    except Exception as e:
+        raise ValueError(f"UNet weights {weights}: not a readable safetensors file ({e})") from None
+    missing, unexpected = model.diffusion_model.unet.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"UNet weights {weights}: do not fit {unet_dir / 'config.json'} "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
+                                               offload_device=offload)
+    vae = comfy.sd.VAE(sd={"pixel_space_vae": torch.tensor(1.0)})
+    return patcher, vae
+
+
+def bottleneck_shape(model: Any, latent_shape: tuple[int, ...] | torch.Size) -> tuple[int, int, int]:
+    """(C, H, W) of h for a latent of ``latent_shape`` [B, C, H, W]; raises for models without a UNet bottleneck."""
+    dm = model.get_model_object("diffusion_model")
+    height, width = latent_shape[-2:]
+    if isinstance(dm, DiffusersUNet):
+        channels, downs = dm.unet.config.block_out_channels[-1], len(dm.unet.config.down_block_types) - 1
+    elif hasattr(dm, "channel_mult") and hasattr(dm, "model_channels") and dm.middle_block is not None:
+        channels, downs = dm.model_channels * dm.channel_mult[-1], len(dm.channel_mult) - 1
+    else:
+        raise ValueError(f"model: {type(dm).__name__} has no UNet bottleneck (h-space needs an SD1.x/SD2.x/SDXL "
+                         f"UNet or a diffusers UNet2DModel)")
+    for _ in range(downs):
+        height, width = math.ceil(height / 2), math.ceil(width / 2)
+    return channels, height, width
+
+
+def model_fingerprint(model: Any) -> str:
+    """Identifies the UNet a direction was found on: its class, h channels and a hash of a
+    sample of its middle-block weights."""
+    dm = model.get_model_object("diffusion_model")
+    middle = dm.unet.mid_block if isinstance(dm, DiffusersUNet) else getattr(dm, "middle_block", None)
+    digest = hashlib.sha256(type(dm).__name__.encode())
+    if middle is not None:
+        for name, p in sorted(middle.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(p.detach().flatten()[:4096].float().cpu().numpy().tobytes())
+    return f"{type(dm).__name__}:{digest.hexdigest()[:16]}"
+
+
+def check_directions_fit(model: Any, directions: Directions, latent_shape: tuple[int, ...]) -> None:
+    expected = bottleneck_shape(model, latent_shape)
+    if tuple(directions.h_shape) != tuple(expected):
+        hint = " (use Resize Directions for another resolution)" if directions.h_shape[0] == expected[0] else ""
+        raise DirectionsError(f"directions: h shape {list(directions.h_shape)} does not fit this model, whose h "
+                              f"is {list(expected)} for a latent of {list(latent_shape[-2:])}{hint}")
+
+
+def edited_sample(model: Any, directions: Directions, strengths: list[float], sweep: list[float], seed: int,
+                  steps: int, cfg: float, sampler_name: str, scheduler: str, positive: Any, negative: Any,
+                  latent: dict, start_percent: float = 0.0, end_percent: float = 1.0, apply_to: str = "both",
+                  mode: str = "both terms", eta: float = 1.0, denoise: float = 1.0) -> dict:
+    """Samples ``latent`` once per sweep multiplier m with h ← h + m·Σ strength_k·direction_k(t)
+    inside the edit interval. Every member gets the same noise (one sampling run each, with the
+    same seed), so a member whose edit is zero is exactly the stock KSampler's output.
+    Returns a LATENT whose batch is the sweep members one after another."""
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    if apply_to not in APPLY_TO:
+        raise ValueError(f"apply_to: expected one of {APPLY_TO}, got {apply_to!r}")
+    if not 0.0 <= start_percent <= end_percent <= 1.0:
+        raise ValueError(f"edit interval: expected 0 ≤ start ≤ end ≤ 1, got {start_percent} … {end_percent}")
+    if len(strengths) == 1 and directions.count > 1:
+        strengths = strengths * directions.count
+    offsets_per_unit = directions.combined(strengths)  # checks the count
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    check_directions_fit(model, directions, latent_image.shape)
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    model_sampling = model.get_model_object("model_sampling")
+    sigma_start = model_sampling.percent_to_sigma(start_percent)
+    sigma_end = model_sampling.percent_to_sigma(end_percent)
+    pbar = comfy.utils.ProgressBar(steps * len(sweep))
+
+    members = []
+    for m, multiplier in enumerate(sweep):
+        if multiplier == 0 or not offsets_per_unit.any():
+            edit = None  # the unedited clone: bit-for-bit the stock sampler
+        else:
+            edit = HSpaceEdit(offsets_per_unit * multiplier, directions.timesteps, sigma_start, sigma_end, apply_to)
+        patched = model if edit is None else hspace_clone(model, edit=edit)
+
+        def callback(step, x0, x, total, m=m):
+            pbar.update_absolute(m * steps + step + 1)
+
+        if mode == "both terms":
+            samples = comfy.sample.sample(patched, noise, steps, cfg, sampler_name, scheduler, positive, negative,
+                                          latent_image, denoise=denoise, noise_mask=latent.get("noise_mask"),
+                                          callback=callback, disable_pbar=True, seed=seed)
+        else:
+            sigmas = comfy.samplers.KSampler(patched, steps=steps, device=patched.load_device, sampler=sampler_name,
+                                             scheduler=scheduler, denoise=denoise).sigmas
+            sampler = comfy.samplers.KSAMPLER(sample_asyrp, extra_options={
+                "eta": eta, "sigma_start": sigma_start, "sigma_end": sigma_end})
+            samples = comfy.sample.sample_custom(patched, noise, cfg, sampler, sigmas, positive, negative,
+                                                 latent_image, noise_mask=latent.get("noise_mask"),
+                                                 callback=callback, disable_pbar=True, seed=seed)
+        members.append(samples)
+    out = {k: v for k, v in latent.items() if k not in ("samples", "batch_index", "noise_mask")}
+    out["samples"] = torch.cat(members)
+    return out

@@ -1,0 +1,191 @@
+"""The HSPACE_DIRECTIONS value: K named h-space directions, one tensor per timestep.
+
+Stored as ``.safetensors``: tensors ``directions`` [K, T, C, H, W] and ``timesteps`` [T], the
+rest as JSON strings in the header. Loading never unpickles anything.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FORMAT = "comfy-hspace/directions/1"
+
+
+class DirectionsError(ValueError):
+    """Bad direction input; the message names the input and what was expected."""
+
+
+@dataclass(frozen=True)
+class Directions:
+    vectors: torch.Tensor  # [K, T, C, H, W] float32 on the CPU
+    timesteps: torch.Tensor  # [T] model timesteps (0 … 999 for a 1000-step DDPM)
+    names: list[str]
+    method: str = "unknown"
+    model_fingerprint: str = ""
+    units: str = "raw"  # what strength 1 means: "std" (one standard deviation), "unit", "raw"
+    parameters: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        v, t = self.vectors, self.timesteps
+        if v.dim() != 5:
+            raise DirectionsError(f"directions: expected a [K, T, C, H, W] tensor, got shape {list(v.shape)}")
+        if t.dim() != 1 or t.shape[0] != v.shape[1]:
+            raise DirectionsError(
+                f"directions: {v.shape[1]} timestep slices but timesteps has shape {list(t.shape)}")
+        if len(self.names) != v.shape[0]:
+            raise DirectionsError(f"directions: {v.shape[0]} directions but {len(self.names)} names")
+        if not torch.isfinite(v).all():
+            raise DirectionsError("directions: the tensor contains NaN or inf values")
+
+    @property
+    def count(self) -> int:
+        return self.vectors.shape[0]
+
+    @property
+    def h_shape(self) -> tuple[int, int, int]:
+        return tuple(self.vectors.shape[2:])
+
+    def timestep_index(self, t: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest stored timestep for each entry of ``t``."""
+        return (t.reshape(-1, 1).float().cpu() - self.timesteps.reshape(1, -1).float()).abs().argmin(dim=1)
+
+    def combined(self, strengths: torch.Tensor | list[float]) -> torch.Tensor:
+        """Σ_k strength_k · direction_k, per timestep: [T, C, H, W]."""
+        s = torch.as_tensor(strengths, dtype=torch.float32)
+        if s.shape != (self.count,):
+            raise DirectionsError(f"strengths: expected {self.count} values (one per direction), got {s.numel()}")
+        return torch.einsum("k,ktchw->tchw", s, self.vectors.float())
+
+
+def _metadata(d: Directions) -> dict[str, str]:
+    return {
+        "format": FORMAT,
+        "names": json.dumps(d.names),
+        "method": d.method,
+        "model_fingerprint": d.model_fingerprint,
+        "units": d.units,
+        "h_shape": json.dumps(list(d.h_shape)),
+        "parameters": json.dumps(d.parameters),
+    }
+
+
+def save_directions(d: Directions, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tensors = {"directions": d.vectors.contiguous().float().cpu(), "timesteps": d.timesteps.float().cpu()}
+    save_file(tensors, str(tmp), metadata=_metadata(d))
+    os.replace(tmp, path)  # a failed save never leaves a half-written file under the real name
+    return path
+
+
+def load_directions(path: str | os.PathLike) -> Directions:
+    path = Path(path)
+    if not path.is_file():
+        raise DirectionsError(f"direction file {path}: no such file")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DirectionsError(f"direction file {path}: not a readable safetensors file ({e})") from None
+    if meta.get("format") != FORMAT or "directions" not in tensors or "timesteps" not in tensors:
+        raise DirectionsError(f"direction file {path}: safetensors, but not a comfy-hspace direction file "
+                              f"(expected format {FORMAT!r} with tensors 'directions' and 'timesteps')")
+    try:
+        return Directions(
+            vectors=tensors["directions"].float(),
+            timesteps=tensors["timesteps"].float(),
+            names=json.loads(meta["names"]),
+            method=meta.get("method", "unknown"),
+            model_fingerprint=meta.get("model_fingerprint", ""),
+            units=meta.get("units", "raw"),
+            parameters=json.loads(meta.get("parameters", "{}")),
+        )
+    except (KeyError, json.JSONDecodeError) as e:
+        raise DirectionsError(f"direction file {path}: damaged metadata ({e})") from None
+    except DirectionsError as e:
+        raise DirectionsError(f"direction file {path}: {e}") from None
+
+
+def parse_indices(text: str, d: Directions) -> list[int]:
+    """'0, 2' or 'pc1, pc3' or '1-3' → indices into ``d``."""
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part in d.names:
+            out.append(d.names.index(part))
+        elif "-" in part[1:] and all(x.strip().isdigit() for x in part.split("-", 1)):
+            a, b = (int(x) for x in part.split("-", 1))
+            out.extend(range(a, b + 1))
+        elif part.lstrip("-").isdigit():
+            out.append(int(part))
+        else:
+            raise DirectionsError(f"indices: {part!r} is neither an index nor one of the names {d.names}")
+    if not out:
+        raise DirectionsError("indices: empty; expected e.g. '0, 2' or a direction name")
+    for i in out:
+        if not -d.count <= i < d.count:
+            raise DirectionsError(f"indices: {i} is out of range for {d.count} directions")
+    return out
+
+
+def select(d: Directions, indices: list[int]) -> Directions:
+    return replace(d, vectors=d.vectors[indices].clone(), names=[d.names[i] for i in indices])
+
+
+def scale(d: Directions, factors: list[float]) -> Directions:
+    f = torch.as_tensor(factors, dtype=torch.float32)
+    if f.numel() == 1:
+        f = f.expand(d.count)
+    if f.shape != (d.count,):
+        raise DirectionsError(f"factors: expected 1 or {d.count} values, got {f.numel()}")
+    return replace(d, vectors=d.vectors * f.view(-1, 1, 1, 1, 1))
+
+
+def resample_timesteps(d: Directions, timesteps: torch.Tensor) -> torch.Tensor:
+    """Vectors of ``d`` looked up at the nearest stored timestep for each of ``timesteps``."""
+    return d.vectors[:, d.timestep_index(timesteps)]
+
+
+def stack(a: Directions, b: Directions) -> Directions:
+    """All directions of ``a`` followed by those of ``b`` (b looked up on a's timesteps)."""
+    if a.h_shape != b.h_shape:
+        raise DirectionsError(f"directions b: h shape {list(b.h_shape)} does not match a's {list(a.h_shape)}")
+    vb = resample_timesteps(b, a.timesteps)
+    return replace(a, vectors=torch.cat([a.vectors, vb]), names=a.names + b.names,
+                   method=a.method if a.method == b.method else "combined")
+
+
+def weighted_sum(a: Directions, b: Directions, weight_a: float, weight_b: float) -> Directions:
+    """Direction k = weight_a·a_k + weight_b·b_k (one side may hold a single direction)."""
+    if a.h_shape != b.h_shape:
+        raise DirectionsError(f"directions b: h shape {list(b.h_shape)} does not match a's {list(a.h_shape)}")
+    if a.count != b.count and 1 not in (a.count, b.count):
+        raise DirectionsError(f"directions: a has {a.count} and b {b.count}; a sum needs equal counts or one of 1")
+    vb = resample_timesteps(b, a.timesteps)
+    vectors = weight_a * a.vectors + weight_b * vb
+    names = [f"{weight_a:g}*{na}+{weight_b:g}*{nb}" for na, nb in
+             zip(a.names * (vectors.shape[0] // a.count), b.names * (vectors.shape[0] // b.count))]
+    return replace(a, vectors=vectors, names=names, method="combined")
+
+
+def resize(d: Directions, height: int, width: int) -> Directions:
+    """Bilinear resize of every direction to another h resolution (e.g. found at 512 px, used
+    at 768 px). Values per position are kept, so a strength has the same local effect."""
+    if height < 1 or width < 1:
+        raise DirectionsError(f"size: expected positive height and width, got {height}×{width}")
+    k, t, c, h, w = d.vectors.shape
+    flat = d.vectors.reshape(k * t, c, h, w)
+    out = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
+    return replace(d, vectors=out.reshape(k, t, c, height, width))

@@ -1,0 +1,56 @@
+"""Sampling with an h-space edit (paper 000 §III, Asyrp).
+
+Both-terms injection needs no sampler of its own: the edited h changes the one noise
+prediction, so every stock sampler applies it (one UNet pass per step). The asymmetric
+reverse process of Asyrp predicts x0 from the edited pass and keeps the direction term of the
+unedited pass, which needs a step of its own: ``sample_asyrp``, written like a k-diffusion
+sampler over ``model(x, sigma)`` returning the denoised x0.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .hspace import EDIT_OFF
+
+
+def ancestral_step(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
+    """(sigma_down, sigma_up): DDIM with η in sigma space (η = 0 deterministic, η = 1 DDPM-like)."""
+    if eta == 0 or sigma_next == 0:
+        return sigma_next, 0.0
+    sigma_up = min(sigma_next, eta * (sigma_next ** 2 * (sigma ** 2 - sigma_next ** 2) / sigma ** 2) ** 0.5)
+    return (sigma_next ** 2 - sigma_up ** 2) ** 0.5, sigma_up
+
+
+def _without_edit(extra_args: dict) -> dict:
+    options = dict(extra_args.get("model_options", {}))
+    options["transformer_options"] = {**options.get("transformer_options", {}), EDIT_OFF: True}
+    return {**extra_args, "model_options": options}
+
+
+@torch.no_grad()
+def sample_asyrp(model: Callable, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None,
+                 callback: Callable | None = None, disable: bool | None = None, eta: float = 1.0,
+                 sigma_start: float = float("inf"), sigma_end: float = 0.0) -> torch.Tensor:
+    """x_{t-1} = x0(edited h) + σ_down·ε(unedited h) + σ_up·z inside the edit interval
+    [sigma_end, sigma_start]; outside it, a plain DDIM(η) step on the unedited pass."""
+    extra_args = extra_args or {}
+    plain_args = _without_edit(extra_args)
+    generator = torch.Generator(device=x.device).manual_seed(int(extra_args.get("seed", 0)))
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        denoised_plain = model(x, sigmas[i] * s_in, **plain_args)
+        if sigma_end <= sigma <= sigma_start:
+            denoised = model(x, sigmas[i] * s_in, **extra_args)
+        else:
+            denoised = denoised_plain
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+        eps = (x - denoised_plain) / sigma
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+        x = denoised + eps * sigma_down
+        if sigma_up > 0:
+            x = x + torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * sigma_up
+    return x

@@ -1,0 +1,112 @@
+"""Reading and writing the UNet bottleneck h on a clone of a ComfyUI MODEL.
+
+The patch goes through ``set_model_output_block_patch`` and acts only at block ("output", 0),
+where h is exactly the middle block's output (see DESIGN.md §3). Nothing here imports ComfyUI:
+the model is used through its ModelPatcher methods only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+# transformer_options key: a model call made with it set to True runs without the edit
+# (the asymmetric sampler's unedited pass).
+EDIT_OFF = "hspace_edit_off"
+BOTTLENECK = ("output", 0)
+APPLY_TO = ("both", "cond", "uncond")
+
+
+@dataclass
+class HSpaceEdit:
+    """h ← h + offsets[t] for the rows selected by ``apply_to``, while sigma_end ≤ σ ≤ sigma_start."""
+    offsets: torch.Tensor  # [T, C, H, W]
+    timesteps: torch.Tensor  # [T] model timesteps
+    sigma_start: float = float("inf")
+    sigma_end: float = 0.0
+    apply_to: str = "both"
+    _on_device: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.apply_to not in APPLY_TO:
+            raise ValueError(f"apply_to: expected one of {APPLY_TO}, got {self.apply_to!r}")
+
+    def active(self, sigma: float) -> bool:
+        return self.sigma_end <= sigma <= self.sigma_start
+
+    def offsets_like(self, h: torch.Tensor) -> torch.Tensor:
+        key = (h.device, h.dtype)
+        if key not in self._on_device:
+            self._on_device[key] = self.offsets.to(h.device, h.dtype)
+        return self._on_device[key]
+
+    def apply(self, h: torch.Tensor, row_sigmas: torch.Tensor, row_timesteps: torch.Tensor,
+              row_chunks: torch.Tensor) -> torch.Tensor:
+        if tuple(h.shape[1:]) != tuple(self.offsets.shape[1:]):
+            raise ValueError(f"h-space edit: direction h shape {list(self.offsets.shape[1:])} does not "
+                             f"match the model's h shape {list(h.shape[1:])}")
+        rows = (row_sigmas <= self.sigma_start) & (row_sigmas >= self.sigma_end)
+        if self.apply_to != "both":
+            rows &= row_chunks == (0 if self.apply_to == "cond" else 1)
+        if not rows.any():
+            return h
+        idx = (row_timesteps.reshape(-1, 1) - self.timesteps.reshape(1, -1).to(row_timesteps)).abs().argmin(1)
+        rows = rows.to(h.device)
+        out = h.clone()  # rows outside the edit stay bit-for-bit as they were
+        out[rows] = h[rows] + self.offsets_like(h)[idx.to(h.device)[rows]]
+        return out
+
+
+class HSpaceRecorder:
+    """Keeps every bottleneck h seen during sampling, with its model timestep and chunk
+    (0 = cond, 1 = uncond), on ``device`` (ComfyUI's intermediate device)."""
+
+    def __init__(self, device: torch.device | str = "cpu", chunks: tuple[int, ...] = (0, 1)):
+        self.device = device
+        self.chunks = chunks
+        self.records: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def record(self, h: torch.Tensor, row_timesteps: torch.Tensor, row_chunks: torch.Tensor) -> None:
+        keep = torch.isin(row_chunks, torch.tensor(self.chunks, device=row_chunks.device))
+        if keep.any():
+            k = keep.to(h.device)
+            self.records.append((h[k].detach().float().to(self.device), row_timesteps[keep].cpu(),
+                                 row_chunks[keep].cpu()))
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(h [N, C, H, W], timesteps [N], chunks [N]) over all calls so far."""
+        return tuple(torch.cat(x) for x in zip(*self.records))  # type: ignore[return-value]
+
+
+def row_layout(h: torch.Tensor, options: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of h: its sigma and its chunk. ComfyUI batches cond and uncond rows in one
+    forward; ``sigmas`` has one entry per latent, ``cond_or_uncond`` lists the chunks."""
+    chunks = options.get("cond_or_uncond") or [0]
+    sigmas = options["sigmas"].reshape(-1).float()
+    if sigmas.numel() != h.shape[0]:
+        sigmas = sigmas.repeat(h.shape[0] // sigmas.numel())
+    per_chunk = h.shape[0] // len(chunks)
+    row_chunks = torch.tensor(chunks, device=sigmas.device).repeat_interleave(per_chunk)
+    return sigmas, row_chunks
+
+
+def hspace_clone(model: Any, edit: HSpaceEdit | None = None, recorder: HSpaceRecorder | None = None) -> Any:
+    """A clone of a ComfyUI MODEL whose bottleneck h is recorded and/or offset.
+    The input model is never touched and no global hook is registered."""
+    model_sampling = model.get_model_object("model_sampling")
+    clone = model.clone()
+
+    def bottleneck_patch(h, hsp, options):
+        if options.get("block") != BOTTLENECK:
+            return h, hsp
+        row_sigmas, row_chunks = row_layout(h, options)
+        row_timesteps = model_sampling.timestep(row_sigmas).float()
+        if recorder is not None:
+            recorder.record(h, row_timesteps, row_chunks)
+        if edit is not None and not options.get(EDIT_OFF, False):
+            h = edit.apply(h, row_sigmas, row_timesteps, row_chunks)
+        return h, hsp
+
+    clone.set_model_output_block_patch(bottleneck_patch)
+    return clone

@@ -1,0 +1,7 @@
+from .directions_nodes import (CombineDirections, LoadDirections, RandomDirections, ResizeDirections,
+                               SaveDirections, ScaleDirections, SelectDirections)
+from .edited_sampler import EditedSampler
+from .pixel_ddpm import NullConditioning, PixelDDPMLoader
+
+NODES = [EditedSampler, SaveDirections, LoadDirections, RandomDirections, SelectDirections, ScaleDirections,
+         CombineDirections, ResizeDirections, PixelDDPMLoader, NullConditioning]

@@ -1,0 +1,39 @@
+"""What the nodes share: the socket type, the folders, parsing of list widgets."""
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import folder_paths
+from comfy_api.latest import io
+
+Directions = io.Custom("HSPACE_DIRECTIONS")
+CATEGORY = "h-space"
+DIRECTIONS_FOLDER = "hspace_directions"
+
+if DIRECTIONS_FOLDER not in folder_paths.folder_names_and_paths:
+    folder_paths.folder_names_and_paths[DIRECTIONS_FOLDER] = (
+        [os.path.join(folder_paths.models_dir, DIRECTIONS_FOLDER)], {".safetensors"})
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    """'1, -0.5 2' → [1.0, -0.5, 2.0]; a bad entry gives a message naming the input."""
+    values = []
+    for part in text.replace(",", " ").split():
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"{what}: {part!r} is not a number (expected a list like '-2, -1, 0, 1, 2')") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{what}: {part!r} is not a finite number")
+        values.append(value)
+    return values
+
+
+def safe_name(name: str, what: str) -> str:
+    """A file name without folders or odd characters, so a name cannot escape its folder."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip()).strip("._")
+    if not stem:
+        raise ValueError(f"{what}: {name!r} has no usable characters (letters, digits, '.', '_', '-')")
+    return stem

@@ -1,0 +1,165 @@
+"""Nodes that make, save, load and reshape HSPACE_DIRECTIONS values."""
+import os
+
+import torch
+
+import folder_paths
+from comfy_api.latest import io
+
+from comfy_hspace import directions as D
+from comfy_hspace.comfy_host import bottleneck_shape, model_fingerprint
+
+from .common import CATEGORY, DIRECTIONS_FOLDER, Directions, parse_floats, safe_name
+
+
+class SaveDirections(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceSaveDirections", display_name="Save Directions (h-space)", category=CATEGORY,
+            description="Saves directions as .safetensors (metadata in the header) into models/hspace_directions, "
+                        "where Load Directions finds them.",
+            inputs=[Directions.Input("directions"),
+                    io.String.Input("filename", default="directions",
+                                    tooltip="File name without extension; other characters become '_'."),
+                    io.Boolean.Input("overwrite", default=False,
+                                     tooltip="Off: an existing file is kept and a numbered name is used.")],
+            outputs=[io.String.Output("path")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, directions, filename, overwrite) -> io.NodeOutput:
+        folder = folder_paths.get_folder_paths(DIRECTIONS_FOLDER)[0]
+        stem = safe_name(filename, "filename")
+        path = os.path.join(folder, stem + ".safetensors")
+        counter = 1
+        while not overwrite and os.path.exists(path):
+            counter += 1
+            path = os.path.join(folder, f"{stem}_{counter:05d}.safetensors")
+        D.save_directions(directions, path)
+        return io.NodeOutput(path, ui={"text": [os.path.basename(path)]})
+
+
+class LoadDirections(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceLoadDirections", display_name="Load Directions (h-space)", category=CATEGORY,
+            description="Loads a direction file from models/hspace_directions. Only safetensors files written by "
+                        "this pack are accepted; NaN or inf values are refused.",
+            inputs=[io.Combo.Input("filename", options=folder_paths.get_filename_list(DIRECTIONS_FOLDER))],
+            outputs=[Directions.Output()],
+        )
+
+    @classmethod
+    def execute(cls, filename) -> io.NodeOutput:
+        path = folder_paths.get_full_path(DIRECTIONS_FOLDER, filename)
+        if path is None:
+            raise ValueError(f"filename: {filename!r} is not in {folder_paths.get_folder_paths(DIRECTIONS_FOLDER)}")
+        return io.NodeOutput(D.load_directions(path))
+
+    @classmethod
+    def fingerprint_inputs(cls, filename):
+        path = folder_paths.get_full_path(DIRECTIONS_FOLDER, filename)
+        return os.path.getmtime(path) if path else filename
+
+
+class RandomDirections(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceRandomDirections", display_name="Random Directions (h-space)", category=CATEGORY,
+            description="Random time-invariant directions shaped for this model's h at this latent size: "
+                        "the baseline a found direction should beat.",
+            inputs=[io.Model.Input("model"), io.Latent.Input("latent_image"),
+                    io.Int.Input("count", default=4, min=1, max=256),
+                    io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff),
+                    io.Float.Input("rms", default=1.0, min=0.0, max=1000.0, step=0.01,
+                                   tooltip="Root-mean-square value per element of each direction.")],
+            outputs=[Directions.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, latent_image, count, seed, rms) -> io.NodeOutput:
+        shape = bottleneck_shape(model, latent_image["samples"].shape)
+        g = torch.Generator().manual_seed(seed)
+        v = torch.randn((count, 1, *shape), generator=g)
+        v = v * (rms / v.pow(2).mean(dim=(1, 2, 3, 4), keepdim=True).sqrt())
+        return io.NodeOutput(D.Directions(v, torch.tensor([500.0]), [f"random{i}" for i in range(count)],
+                                          method="random", model_fingerprint=model_fingerprint(model),
+                                          units="raw", parameters={"seed": seed, "rms": rms}))
+
+
+class SelectDirections(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceSelectDirections", display_name="Select Directions (h-space)", category=CATEGORY,
+            description="Keeps the chosen directions, in the given order.",
+            inputs=[Directions.Input("directions"),
+                    io.String.Input("indices", default="0", tooltip="Indices or names, e.g. '0, 2' or '1-3'.")],
+            outputs=[Directions.Output()],
+        )
+
+    @classmethod
+    def execute(cls, directions, indices) -> io.NodeOutput:
+        return io.NodeOutput(D.select(directions, D.parse_indices(indices, directions)))
+
+
+class ScaleDirections(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceScaleDirections", display_name="Scale Directions (h-space)", category=CATEGORY,
+            description="Multiplies each direction by a factor (negative flips it).",
+            inputs=[Directions.Input("directions"),
+                    io.String.Input("factors", default="1.0", tooltip="One factor for all, or one per direction.")],
+            outputs=[Directions.Output()],
+        )
+
+    @classmethod
+    def execute(cls, directions, factors) -> io.NodeOutput:
+        return io.NodeOutput(D.scale(directions, parse_floats(factors, "factors")))
+
+
+class CombineDirections(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceCombineDirections", display_name="Combine Directions (h-space)", category=CATEGORY,
+            description="stack: all of a, then all of b. sum: direction k = weight_a·a_k + weight_b·b_k. "
+                        "b is looked up at a's timesteps.",
+            inputs=[Directions.Input("a"), Directions.Input("b"),
+                    io.Combo.Input("mode", options=["stack", "sum"], default="stack"),
+                    io.Float.Input("weight_a", default=1.0, min=-100.0, max=100.0, step=0.01),
+                    io.Float.Input("weight_b", default=1.0, min=-100.0, max=100.0, step=0.01)],
+            outputs=[Directions.Output()],
+        )
+
+    @classmethod
+    def execute(cls, a, b, mode, weight_a, weight_b) -> io.NodeOutput:
+        if mode == "stack":
+            return io.NodeOutput(D.stack(a, b))
+        return io.NodeOutput(D.weighted_sum(a, b, weight_a, weight_b))
+
+
+class ResizeDirections(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceResizeDirections", display_name="Resize Directions (h-space)", category=CATEGORY,
+            description="Resizes directions to the h of another latent size (e.g. found at 512 px, used at 768 px); "
+                        "per-position values are kept.",
+            inputs=[Directions.Input("directions"), io.Model.Input("model"),
+                    io.Latent.Input("latent_image", tooltip="A latent of the size the directions will be used at.")],
+            outputs=[Directions.Output()],
+        )
+
+    @classmethod
+    def execute(cls, directions, model, latent_image) -> io.NodeOutput:
+        channels, height, width = bottleneck_shape(model, latent_image["samples"].shape)
+        if channels != directions.h_shape[0]:
+            raise ValueError(f"directions: {directions.h_shape[0]} channels, but this model's h has {channels}; "
+                             f"resizing changes only height and width")
+        return io.NodeOutput(D.resize(directions, height, width))

@@ -1,0 +1,66 @@
+import comfy.samplers
+from comfy_api.latest import io
+
+from comfy_hspace.comfy_host import MODES, edited_sample
+from comfy_hspace.hspace import APPLY_TO
+
+from .common import CATEGORY, Directions, parse_floats
+
+
+class EditedSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceEditedSampler",
+            display_name="Edited Sampler (h-space)",
+            category=CATEGORY,
+            description="Samples like KSampler while adding h-space directions to the UNet bottleneck: "
+                        "h ← h + Σ strength·direction(t) inside the edit interval. A sweep list gives one "
+                        "batch member per multiplier, all from the same noise.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Conditioning.Input("positive"),
+                io.Conditioning.Input("negative"),
+                io.Latent.Input("latent_image"),
+                Directions.Input("directions", tooltip="The h-space directions to add."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
+                io.Int.Input("steps", default=20, min=1, max=10000),
+                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01),
+                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddpm",
+                               tooltip="Used in 'both terms' mode; the asymmetric mode has its own DDIM(η) step."),
+                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="normal"),
+                io.String.Input("strengths", default="1.0",
+                                tooltip="One strength per direction, or one for all (comma separated)."),
+                io.String.Input("sweep", default="",
+                                tooltip="Multipliers of the strengths, e.g. '-2, -1, 0, 1, 2': one output per "
+                                        "value, same noise for each. Empty: a single output."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Start of the edit interval as a fraction of the schedule (0 = first step)."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="End of the edit interval as a fraction of the schedule (1 = last step)."),
+                io.Combo.Input("apply_to", options=list(APPLY_TO), default="both",
+                               tooltip="Edit the conditional pass, the unconditional one, or both."),
+                io.Combo.Input("mode", options=list(MODES), default=MODES[0],
+                               tooltip="both terms: one UNet pass per step, the edit reaches x0 and the direction "
+                                       "term (paper 000). asymmetric (Asyrp): x0 from the edited pass, direction "
+                                       "term from an unedited pass (two passes per edited step)."),
+                io.Float.Input("eta", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Asymmetric mode only: DDIM η (0 deterministic, 1 DDPM-like)."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01),
+            ],
+            outputs=[io.Latent.Output(tooltip="Sweep members one after another, each the size of the input batch.")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent_image, directions, seed, steps, cfg, sampler_name,
+                scheduler, strengths, sweep, start_percent, end_percent, apply_to, mode, eta,
+                denoise) -> io.NodeOutput:
+        strength_list = parse_floats(strengths, "strengths")
+        if len(strength_list) not in (1, directions.count):
+            raise ValueError(f"strengths: expected 1 or {directions.count} values (one per direction), "
+                             f"got {len(strength_list)}")
+        sweep_list = parse_floats(sweep, "sweep") or [1.0]
+        out = edited_sample(model, directions, strength_list, sweep_list, seed, steps, cfg, sampler_name,
+                            scheduler, positive, negative, latent_image, start_percent, end_percent,
+                            apply_to, mode, eta, denoise)
+        return io.NodeOutput(out)
