@@ -3,10 +3,11 @@ import os
 import sys
 
 # The library is imported as the top-level package ``comfy_hspace`` so that tests, the
-# command line and ComfyUI all share one copy of its classes.
+# command line and ComfyUI all share one copy of its classes. Appended, not prepended: our
+# folder also holds a ``nodes`` package that must never shadow ComfyUI's ``nodes`` module.
 _here = os.path.dirname(os.path.abspath(__file__))
 if _here not in sys.path:
-    sys.path.insert(0, _here)
+    sys.path.append(_here)
 
 from comfy_api.latest import ComfyExtension, io  # noqa: E402
 

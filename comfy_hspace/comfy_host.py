@@ -214,8 +214,9 @@ def edited_sample(model: Any, directions: Directions, strengths: list[float], sw
         else:
             sigmas = comfy.samplers.KSampler(patched, steps=steps, device=patched.load_device, sampler=sampler_name,
                                              scheduler=scheduler, denoise=denoise).sigmas
+            interval = (sigma_start, sigma_end) if edit is not None else (-1.0, 0.0)  # no edit: one pass a step
             sampler = comfy.samplers.KSAMPLER(sample_asyrp, extra_options={
-                "eta": eta, "sigma_start": sigma_start, "sigma_end": sigma_end})
+                "eta": eta, "sigma_start": interval[0], "sigma_end": interval[1]})
             samples = comfy.sample.sample_custom(patched, noise, cfg, sampler, sigmas, positive, negative,
                                                  latent_image, noise_mask=latent.get("noise_mask"),
                                                  callback=callback, disable_pbar=True, seed=seed)

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 COMFYUI = Path(os.environ.get("COMFYUI_PATH") or REPO / ".comfyui").resolve()
 if not (COMFYUI / "main.py").exists():
     raise RuntimeError(f"No ComfyUI at {COMFYUI}: run scripts/setup.sh (or set COMFYUI_PATH)")
-for p in (str(REPO / "tests"), str(REPO), str(COMFYUI)):
+for p in (str(REPO / "scripts"), str(REPO / "tests"), str(REPO), str(COMFYUI)):
     if p not in sys.path:
         sys.path.insert(0, p)
 

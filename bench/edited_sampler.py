@@ -1,0 +1,83 @@
+"""Edited Sampler vs the stock KSampler on the same model, settings and seed, in one run.
+
+Prints the time ratio of each injection mode to plain sampling (targets: both terms ≤ 1.05×,
+asymmetric ≤ 2.1×). The model is a pixel-space UNet2DModel the size of the embedded default
+(block channels 32/64/96, 32×32 images) with random weights: timing does not depend on them.
+Usage: .venv/bin/python bench/edited_sampler.py [--steps 20] [--batch 8] [--repeats 5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / "tests")]
+import conftest  # noqa: E402,F401  (puts ComfyUI on the path, CPU mode)
+import tiny_models  # noqa: E402
+
+import comfy.utils  # noqa: E402
+import nodes as comfy_nodes  # noqa: E402
+from comfy_hspace.comfy_host import bottleneck_shape, edited_sample, load_pixel_ddpm  # noqa: E402
+from comfy_hspace.directions import Directions  # noqa: E402
+
+EMBEDDED_SIZE = {
+    "_class_name": "UNet2DModel", "sample_size": 32, "in_channels": 3, "out_channels": 3,
+    "block_out_channels": [32, 64, 96], "layers_per_block": 1,
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "AttnUpBlock2D", "UpBlock2D"], "norm_num_groups": 8, "attention_head_dim": 8,
+}
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    a = parser.parse_args()
+    comfy.utils.PROGRESS_BAR_ENABLED = False  # the stock path would otherwise pay for a tqdm bar
+    tiny_models.PIXEL_UNET = EMBEDDED_SIZE
+    folder = tiny_models.save_pixel_ddpm(Path(tempfile.mkdtemp()))
+    model, _ = load_pixel_ddpm(folder)
+    cond = tiny_models.conditioning("pixel")
+    latent = {"samples": torch.zeros(a.batch, 3, 32, 32)}
+    shape = bottleneck_shape(model, latent["samples"].shape)
+    directions = Directions(torch.randn(2, 1, *shape), torch.tensor([500.0]), ["a", "b"])
+
+    def stock():
+        comfy_nodes.common_ksampler(model, 1, a.steps, 1.0, "ddpm", "normal", cond, cond, latent)
+
+    def edited(mode):
+        return lambda: edited_sample(model, directions, [1.0, 0.5], [1.0], 1, a.steps, 1.0, "ddpm", "normal",
+                                     cond, cond, latent, mode=mode)
+
+    stock()  # warm-up: first call loads the model
+    plain = best_of(stock, a.repeats)
+    both = best_of(edited("both terms"), a.repeats)
+    asyrp = best_of(edited("asymmetric (Asyrp)"), a.repeats)
+    result = {"device": "cpu", "threads": torch.get_num_threads(), "steps": a.steps, "batch": a.batch,
+              "plain_s": round(plain, 3), "both_terms_ratio": round(both / plain, 3),
+              "asyrp_ratio": round(asyrp / plain, 3)}
+    print(f"plain KSampler        {plain:.3f} s  (batch {a.batch}, {a.steps} steps, 32×32, median of {a.repeats})")
+    print(f"both terms / plain    {both / plain:.3f}×  (target ≤ 1.05)")
+    print(f"asymmetric / plain    {asyrp / plain:.3f}×  (target ≤ 2.1)")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

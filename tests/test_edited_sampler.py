@@ -1,0 +1,143 @@
+"""The Edited Sampler node against ComfyUI's own KSampler, in-process on real models."""
+import pytest
+import torch
+
+import nodes as comfy_nodes  # ComfyUI's nodes.py (the stock KSampler)
+from comfy_hspace.comfy_host import bottleneck_shape, load_pixel_ddpm
+from comfy_hspace.directions import Directions, DirectionsError
+from comfy_hspace.editing import sample_asyrp
+from comfy_hspace.hspace import EDIT_OFF
+from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
+
+
+@pytest.fixture(scope="module")
+def sd15():
+    return comfy_unet("sd15")
+
+
+@pytest.fixture(scope="module")
+def pixel(tmp_path_factory):
+    return load_pixel_ddpm(save_pixel_ddpm(tmp_path_factory.mktemp("ddpm")))[0]
+
+
+def random_directions(model, lat, k=2, seed=0):
+    shape = bottleneck_shape(model, lat["samples"].shape)
+    g = torch.Generator().manual_seed(seed)
+    return Directions(torch.randn(k, 1, *shape, generator=g), torch.tensor([500.0]), [f"r{i}" for i in range(k)])
+
+
+def run(pack, model, kind, lat, directions, **kw):
+    args = dict(model=model, positive=conditioning(kind), negative=conditioning(kind, 1), latent_image=lat,
+                directions=directions, seed=5, steps=4, cfg=2.0, sampler_name="euler_ancestral", scheduler="normal",
+                strengths="1.0", sweep="", start_percent=0.0, end_percent=1.0, apply_to="both", mode="both terms",
+                eta=1.0, denoise=1.0)
+    args.update(kw)
+    return pack.nodes.EditedSampler.execute(**args).args[0]["samples"]
+
+
+def stock(model, kind, lat, sampler="euler_ancestral", cfg=2.0):
+    return comfy_nodes.common_ksampler(model, 5, 4, cfg, sampler, "normal", conditioning(kind),
+                                       conditioning(kind, 1), lat)[0]["samples"]
+
+
+@pytest.mark.parametrize("kind", ["sd15", "pixel"])
+def test_strength_zero_is_the_stock_ksampler_bit_for_bit(pack, sd15, pixel, kind):
+    model = sd15 if kind == "sd15" else pixel
+    lat = {"samples": torch.zeros(2, 4 if kind == "sd15" else 3, 16, 16)}
+    d = random_directions(model, lat)
+    reference = stock(model, kind, lat)
+    assert torch.equal(run(pack, model, kind, lat, d, strengths="0"), reference)
+    # in a sweep every member gets the same noise (ancestral noise included): member 0 is unedited
+    swept = run(pack, model, kind, lat, d, sweep="0, 1.5")
+    assert swept.shape[0] == 4
+    assert torch.equal(swept[:2], reference)
+    assert (swept[2:] - reference).abs().mean() > 1e-3
+
+
+def test_sweep_is_ordered_and_linear_in_the_multiplier(pack, pixel):
+    lat = {"samples": torch.zeros(1, 3, 16, 16)}
+    d = random_directions(pixel, lat)
+    swept = run(pack, pixel, "pixel", lat, d, sweep="-1, 1", strengths="0.5, 0.25")
+    single = run(pack, pixel, "pixel", lat, d, strengths="-0.5, -0.25")
+    assert torch.equal(swept[:1], single)
+
+
+def test_asymmetric_without_edit_is_ddim(pack, pixel):
+    """With η = 0 and no edit the asymmetric step is DDIM, which is Euler in sigma space for ε-models."""
+    lat = {"samples": torch.zeros(2, 3, 16, 16)}
+    d = random_directions(pixel, lat)
+    ours = run(pack, pixel, "pixel", lat, d, strengths="0", mode="asymmetric (Asyrp)", eta=0.0, cfg=1.0)
+    assert torch.allclose(ours, stock(pixel, "pixel", lat, sampler="euler", cfg=1.0), atol=1e-4)
+    edited = run(pack, pixel, "pixel", lat, d, mode="asymmetric (Asyrp)", eta=0.0, cfg=1.0)
+    assert (edited - ours).abs().mean() > 1e-3
+
+
+def test_asyrp_step_takes_x0_from_edited_and_direction_from_unedited_pass():
+    def model(x, sigma, model_options=None, seed=None):
+        edited = not model_options.get("transformer_options", {}).get(EDIT_OFF, False)
+        return x * 0.5 + (1.0 if edited else 0.0)  # x0 prediction; the edit shifts it by 1
+
+    x = torch.randn(1, 3, 4, 4)
+    sigmas = torch.tensor([2.0, 1.0])
+    out = sample_asyrp(model, x, sigmas, extra_args={"model_options": {}}, eta=0.0)
+    eps_plain = (x - x * 0.5) / 2.0
+    assert torch.allclose(out, x * 0.5 + 1.0 + 1.0 * eps_plain)
+
+
+def test_edit_interval_limits_the_edit(pack, pixel):
+    lat = {"samples": torch.zeros(1, 3, 16, 16)}
+    d = random_directions(pixel, lat)
+    full = run(pack, pixel, "pixel", lat, d)
+    late = run(pack, pixel, "pixel", lat, d, start_percent=0.6)
+    none = run(pack, pixel, "pixel", lat, d, start_percent=1.0, end_percent=1.0)
+    reference = stock(pixel, "pixel", lat)
+    assert torch.equal(none, reference)
+    assert 0 < (late - reference).abs().mean() < (full - reference).abs().mean()
+
+
+def test_wrong_h_shape_fails_before_sampling_naming_both_shapes(pack, sd15):
+    lat = {"samples": torch.zeros(1, 4, 16, 16)}
+    before = stock(sd15, "sd15", lat)
+    options = repr(sd15.model_options)
+    big = Directions(torch.randn(1, 1, 1280, 8, 8), torch.tensor([500.0]), ["sdxl-ish"])
+    with pytest.raises(DirectionsError, match=r"h shape \[1280, 8, 8\] does not fit this model, whose h is \[64, 8, 8\]"):
+        run(pack, sd15, "sd15", lat, big)
+    assert repr(sd15.model_options) == options
+    assert torch.equal(stock(sd15, "sd15", lat), before)
+
+
+def test_bad_strength_lists_name_the_input(pack, sd15):
+    lat = {"samples": torch.zeros(1, 4, 16, 16)}
+    d = random_directions(sd15, lat)
+    with pytest.raises(ValueError, match="strengths: expected 1 or 2 values"):
+        run(pack, sd15, "sd15", lat, d, strengths="1, 2, 3")
+    with pytest.raises(ValueError, match="sweep: 'x' is not a number"):
+        run(pack, sd15, "sd15", lat, d, sweep="1, x")
+    with pytest.raises(ValueError, match="edit interval"):
+        run(pack, sd15, "sd15", lat, d, start_percent=0.8, end_percent=0.2)
+
+
+def test_cancel_mid_sweep_leaves_the_input_model_as_it_was(pack, pixel):
+    import comfy.model_management
+    import comfy.utils
+
+    lat = {"samples": torch.zeros(1, 3, 16, 16)}
+    d = random_directions(pixel, lat)
+    before = stock(pixel, "pixel", lat)
+    options = repr(pixel.model_options)
+    calls = []
+
+    def cancel_at_step_6(value, total, preview=None, node_id=None):
+        calls.append(value)
+        if value >= 6:  # in the second sweep member: its patched clone is in use
+            raise comfy.model_management.InterruptProcessingException()
+
+    comfy.utils.set_progress_bar_global_hook(cancel_at_step_6)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            run(pack, pixel, "pixel", lat, d, sweep="1, 2")
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    assert calls[-1] == 6 and calls[0] <= 1
+    assert repr(pixel.model_options) == options
+    assert torch.equal(stock(pixel, "pixel", lat), before)

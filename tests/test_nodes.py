@@ -1,0 +1,81 @@
+"""The direction nodes in-process, with ComfyUI's folder_paths pointed at a temporary folder."""
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import folder_paths
+from comfy_hspace import directions as D
+from tiny_models import comfy_unet
+
+
+@pytest.fixture()
+def direction_folder(pack, tmp_path, monkeypatch):
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "hspace_directions", ([str(tmp_path)], {".safetensors"}))
+    folder_paths.filename_list_cache.pop("hspace_directions", None)
+    yield tmp_path
+    folder_paths.filename_list_cache.pop("hspace_directions", None)
+
+
+@pytest.fixture(scope="module")
+def sd15():
+    return comfy_unet("sd15")
+
+
+def random_dirs(pack, model, size=16, count=3):
+    lat = {"samples": torch.zeros(1, 4, size, size)}
+    return pack.nodes.RandomDirections.execute(model=model, latent_image=lat, count=count, seed=1, rms=1.0).args[0]
+
+
+def test_random_directions_fit_the_model_and_have_the_asked_rms(pack, sd15):
+    d = random_dirs(pack, sd15)
+    assert d.h_shape == (64, 8, 8) and d.count == 3
+    assert torch.allclose(d.vectors.pow(2).mean(dim=(1, 2, 3, 4)).sqrt(), torch.ones(3), atol=1e-5)
+    assert d.model_fingerprint.startswith("UNetModel:")
+
+
+def test_save_then_load_through_the_nodes(pack, sd15, direction_folder):
+    d = random_dirs(pack, sd15)
+    path = pack.nodes.SaveDirections.execute(directions=d, filename="../../evil name", overwrite=False).args[0]
+    assert path == str(direction_folder / "evil_name.safetensors")
+    second = pack.nodes.SaveDirections.execute(directions=d, filename="evil name", overwrite=False).args[0]
+    assert second.endswith("evil_name_00002.safetensors")
+    loaded = pack.nodes.LoadDirections.execute(filename="evil_name.safetensors").args[0]
+    assert torch.equal(loaded.vectors, d.vectors) and loaded.names == d.names
+    with pytest.raises(ValueError, match="filename: '...' has no usable characters"):
+        pack.nodes.SaveDirections.execute(directions=d, filename="...", overwrite=False)
+
+
+def test_load_refuses_nan_and_foreign_files(pack, sd15, direction_folder):
+    d = random_dirs(pack, sd15)
+    v = d.vectors.clone()
+    v[0, 0, 0, 0, 0] = float("inf")
+    save_file({"directions": v, "timesteps": d.timesteps}, str(direction_folder / "bad.safetensors"),
+              metadata=D._metadata(d))
+    with pytest.raises(D.DirectionsError, match="bad.safetensors: directions: the tensor contains NaN or inf"):
+        pack.nodes.LoadDirections.execute(filename="bad.safetensors")
+    (direction_folder / "junk.safetensors").write_bytes(b"PK\x03\x04 zip, not safetensors")
+    with pytest.raises(D.DirectionsError, match="junk.safetensors: not a readable safetensors file"):
+        pack.nodes.LoadDirections.execute(filename="junk.safetensors")
+    with pytest.raises(ValueError, match="filename: 'absent.safetensors' is not in"):
+        pack.nodes.LoadDirections.execute(filename="absent.safetensors")
+
+
+def test_select_scale_combine_resize_nodes(pack, sd15):
+    d = random_dirs(pack, sd15)
+    s = pack.nodes.SelectDirections.execute(directions=d, indices="random2, 0").args[0]
+    assert s.names == ["random2", "random0"]
+    sc = pack.nodes.ScaleDirections.execute(directions=s, factors="2, -1").args[0]
+    assert torch.equal(sc.vectors[1], -s.vectors[1])
+    st = pack.nodes.CombineDirections.execute(a=d, b=s, mode="stack", weight_a=1.0, weight_b=1.0).args[0]
+    assert st.count == 5
+    sm = pack.nodes.CombineDirections.execute(a=s, b=s, mode="sum", weight_a=1.0, weight_b=-1.0).args[0]
+    assert not sm.vectors.any()
+    bigger = {"samples": torch.zeros(1, 4, 24, 24)}
+    r = pack.nodes.ResizeDirections.execute(directions=d, model=sd15, latent_image=bigger).args[0]
+    assert r.h_shape == (64, 12, 12)
+
+
+def test_sdxl_shaped_model_gets_its_own_h_shape(pack):
+    sdxl = comfy_unet("sdxl")
+    d = random_dirs(pack, sdxl, size=24)
+    assert d.h_shape == (64, 12, 12)

@@ -1,0 +1,64 @@
+"""End to end: a real headless ComfyUI server with the pack loaded runs the workflows."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from comfy_hspace import directions as D
+from comfy_server import REPO, ComfyServer, pack_node_ids
+from tiny_models import save_pixel_ddpm
+
+WORKFLOWS = sorted((REPO / "workflows").glob("*.api.json"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfy")
+    save_pixel_ddpm(base / "models" / "diffusers" / "hspace-tiny-random")
+    bad = D.Directions(torch.randn(1, 1, 32, 8, 8), torch.tensor([500.0]), ["bad"])
+    meta = D._metadata(bad)
+    v = bad.vectors.clone()
+    v[0, 0, 1] = float("nan")
+    (base / "models" / "hspace_directions").mkdir(parents=True)
+    save_file({"directions": v, "timesteps": bad.timesteps}, str(base / "models" / "hspace_directions" / "nan.safetensors"),
+              metadata=meta)
+    with ComfyServer(base) as s:
+        yield s
+
+
+def test_object_info_lists_the_pack_with_direction_sockets(server):
+    info = server.object_info
+    assert len(pack_node_ids()) >= 10 and all(n in info for n in pack_node_ids())
+    assert info["HSpaceEditedSampler"]["input"]["required"]["directions"][0] == "HSPACE_DIRECTIONS"
+    assert info["HSpaceSaveDirections"]["input"]["required"]["directions"][0] == "HSPACE_DIRECTIONS"
+    assert info["HSpaceLoadDirections"]["output"] == ["HSPACE_DIRECTIONS"]
+    assert "nan.safetensors" in info["HSpaceLoadDirections"]["input"]["required"]["filename"][1]["options"]
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=[w.name for w in WORKFLOWS])
+def test_workflow_runs_and_writes_pngs(server, workflow):
+    prompt = json.loads(workflow.read_text())
+    files = server.output_files(server.run(prompt))
+    assert files, "the workflow saved no image"
+    for f in files:
+        with Image.open(f) as im:
+            assert im.format == "PNG" and im.size[0] >= 16
+
+
+def test_sweep_workflow_gives_one_image_per_member(server):
+    prompt = json.loads((REPO / "workflows" / "edited_sampler_sweep.api.json").read_text())
+    files = server.output_files(server.run(prompt))
+    sweep = prompt["5"]["inputs"]["sweep"].split(",")
+    assert len(files) == len(sweep) * prompt["3"]["inputs"]["batch_size"]
+
+
+def test_a_nan_direction_file_fails_the_prompt_with_a_clear_message(server):
+    prompt = json.loads((REPO / "workflows" / "edited_sampler_sweep.api.json").read_text())
+    prompt["4"] = {"class_type": "HSpaceLoadDirections", "inputs": {"filename": "nan.safetensors"}}
+    with pytest.raises(RuntimeError, match="NaN or inf"):
+        server.run(prompt)
+    # the server keeps working afterwards
+    assert server.output_files(server.run(json.loads((REPO / "workflows" / "edited_sampler_sweep.api.json").read_text())))
