@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "tests")]
-import conftest  # noqa: E402,F401  (puts ComfyUI on the path, CPU mode)
+sys.path.insert(0, str(REPO / "scripts"))
+import comfy_env  # noqa: E402
+
+comfy_env.setup()
 import tiny_models  # noqa: E402
 
 import comfy.utils  # noqa: E402

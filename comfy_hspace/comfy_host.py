@@ -55,10 +55,30 @@ class DiffusersUNet(torch.nn.Module):
 
         handle = self.unet.mid_block.register_forward_hook(at_bottleneck) if patches else None
         try:
-            return self.unet(x, timesteps, class_labels=y).sample
+            labels = y.reshape(-1).round().long() if y is not None else None
+            return self.unet(x, timesteps, class_labels=labels).sample
         finally:
             if handle is not None:
                 handle.remove()
+
+
+CLASS_KEY = "hspace_class"  # CONDITIONING key holding a class label for class-conditional DDPMs
+
+
+class PixelDDPM(comfy.model_base.BaseModel):
+    """A pixel DDPM whose UNet may be class-conditional (diffusers ``num_class_embeds``): the
+    CONDITIONING's ``hspace_class`` becomes the class label; without one, the null class (the
+    last class, as the embedded model is trained) is used."""
+
+    def encode_adm(self, **kwargs):
+        classes = self.diffusion_model.unet.config.num_class_embeds
+        if not classes:
+            return None
+        label = kwargs.get(CLASS_KEY)
+        label = classes - 1 if label is None else int(label)
+        if not 0 <= label < classes:
+            raise ValueError(f"conditioning: class {label} is outside this model's {classes} classes")
+        return torch.tensor([float(label)])
 
 
 class PixelDDPMConfig(comfy.supported_models_base.BASE):
@@ -119,7 +139,7 @@ def load_pixel_ddpm(folder: str | Path) -> tuple[Any, Any]:
 
     model_config = PixelDDPMConfig(config, sampling)
     offload = comfy.model_management.unet_offload_device()
-    model = comfy.model_base.BaseModel(model_config, model_types[prediction], device=offload, unet_model=DiffusersUNet)
+    model = PixelDDPM(model_config, model_types[prediction], device=offload, unet_model=DiffusersUNet)
     try:
         state_dict = load_file(str(weights))
     except Exception as e:

@@ -1,7 +1,9 @@
 from .directions_nodes import (CombineDirections, LoadDirections, RandomDirections, ResizeDirections,
                                SaveDirections, ScaleDirections, SelectDirections)
 from .edited_sampler import EditedSampler
+from .embedded import EmbeddedFacesModel, FaceLabels, FaceScores
 from .pixel_ddpm import NullConditioning, PixelDDPMLoader
 
 NODES = [EditedSampler, SaveDirections, LoadDirections, RandomDirections, SelectDirections, ScaleDirections,
-         CombineDirections, ResizeDirections, PixelDDPMLoader, NullConditioning]
+         CombineDirections, ResizeDirections, PixelDDPMLoader, NullConditioning,
+         EmbeddedFacesModel, FaceLabels, FaceScores]

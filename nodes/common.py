@@ -8,13 +8,18 @@ import re
 import folder_paths
 from comfy_api.latest import io
 
+from comfy_hspace.classifier import EMBEDDED
+
 Directions = io.Custom("HSPACE_DIRECTIONS")
 CATEGORY = "h-space"
 DIRECTIONS_FOLDER = "hspace_directions"
+EMBEDDED_DIR = EMBEDDED.parent
 
 if DIRECTIONS_FOLDER not in folder_paths.folder_names_and_paths:
     folder_paths.folder_names_and_paths[DIRECTIONS_FOLDER] = (
         [os.path.join(folder_paths.models_dir, DIRECTIONS_FOLDER)], {".safetensors"})
+# The shipped faces DDPM is a diffusers folder too: list it in the Pixel DDPM Loader.
+folder_paths.add_model_folder_path("diffusers", str(EMBEDDED_DIR))
 
 
 def parse_floats(text: str, what: str) -> list[float]:

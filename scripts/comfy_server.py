@@ -18,15 +18,10 @@ from typing import Any
 
 import requests
 
+from comfy_env import comfyui_path
+
 REPO = Path(__file__).resolve().parent.parent
 PACK_NAME = "comfy-hspace"
-
-
-def comfyui_path() -> Path:
-    path = Path(os.environ.get("COMFYUI_PATH") or REPO / ".comfyui").resolve()
-    if not (path / "main.py").exists():
-        raise RuntimeError(f"No ComfyUI at {path}: run scripts/setup.sh (or set COMFYUI_PATH)")
-    return path
 
 
 def free_port() -> int:

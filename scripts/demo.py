@@ -1,6 +1,6 @@
-"""Runs every API-format workflow in workflows/ through a real ComfyUI server and copies the
-images it writes to out/demo/. Until the embedded model ships, the model is a tiny random
-pixel-space DDPM made here (the images are noise-like; the point is the real pipeline)."""
+"""Runs every API-format workflow in workflows/ on the embedded faces model through a real
+ComfyUI server, and writes each saved image batch as one grid PNG to out/demo/ (an edit strip:
+one row per sweep multiplier, one column per sample)."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,31 @@ import sys
 import time
 from pathlib import Path
 
+from PIL import Image
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "scripts"), str(REPO / "tests")]
+sys.path.insert(0, str(REPO / "scripts"))
 
 from comfy_server import ComfyServer  # noqa: E402
-from tiny_models import save_pixel_ddpm  # noqa: E402
+
+
+def grid(files: list[Path], columns: int, scale: int = 4) -> Image.Image:
+    tiles = [Image.open(f).convert("RGB") for f in files]
+    w, h = tiles[0].size
+    rows = -(-len(tiles) // columns)
+    sheet = Image.new("RGB", (columns * (w + 1) - 1, rows * (h + 1) - 1), "white")
+    for i, tile in enumerate(tiles):
+        sheet.paste(tile, ((i % columns) * (w + 1), (i // columns) * (h + 1)))
+    return sheet.resize((sheet.width * scale, sheet.height * scale), Image.NEAREST)
+
+
+def columns_for(prompt: dict, save_node: str) -> int:
+    """Edit strips: one column per sample of the batch (rows are the sweep); otherwise 8."""
+    for node in prompt.values():
+        if node["class_type"] == "HSpaceEditedSampler":
+            latent = prompt[node["inputs"]["latent_image"][0]]["inputs"]
+            return latent.get("batch_size", 8)
+    return 8
 
 
 def main() -> None:
@@ -21,18 +41,21 @@ def main() -> None:
     base = REPO / "out" / "server"
     shutil.rmtree(base, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    save_pixel_ddpm(base / "models" / "diffusers" / "hspace-tiny-random")
     start = time.monotonic()
     with ComfyServer(base) as server:
         print(f"ComfyUI up in {time.monotonic() - start:.1f} s at {server.url}")
         for workflow in sorted((REPO / "workflows").glob("*.api.json")):
             t = time.monotonic()
-            entry = server.run(json.loads(workflow.read_text()))
-            files = server.output_files(entry)
-            for f in files:
-                shutil.copy(f, out / f"{workflow.name.removesuffix('.api.json')}_{f.name}")
-            print(f"{workflow.name}: {len(files)} image(s) in {time.monotonic() - t:.1f} s")
-    print(f"images in {out}")
+            prompt = json.loads(workflow.read_text())
+            entry = server.run(prompt)
+            for node_id, node_output in entry["outputs"].items():
+                files = [base / "output" / i.get("subfolder", "") / i["filename"] for i in node_output.get("images", [])]
+                if files:
+                    name = prompt[node_id]["inputs"].get("filename_prefix", node_id)
+                    grid(files, columns_for(prompt, node_id)).save(out / f"{name}.png")
+                    print(f"  {out / (name + '.png')}: {len(files)} images")
+            print(f"{workflow.name}: {time.monotonic() - t:.1f} s")
+    print(f"demo done in {time.monotonic() - start:.1f} s; images in {out}")
 
 
 if __name__ == "__main__":

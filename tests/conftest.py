@@ -1,26 +1,18 @@
-"""Puts the real ComfyUI (provisioned by scripts/setup.sh, or $COMFYUI_PATH) on the path and
-loads this pack the way ComfyUI does, as a package named after its folder."""
+"""Puts the real ComfyUI on the path (scripts/comfy_env.py) and loads this pack the way
+ComfyUI does, as a package from its __init__.py."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-COMFYUI = Path(os.environ.get("COMFYUI_PATH") or REPO / ".comfyui").resolve()
-if not (COMFYUI / "main.py").exists():
-    raise RuntimeError(f"No ComfyUI at {COMFYUI}: run scripts/setup.sh (or set COMFYUI_PATH)")
-for p in (str(REPO / "scripts"), str(REPO / "tests"), str(REPO), str(COMFYUI)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+sys.path.insert(0, str(REPO / "scripts"))
+import comfy_env  # noqa: E402
 
-from comfy.cli_args import args  # noqa: E402
-
-args.cpu = True
-args.disable_all_custom_nodes = True
+comfy_env.setup()
 
 
 def load_pack():

@@ -9,7 +9,6 @@ from safetensors.torch import save_file
 
 from comfy_hspace import directions as D
 from comfy_server import REPO, ComfyServer, pack_node_ids
-from tiny_models import save_pixel_ddpm
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.api.json"))
 
@@ -17,7 +16,6 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.api.json"))
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy")
-    save_pixel_ddpm(base / "models" / "diffusers" / "hspace-tiny-random")
     bad = D.Directions(torch.randn(1, 1, 32, 8, 8), torch.tensor([500.0]), ["bad"])
     meta = D._metadata(bad)
     v = bad.vectors.clone()
@@ -49,16 +47,18 @@ def test_workflow_runs_and_writes_pngs(server, workflow):
 
 
 def test_sweep_workflow_gives_one_image_per_member(server):
-    prompt = json.loads((REPO / "workflows" / "edited_sampler_sweep.api.json").read_text())
+    prompt = json.loads((REPO / "workflows" / "random_direction_strip.api.json").read_text())
     files = server.output_files(server.run(prompt))
     sweep = prompt["5"]["inputs"]["sweep"].split(",")
     assert len(files) == len(sweep) * prompt["3"]["inputs"]["batch_size"]
+    with Image.open(files[0]) as im:
+        assert im.size == (32, 32)
 
 
 def test_a_nan_direction_file_fails_the_prompt_with_a_clear_message(server):
-    prompt = json.loads((REPO / "workflows" / "edited_sampler_sweep.api.json").read_text())
+    prompt = json.loads((REPO / "workflows" / "random_direction_strip.api.json").read_text())
     prompt["4"] = {"class_type": "HSpaceLoadDirections", "inputs": {"filename": "nan.safetensors"}}
     with pytest.raises(RuntimeError, match="NaN or inf"):
         server.run(prompt)
     # the server keeps working afterwards
-    assert server.output_files(server.run(json.loads((REPO / "workflows" / "edited_sampler_sweep.api.json").read_text())))
+    assert server.output_files(server.run(json.loads((REPO / "workflows" / "random_direction_strip.api.json").read_text())))

@@ -1,0 +1,70 @@
+"""The embedded default: the procedural-faces DDPM, its label conditioning and its classifier."""
+import torch
+
+from comfy_api.latest import io
+
+from comfy_hspace import classifier, faces
+from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm
+
+from .common import CATEGORY, EMBEDDED_DIR
+
+EMBEDDED_DDPM = EMBEDDED_DIR / "faces-ddpm"
+Scores = io.Custom("HSPACE_SCORES")
+
+
+class EmbeddedFacesModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceEmbeddedFacesModel", display_name="Embedded Faces DDPM (h-space)", category=CATEGORY,
+            description=f"The pack's own {faces.SIZE}×{faces.SIZE} pixel-space DDPM of procedural faces (known "
+                        f"factors: position, size, skin and background hue, smile, eyes, glasses, hair). "
+                        f"Label-conditional: use Face Labels for positive/negative. Empty latents: "
+                        f"EmptyChromaRadianceLatentImage at {faces.SIZE}×{faces.SIZE}.",
+            inputs=[],
+            outputs=[io.Model.Output(), io.Vae.Output()],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        return io.NodeOutput(*load_pixel_ddpm(EMBEDDED_DDPM))
+
+
+class FaceLabels(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceFaceLabels", display_name="Face Labels (h-space)", category=CATEGORY,
+            description="CONDITIONING for the embedded faces model from attribute labels.",
+            inputs=[io.String.Input("labels", default="smile",
+                                    tooltip=f"Comma-separated labels that are on, from {list(faces.LABELS)}; the "
+                                            f"others are off. 'null' gives the unconditional label (use it as "
+                                            f"the negative with cfg > 1).")],
+            outputs=[io.Conditioning.Output()],
+        )
+
+    @classmethod
+    def execute(cls, labels) -> io.NodeOutput:
+        return io.NodeOutput([[torch.zeros(1, 1, 1), {CLASS_KEY: faces.parse_labels(labels)}]])
+
+
+class FaceScores(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceFaceScores", display_name="Face Attribute Scores (h-space)", category=CATEGORY,
+            description="The embedded attribute classifier: per image, the probability of each binary factor "
+                        f"{list(faces.BINARY)} and the value of each continuous one {list(faces.CONTINUOUS)}.",
+            inputs=[io.Image.Input("images", tooltip=f"{faces.SIZE}×{faces.SIZE} RGB images.")],
+            outputs=[Scores.Output("scores"), io.String.Output("table")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, images) -> io.NodeOutput:
+        model, _ = classifier.load_classifier()
+        values = classifier.score_images(model, images)
+        header = "  ".join(f"{n:>9}" for n in classifier.NAMES)
+        rows = ["  ".join(f"{v:9.3f}" for v in row.tolist()) for row in values]
+        table = "\n".join([header, *rows])
+        return io.NodeOutput({"names": list(classifier.NAMES), "values": values}, table, ui={"text": [table]})

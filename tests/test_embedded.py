@@ -1,0 +1,107 @@
+"""The embedded default: the procedural faces, the shipped DDPM and classifier, their nodes,
+and smoke runs of the scripts that made them."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from comfy_hspace import classifier as C
+from comfy_hspace import faces
+from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm
+from comfy_env import REPO
+
+EMBEDDED_DDPM = C.EMBEDDED.parent / "faces-ddpm"
+
+
+def test_faces_are_seeded_and_labelled():
+    a, fa = faces.dataset(16, seed=3)
+    b, fb = faces.dataset(16, seed=3)
+    assert np.array_equal(a, b) and a.shape == (16, 3, faces.SIZE, faces.SIZE)
+    assert -1.0 <= a.min() and a.max() <= 1.0
+    c, _ = faces.dataset(16, seed=4)
+    assert not np.array_equal(a, c)
+    one = dict((k, v[:1].copy()) for k, v in fa.items())
+    smiling, frowning = dict(one, smile=np.array([True])), dict(one, smile=np.array([False]))
+    diff = np.abs(faces.render(smiling) - faces.render(frowning))[0].sum(0)
+    rows = np.nonzero(diff.sum(1))[0]
+    assert diff.sum() > 0 and rows.min() > fa["y"][0]  # the mouth is a local change below the face centre
+
+
+def test_glasses_are_correlated_with_dark_hair():
+    _, f = faces.dataset(4000, seed=0)
+    dark, blond = f["glasses"][~f["blond"]].mean(), f["glasses"][f["blond"]].mean()
+    assert dark - blond > 0.3
+
+
+def test_label_parsing():
+    assert faces.parse_labels("smile") == 1
+    assert faces.parse_labels("glasses, blond") == 6
+    assert faces.parse_labels("") == 0
+    assert faces.parse_labels("null") == faces.NULL_CLASS
+    with pytest.raises(ValueError, match=r"labels: unknown label\(s\) \['hat'\]"):
+        faces.parse_labels("smile, hat")
+
+
+def test_classifier_reads_fresh_faces():
+    model, metrics = C.load_classifier()
+    images, f = faces.dataset(256, seed=999)
+    scores = C.score_images(model, torch.from_numpy((images.transpose(0, 2, 3, 1) + 1) / 2))
+    for j, k in enumerate(faces.BINARY):
+        assert ((scores[:, j] > 0.5).numpy() == f[k]).mean() >= 0.95, k
+    for j, k in enumerate(faces.CONTINUOUS, start=len(faces.BINARY)):
+        r2 = 1 - ((scores[:, j].numpy() - f[k]) ** 2).mean() / f[k].var()
+        assert r2 >= 0.9, k
+
+
+def test_classifier_refuses_wrong_images():
+    model, _ = C.load_classifier()
+    with pytest.raises(ValueError, match=r"images: expected a batch of 32×32 RGB images .* got shape \[2, 64, 64, 3\]"):
+        C.score_images(model, torch.zeros(2, 64, 64, 3))
+    with pytest.raises(ValueError, match=r"got shape \[2, 32, 32, 4\]"):
+        C.score_images(model, torch.zeros(2, 32, 32, 4))
+
+
+def test_shipped_ddpm_follows_labels_through_comfyui():
+    """A small version of scripts/measure_embedded.py: with cfg 2 the samples obey the smile label."""
+    import comfy.sample
+
+    model, vae = load_pixel_ddpm(EMBEDDED_DDPM)
+    clf, _ = C.load_classifier()
+    negative = [[torch.zeros(1, 1, 1), {CLASS_KEY: faces.NULL_CLASS}]]
+    found = {}
+    for labels in ("smile", ""):
+        latent = torch.zeros(8, 3, faces.SIZE, faces.SIZE)
+        positive = [[torch.zeros(1, 1, 1), {CLASS_KEY: faces.parse_labels(labels)}]]
+        x = comfy.sample.sample(model, comfy.sample.prepare_noise(latent, 5), 20, 2.0, "ddpm", "normal",
+                                positive, negative, latent, seed=5, disable_pbar=True)
+        found[labels] = (C.score_images(clf, vae.decode(x))[:, C.NAMES.index("smile")] > 0.5).float().mean().item()
+    assert found["smile"] >= 0.75 and found[""] <= 0.25
+
+
+def test_label_nodes(pack):
+    cond = pack.nodes.FaceLabels.execute(labels="smile, blond").args[0]
+    assert cond[0][1][CLASS_KEY] == 5
+    with pytest.raises(ValueError, match="unknown label"):
+        pack.nodes.FaceLabels.execute(labels="beard")
+    images = torch.from_numpy((faces.dataset(4, seed=1)[0].transpose(0, 2, 3, 1) + 1) / 2)
+    out = pack.nodes.FaceScores.execute(images=images).args
+    assert out[0]["values"].shape == (4, len(C.NAMES)) and out[1].splitlines()[0].split()[0] == "smile"
+
+
+@pytest.mark.parametrize("script,args", [
+    ("train_ddpm.py", ["--steps", "2", "--images", "64", "--batch", "8"]),
+    ("train_classifier.py", ["--images", "256", "--epochs", "1", "--batch", "32"]),
+])
+def test_training_scripts_run_a_few_steps(tmp_path, script, args):
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / script), *args, "--out",
+                        str(out if script == "train_ddpm.py" else out / "c.safetensors")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    if script == "train_ddpm.py":
+        model, _ = load_pixel_ddpm(out)  # what the script writes is what the loader reads
+        assert model.get_model_object("diffusion_model").unet.config.num_class_embeds == faces.NULL_CLASS + 1
+    else:
+        C.load_classifier(out / "c.safetensors")
