@@ -6,7 +6,6 @@ the pack linked into its custom_nodes, so nothing is written into the ComfyUI tr
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess

@@ -90,7 +90,7 @@ def main() -> None:
     corr = np.corrcoef((uncond[:, C.NAMES.index("glasses")] > 0.5).float(), (uncond[:, C.NAMES.index("blond")] > 0.5).float())[0, 1]
     data_corr = np.corrcoef(factors["glasses"].astype(float), factors["blond"].astype(float))[0, 1]
 
-    print(f"| measure | value | target |\n| --- | --- | --- |")
+    print("| measure | value | target |\n| --- | --- | --- |")
     for k, v in report.items():
         target = "≥ 0.95" if "accuracy" in k else "≥ 0.90"
         print(f"| {k} | {v:.3f} | {target} |")

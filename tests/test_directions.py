@@ -1,5 +1,4 @@
 """The HSPACE_DIRECTIONS value and its file format (no ComfyUI needed)."""
-import json
 
 import pytest
 import torch

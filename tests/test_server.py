@@ -1,6 +1,5 @@
 """End to end: a real headless ComfyUI server with the pack loaded runs the workflows."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
