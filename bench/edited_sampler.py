@@ -3,7 +3,7 @@
 Prints the time ratio of each injection mode to plain sampling (targets: both terms ≤ 1.05×,
 asymmetric ≤ 2.1×). The model is a pixel-space UNet2DModel the size of the embedded default
 (block channels 32/64/96, 32×32 images) with random weights: timing does not depend on them.
-Usage: .venv/bin/python bench/edited_sampler.py [--steps 20] [--batch 8] [--repeats 5]
+Usage: .venv/bin/python bench/edited_sampler.py [--steps 20] [--batch 8] [--repeats 9]
 """
 from __future__ import annotations
 
@@ -37,24 +37,25 @@ EMBEDDED_SIZE = {
 }
 
 
-def best_of(fn, repeats: int) -> float:
-    times = []
+def interleaved_medians(fns: list, repeats: int) -> list[float]:
+    """Median time of each function, run in turn so that drift of the machine hits all alike."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for fn, ts in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     a = parser.parse_args()
     comfy.utils.PROGRESS_BAR_ENABLED = False  # the stock path would otherwise pay for a tqdm bar
-    tiny_models.PIXEL_UNET = EMBEDDED_SIZE
-    folder = tiny_models.save_pixel_ddpm(Path(tempfile.mkdtemp()))
+    folder = tiny_models.save_pixel_ddpm(Path(tempfile.mkdtemp()), config=EMBEDDED_SIZE)
     model, _ = load_pixel_ddpm(folder)
     cond = tiny_models.conditioning("pixel")
     latent = {"samples": torch.zeros(a.batch, 3, 32, 32)}
@@ -69,9 +70,7 @@ def main() -> None:
                                      cond, cond, latent, mode=mode)
 
     stock()  # warm-up: first call loads the model
-    plain = best_of(stock, a.repeats)
-    both = best_of(edited("both terms"), a.repeats)
-    asyrp = best_of(edited("asymmetric (Asyrp)"), a.repeats)
+    plain, both, asyrp = interleaved_medians([stock, edited("both terms"), edited("asymmetric (Asyrp)")], a.repeats)
     result = {"device": "cpu", "threads": torch.get_num_threads(), "steps": a.steps, "batch": a.batch,
               "plain_s": round(plain, 3), "both_terms_ratio": round(both / plain, 3),
               "asyrp_ratio": round(asyrp / plain, 3)}

@@ -66,16 +66,16 @@ def conditioning(kind: str, seed: int = 0) -> list:
     return [[torch.randn(1, 7, 64, generator=g), extra]]
 
 
-def save_pixel_ddpm(folder: Path, seed: int = 0) -> Path:
+def save_pixel_ddpm(folder: Path, seed: int = 0, config: dict = PIXEL_UNET) -> Path:
     """A random UNet2DModel saved in the google/ddpm-ema-celebahq-256 folder layout."""
     from diffusers import UNet2DModel
     from safetensors.torch import save_file
 
     torch.manual_seed(seed)
-    unet = UNet2DModel.from_config(PIXEL_UNET)
+    unet = UNet2DModel.from_config(config)
     (folder / "unet").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler").mkdir(exist_ok=True)
-    (folder / "unet" / "config.json").write_text(json.dumps(PIXEL_UNET))
+    (folder / "unet" / "config.json").write_text(json.dumps(config))
     save_file({k: v.contiguous() for k, v in unet.state_dict().items()},
               str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(PIXEL_SCHEDULER))
