@@ -244,3 +244,34 @@ def edited_sample(model: Any, directions: Directions, strengths: list[float], sw
     out = {k: v for k, v in latent.items() if k not in ("samples", "batch_index", "noise_mask")}
     out["samples"] = torch.cat(members)
     return out
+
+
+def pca_directions(model: Any, positive: Any, negative: Any, latent_shape: tuple[int, ...], n_samples: int,
+                   batch_size: int, n_components: int, seed: int, steps: int, cfg: float, sampler_name: str,
+                   scheduler: str) -> Directions:
+    """Paper 000 §IV-A: samples ``n_samples`` images (seeds seed, seed+1, … per batch) and runs
+    one streaming PCA per timestep on their h; direction k = the k-th PC at every timestep."""
+    from .pca import PCARecorder
+
+    channels, height, width = bottleneck_shape(model, latent_shape)
+    if n_components > n_samples:
+        raise ValueError(f"n_components: {n_components} is more than n_samples {n_samples}")
+    if n_components > channels * height * width:
+        raise ValueError(f"n_components: {n_components} is more than the h dimension {channels * height * width}")
+    recorder = PCARecorder(n_components, min_batch=batch_size)
+    patched = hspace_clone(model, recorder=recorder)
+    batches = [min(batch_size, n_samples - i) for i in range(0, n_samples, batch_size)]
+    pbar = comfy.utils.ProgressBar(len(batches) * steps)
+    for b, n in enumerate(batches):
+        latent = torch.zeros((n, *latent_shape[1:]))
+        latent = comfy.sample.fix_empty_latent_channels(model, latent)
+        noise = comfy.sample.prepare_noise(latent, seed + b)
+        comfy.sample.sample(patched, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+                            callback=lambda step, x0, x, total, b=b: pbar.update_absolute(b * steps + step + 1),
+                            disable_pbar=True, seed=seed + b)
+    vectors, timesteps, ratios = recorder.directions()
+    return Directions(vectors, timesteps, [f"pc{i + 1}" for i in range(n_components)], method="pca",
+                      model_fingerprint=model_fingerprint(model), units="std",
+                      parameters={"n_samples": n_samples, "steps": steps, "cfg": cfg, "sampler": sampler_name,
+                                  "scheduler": scheduler, "seed": seed,
+                                  "explained_variance_ratio": [[round(v, 5) for v in r] for r in ratios.tolist()]})

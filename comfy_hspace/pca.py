@@ -50,3 +50,58 @@ class StreamingPCA:
     @property
     def explained_variance_ratio(self) -> torch.Tensor:
         return self.singular_values.pow(2) / self.total_sq
+
+
+class PCARecorder:
+    """Feeds the bottleneck h of the cond rows into one StreamingPCA per model timestep, as
+    ``hspace_clone``'s recorder. Rows are buffered per timestep only until a first fit is
+    possible, so memory does not grow with the number of samples."""
+
+    def __init__(self, n_components: int, min_batch: int = 0):
+        self.n_components = n_components
+        self.min_batch = max(n_components, min_batch)
+        self.pcas: dict[float, StreamingPCA] = {}
+        self.pending: dict[float, list[torch.Tensor]] = {}
+        self.h_shape: tuple[int, ...] | None = None
+
+    def record(self, h: torch.Tensor, row_timesteps: torch.Tensor, row_chunks: torch.Tensor) -> None:
+        self.h_shape = tuple(h.shape[1:])
+        keep = (row_chunks == 0).to(h.device)
+        for t in row_timesteps[row_chunks == 0].unique().tolist():
+            rows = h[keep & (row_timesteps == t).to(h.device)].reshape(-1, h[0].numel())
+            t = round(float(t), 3)
+            pending = self.pending.setdefault(t, [])
+            pending.append(rows.detach().double())
+            if sum(len(p) for p in pending) >= self.min_batch:
+                self.pcas.setdefault(t, StreamingPCA(self.n_components)).partial_fit(torch.cat(pending))
+                pending.clear()
+
+    def finish(self) -> None:
+        for t, pending in self.pending.items():
+            if pending and (t in self.pcas or sum(len(p) for p in pending) >= self.n_components):
+                self.pcas.setdefault(t, StreamingPCA(self.n_components)).partial_fit(torch.cat(pending))
+            pending.clear()
+        if not self.pcas:
+            raise ValueError(f"n_components: {self.n_components} is more than the samples recorded per timestep")
+
+    def directions(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(vectors [k, T, C, H, W], timesteps [T] high to low, explained-variance ratios [k, T]).
+        Direction k is the k-th principal component at every timestep, scaled to one standard
+        deviation, with its sign chosen to agree with the previous timestep's."""
+        self.finish()
+        timesteps = sorted(self.pcas, reverse=True)
+        vectors, ratios, previous = [], [], None
+        for t in timesteps:
+            pca = self.pcas[t]
+            comps = pca.components.clone()
+            if previous is None:
+                signs = torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True))).squeeze(1)
+            else:
+                signs = torch.sign((comps * previous).sum(1))
+            comps *= torch.where(signs == 0, 1.0, signs).to(comps)[:, None]
+            previous = comps
+            vectors.append(comps * pca.explained_variance.sqrt()[:, None])
+            ratios.append(pca.explained_variance_ratio)
+        stacked = torch.stack(vectors, dim=1).float()  # [k, T, d]
+        k, T = stacked.shape[:2]
+        return stacked.reshape(k, T, *self.h_shape), torch.tensor(timesteps), torch.stack(ratios, 1).float()

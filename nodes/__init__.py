@@ -2,8 +2,9 @@ from .directions_nodes import (CombineDirections, LoadDirections, RandomDirectio
                                SaveDirections, ScaleDirections, SelectDirections)
 from .edited_sampler import EditedSampler
 from .embedded import EmbeddedFacesModel, FaceLabels, FaceScores
+from .pca_directions import PCADirections
 from .pixel_ddpm import NullConditioning, PixelDDPMLoader
 
 NODES = [EditedSampler, SaveDirections, LoadDirections, RandomDirections, SelectDirections, ScaleDirections,
          CombineDirections, ResizeDirections, PixelDDPMLoader, NullConditioning,
-         EmbeddedFacesModel, FaceLabels, FaceScores]
+         EmbeddedFacesModel, FaceLabels, FaceScores, PCADirections]

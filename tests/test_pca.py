@@ -39,3 +39,41 @@ def test_bad_component_counts_are_refused():
         StreamingPCA(4).partial_fit(torch.randn(3, 10))
     with pytest.raises(ValueError, match="more than the h dimension 10"):
         StreamingPCA(12).partial_fit(torch.randn(20, 10))
+
+
+def test_pca_directions_node_on_the_embedded_model(pack):
+    """Streaming per-timestep PCA inside real ComfyUI sampling agrees with a PCA of all recorded h."""
+    import comfy.sample
+
+    from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm
+    from comfy_hspace.hspace import HSpaceRecorder, hspace_clone
+
+    model, _ = load_pixel_ddpm(pack.nodes.embedded.EMBEDDED_DDPM)
+    null = [[torch.zeros(1, 1, 1), {CLASS_KEY: 8}]]
+    lat = {"samples": torch.zeros(1, 3, 32, 32)}
+    d = pack.nodes.PCADirections.execute(model=model, positive=null, negative=null, latent_image=lat, n_samples=24,
+                                         batch_size=8, n_components=3, seed=0, steps=4, cfg=1.0,
+                                         sampler_name="ddim", scheduler="ddim_uniform").args[0]
+    assert d.vectors.shape == (3, 4, 96, 8, 8) and d.units == "std" and d.names == ["pc1", "pc2", "pc3"]
+    assert torch.all(d.timesteps[:-1] > d.timesteps[1:])
+    ratios = torch.tensor(d.parameters["explained_variance_ratio"])
+    assert torch.all(ratios[0] >= ratios[1]) and torch.all(ratios[1] >= ratios[2])
+    # signs agree between neighbouring timesteps
+    flat = d.vectors.flatten(2)
+    assert torch.all((flat[:, 1:] * flat[:, :-1]).sum(-1) > 0)
+
+    # the same samples recorded in full: the top component per timestep matches an offline SVD
+    recorder = HSpaceRecorder(chunks=(0,))
+    clone = hspace_clone(model, recorder=recorder)
+    for b in range(3):
+        latent = torch.zeros(8, 3, 32, 32)
+        comfy.sample.sample(clone, comfy.sample.prepare_noise(latent, b), 4, 1.0, "ddim", "ddim_uniform", null,
+                            null, latent, seed=b, disable_pbar=True)
+    h, t, _ = recorder.stacked()
+    for i, ts in enumerate(d.timesteps.tolist()):
+        x = h[(t - ts).abs() < 1e-3].flatten(1).double()
+        _, s, vt = torch.linalg.svd(x - x.mean(0), full_matrices=False)
+        cos = torch.nn.functional.cosine_similarity(vt[0], flat[0, i].double(), dim=0).abs()
+        assert cos > 0.95, (ts, cos)  # a wrong row or timestep would give ≈ 0.01 in 6144 dimensions
+        # one standard deviation; incremental PCA truncated to k components is approximate (≈1% here)
+        assert torch.allclose(flat[0, i].double().norm(), s[0] / (len(x) - 1) ** 0.5, rtol=0.03)
