@@ -2,7 +2,8 @@
 
 - ``bottleneck_shape`` / ``model_fingerprint``: what h looks like for a MODEL, checked before sampling;
 - ``load_pixel_ddpm``: a diffusers pixel-space DDPM folder as a ComfyUI MODEL + pixel VAE;
-- ``edited_sample``: the Edited Sampler over ComfyUI's own samplers.
+- ``edited_sample``: the Edited Sampler over ComfyUI's own samplers;
+- ``pca_directions``: PCA Directions, sampling through ComfyUI with a PCARecorder on h.
 """
 from __future__ import annotations
 
