@@ -3,15 +3,18 @@
 - ``bottleneck_shape`` / ``model_fingerprint``: what h looks like for a MODEL, checked before sampling;
 - ``load_pixel_ddpm``: a diffusers pixel-space DDPM folder as a ComfyUI MODEL + pixel VAE;
 - ``edited_sample``: the Edited Sampler over ComfyUI's own samplers;
-- ``pca_directions``: PCA Directions, sampling through ComfyUI with a PCARecorder on h.
+- ``pca_directions``: PCA Directions, sampling through ComfyUI with a PCARecorder on h;
+- ``jacobian_directions``: Jacobian Directions at one point of a sample's own trajectory.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -19,6 +22,7 @@ import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
+import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
 import comfy.sd
@@ -27,7 +31,7 @@ import comfy.utils
 
 from .directions import Directions, DirectionsError
 from .editing import sample_asyrp
-from .hspace import APPLY_TO, BOTTLENECK, HSpaceEdit, hspace_clone
+from .hspace import APPLY_TO, BOTTLENECK, DELTA, HSpaceEdit, hspace_clone
 
 MODES = ("both terms", "asymmetric (Asyrp)")
 
@@ -276,3 +280,191 @@ def pca_directions(model: Any, positive: Any, negative: Any, latent_shape: tuple
                       parameters={"n_samples": n_samples, "steps": steps, "cfg": cfg, "sampler": sampler_name,
                                   "scheduler": scheduler, "seed": seed,
                                   "explained_variance_ratio": [[round(v, 5) for v in r] for r in ratios.tolist()]})
+
+
+class _StopSampling(Exception):
+    """Raised from inside a sampling run once everything it was started for has been measured."""
+
+
+@contextmanager
+def _autograd_ready(module: torch.nn.Module):
+    """ComfyUI loads weights inside inference mode, and autograd cannot save inference tensors.
+    Swaps such parameters and buffers for ordinary copies while gradients are taken and puts the
+    originals back afterwards, so the model is left exactly as it was."""
+    swapped = []
+    with torch.inference_mode(False):
+        for mod in module.modules():
+            for name, t in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False)):
+                if t is not None and t.is_inference():
+                    copy = torch.nn.Parameter(t.clone(), requires_grad=False) if name in mod._parameters else t.clone()
+                    swapped.append((mod, name, t))
+                    setattr(mod, name, copy)
+    try:
+        yield
+    finally:
+        for mod, name, t in swapped:
+            if name in mod._parameters:
+                mod._parameters[name] = t
+            else:
+                mod._buffers[name] = t
+
+
+def mask_for_latent(mask: torch.Tensor, latent_shape: tuple[int, ...]) -> torch.Tensor:
+    """A ComfyUI MASK ([H, W] or [1, H, W], image size) as a [1, 1, h, w] weight on the latent:
+    averaged down by the VAE's integer scale (1 for pixel models). Other sizes are refused."""
+    if mask.dim() == 3 and mask.shape[0] == 1:
+        mask = mask[0]
+    if mask.dim() != 2:
+        raise ValueError(f"mask: expected one mask [H, W], got shape {list(mask.shape)}")
+    height, width = latent_shape[-2:]
+    factor = mask.shape[0] // height
+    if factor < 1 or mask.shape[0] != factor * height or mask.shape[1] != factor * width:
+        raise ValueError(f"mask: {mask.shape[1]}×{mask.shape[0]} does not fit the image; expected the image size, "
+                         f"i.e. the latent's {width}×{height} times the VAE scale (×1 pixel models, ×8 SD); "
+                         f"masks are not resized, crop or scale the mask to the image first")
+    if not mask.any():
+        raise ValueError("mask: the mask is empty, there is no region to find directions for")
+    return torch.nn.functional.avg_pool2d(mask.float()[None, None], factor)
+
+
+@dataclass
+class TrajectoryPoint:
+    """One sample at one step of its own sampling trajectory, seen from inside ComfyUI's sampler."""
+    step: int
+    timestep: float  # model timestep
+    h: torch.Tensor  # [C, H, W] bottleneck h there, unedited
+    eps: Callable[[torch.Tensor], torch.Tensor]  # δ [b, C, H, W] ↦ guided ε [b, …] with h + δ, one row per δ
+
+
+def at_trajectory_steps(model: Any, positive: Any, negative: Any, latent_image: torch.Tensor, noise: torch.Tensor,
+                        seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str, wanted: list[int],
+                        analyse: Callable[[TrajectoryPoint], Any]) -> dict[int, Any]:
+    """Samples one latent as KSampler would and calls ``analyse`` at each wanted step with the
+    point x_i of that very trajectory (same noise, same sampler), in a context where autograd
+    works (ComfyUI runs prompts in inference mode); stops sampling after the last one."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    schedule = comfy.samplers.KSampler(model, steps=steps, device="cpu", sampler=sampler_name,
+                                       scheduler=scheduler).sigmas.tolist()
+    outside = [i for i in wanted if not 0 <= i < steps]
+    if outside:
+        raise ValueError(f"step: {outside[0]} is outside the schedule of {steps} steps (expected 0 … {steps - 1})")
+    model_sampling = model.get_model_object("model_sampling")
+    diffusion_model = model.get_model_object("diffusion_model")
+    results: dict[int, Any] = {}
+
+    class LastH:
+        h = None
+
+        def record(self, h, row_timesteps, row_chunks):
+            self.h = h.detach()
+
+    last = LastH()
+    clone = hspace_clone(model, recorder=last)
+
+    def wrapper(executor, x, timestep, model_options, seed):
+        sigma = float(timestep.reshape(-1)[0])
+        i = min(range(steps), key=lambda j: abs(schedule[j] - sigma))
+        if i in wanted and i not in results and abs(schedule[i] - sigma) <= 1e-5 * max(sigma, 1e-3):
+            def eps(delta):
+                options = {**model_options, "transformer_options": {**model_options.get("transformer_options", {}),
+                                                                    DELTA: delta}}
+                xs, sigmas = x0.expand(delta.shape[0], *x0.shape[1:]), sigma0.expand(delta.shape[0])
+                return (xs - executor(xs, sigmas, options, seed)) / sigmas.reshape(-1, 1, 1, 1)
+
+            # attention's fused CPU kernels have no forward-mode derivative; the math one has
+            with torch.inference_mode(False), torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]), \
+                    _autograd_ready(diffusion_model):
+                x0, sigma0 = x[:1].clone(), timestep[:1].clone()
+                with torch.no_grad():
+                    eps(torch.zeros(1, *bottleneck_shape(model, x.shape), device=x.device, dtype=x.dtype))
+                point = TrajectoryPoint(i, float(model_sampling.timestep(sigma0).reshape(-1)[0]), last.h[0].clone(), eps)
+                results[i] = analyse(point)
+            if len(results) == len(wanted):
+                raise _StopSampling
+        return executor(x, timestep, model_options, seed)
+
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, "hspace_trajectory", wrapper)
+    try:
+        comfy.sample.sample(clone, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
+                            disable_pbar=True, seed=seed)
+    except _StopSampling:
+        pass
+    if len(results) != len(wanted):
+        missing = sorted(set(wanted) - set(results))
+        raise ValueError(f"sampler_name: {sampler_name} never evaluated the model at step {missing[0]} of the "
+                         f"schedule; use one that does (euler, ddim, ddpm, dpmpp_2m, …)")
+    return results
+
+
+def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, seed: int, steps: int, cfg: float,
+                        sampler_name: str, scheduler: str, step: int, each_step: bool, n_directions: int,
+                        batch_size: int, tolerance: float = 1e-3, max_iterations: int = 50,
+                        mask: torch.Tensor | None = None, scale_by_singular_value: bool = False) -> Directions:
+    """Paper 000 §IV-B: the top right singular vectors of J = ∂ε/∂h for one sample at the given
+    step of its own trajectory, or at each step. ε is ComfyUI's guided noise prediction; with a
+    mask, the masked one (eq. 9–10). Each direction is a unit vector times ‖h‖ at that step
+    (strength 0.1 moves h by a tenth of its norm), optionally times σ_k/σ_1. Found at one step,
+    a direction applies at every step (T = 1)."""
+    from .jacobian import top_singular_vectors
+
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    if latent_image.shape[0] != 1:
+        raise ValueError(f"latent_image: Jacobian directions are for one sample, got a batch of {latent_image.shape[0]}")
+    h_shape = bottleneck_shape(model, latent_image.shape)
+    if not 1 <= n_directions <= math.prod(h_shape):
+        raise ValueError(f"n_directions: expected 1 … {math.prod(h_shape)} (the h dimension), got {n_directions}")
+    weight = None if mask is None else mask_for_latent(mask, latent_image.shape)
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    wanted = list(range(steps)) if each_step else [step]
+    blocks = math.ceil(n_directions / max(1, min(batch_size, n_directions)))
+    pbar = comfy.utils.ProgressBar(len(wanted) * blocks * max_iterations)
+
+    def analyse(point: TrajectoryPoint):
+        def masked_eps(delta):
+            out = point.eps(delta)
+            return out if weight is None else out * weight.to(out)
+
+        linear = {}
+
+        def jvp(v):  # forward mode, linearised once per block size so a product costs about one pass
+            b = v.shape[0]
+            if b not in linear:
+                _, linear[b] = torch.func.linearize(masked_eps, torch.zeros(b, *h_shape).to(point.h))
+            return linear[b](v.to(point.h))
+
+        graphs = {}
+
+        def vjp(u):  # J is taken at δ = 0 only: one graph per block size, reused
+            b = u.shape[0]
+            if b not in graphs:
+                delta = torch.zeros(b, *h_shape).to(point.h).requires_grad_(True)
+                graphs[b] = (delta, masked_eps(delta))
+            delta, out = graphs[b]
+            return torch.autograd.grad(out, delta, u.to(out), retain_graph=True)[0].double()
+
+        found = top_singular_vectors(jvp, vjp, h_shape, n_directions, batch_size, tolerance, max_iterations,
+                                     seed=seed, progress=pbar.update)
+        return found, float(point.h.norm()), point.timestep
+
+    found = at_trajectory_steps(model, positive, negative, latent_image, noise, seed, steps, cfg, sampler_name,
+                                scheduler, wanted, analyse)
+    per_step, previous = [], None
+    for i in wanted:
+        vectors, h_norm, _ = found[i]
+        v = vectors.vectors.reshape(n_directions, -1)
+        if previous is not None:  # signs consistent along the schedule
+            signs = torch.sign((v * previous).sum(1))
+            v = v * torch.where(signs == 0, 1.0, signs)[:, None]
+        previous = v
+        relative = vectors.values / vectors.values[0] if scale_by_singular_value else torch.ones(n_directions)
+        per_step.append((v * (h_norm * relative)[:, None].to(v)).reshape(n_directions, *h_shape))
+    return Directions(torch.stack(per_step, 1).float(), torch.tensor([found[i][2] for i in wanted]),
+                      [f"jacobian{k + 1}" for k in range(n_directions)], method="jacobian",
+                      model_fingerprint=model_fingerprint(model), units="h norm",
+                      parameters={"seed": seed, "steps": steps, "cfg": cfg, "sampler": sampler_name,
+                                  "scheduler": scheduler, "step": None if each_step else step,
+                                  "masked": mask is not None, "scale_by_singular_value": scale_by_singular_value,
+                                  "singular_values": [[round(s, 6) for s in found[i][0].values.tolist()]
+                                                      for i in wanted],
+                                  "iterations": [found[i][0].iterations for i in wanted]})

@@ -14,6 +14,9 @@ import torch
 # transformer_options key: a model call made with it set to True runs without the edit
 # (the asymmetric sampler's unedited pass).
 EDIT_OFF = "hspace_edit_off"
+# transformer_options key: an offset [n, C, H, W] added to h of each of the n samples in this one
+# model call (every chunk), e.g. the point at which Jacobian Directions differentiates.
+DELTA = "hspace_delta"
 BOTTLENECK = ("output", 0)
 APPLY_TO = ("both", "cond", "uncond")
 
@@ -106,6 +109,9 @@ def hspace_clone(model: Any, edit: HSpaceEdit | None = None, recorder: HSpaceRec
             recorder.record(h, row_timesteps, row_chunks)
         if edit is not None and not options.get(EDIT_OFF, False):
             h = edit.apply(h, row_sigmas, row_timesteps, row_chunks)
+        delta = options.get(DELTA)
+        if delta is not None:
+            h = h + delta.to(h.dtype).repeat(h.shape[0] // delta.shape[0], 1, 1, 1)
         return h, hsp
 
     clone.set_model_output_block_patch(bottleneck_patch)

@@ -1,0 +1,79 @@
+"""Jacobian Directions: power iteration against the exact SVD, on a matrix and on tiny real
+UNets sampled through ComfyUI, plus the node's bad-input messages."""
+import math
+
+import pytest
+import torch
+
+import comfy.sample
+from comfy_hspace.comfy_host import at_trajectory_steps, jacobian_directions, load_pixel_ddpm
+from comfy_hspace.jacobian import top_singular_vectors
+from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
+
+
+def test_power_iteration_matches_svd_of_a_matrix():
+    g = torch.Generator().manual_seed(0)
+    u = torch.linalg.qr(torch.randn(80, 40, generator=g, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(60, 40, generator=g, dtype=torch.float64))[0]
+    s = torch.logspace(1, -1, 40, dtype=torch.float64)
+    a = u @ torch.diag(s) @ v.T  # [80, 60], known spectrum
+    for batch_size in (6, 2, 1):  # Alg. 1 and the sequential, deflated Alg. 2
+        found = top_singular_vectors(lambda x: x @ a.T, lambda y: y @ a, (60,), 6, batch_size, tol=1e-8,
+                                     max_iters=500)
+        assert torch.allclose(found.values, s[:6], rtol=1e-4)
+        cos = (found.vectors * v[:, :6].T).sum(1).abs()
+        assert cos.min() > 0.9999, batch_size
+
+
+def explicit_check(point, k=3):
+    """Power iteration and the SVD of the Jacobian formed column by column, at the same point."""
+    h_shape = tuple(point.h.shape)
+    d = math.prod(h_shape)
+    jac = torch.autograd.functional.jacobian(lambda z: point.eps(z.reshape(1, *h_shape)).reshape(-1),
+                                             torch.zeros(d).to(point.h), vectorize=True)
+    _, s, vh = torch.linalg.svd(jac.double(), full_matrices=False)
+
+    def jvp(v):
+        return torch.func.jvp(point.eps, (torch.zeros_like(v).to(point.h),), (v.to(point.h),))[1]
+
+    def vjp(u):
+        delta = torch.zeros(u.shape[0], *h_shape).to(point.h).requires_grad_(True)
+        return torch.autograd.grad(point.eps(delta), delta, u.to(point.h))[0].double()
+
+    # a block of 2k vectors: the top k then converge at the rate (σ_2k+1 / σ_k)²
+    found = top_singular_vectors(jvp, vjp, h_shape, 2 * k, tol=1e-4, max_iters=120)
+    return s[:k], vh[:k], found
+
+
+@pytest.mark.parametrize("kind", ["pixel", "sd15"])
+def test_power_iteration_matches_explicit_jacobian_of_a_tiny_unet(kind, tmp_path):
+    if kind == "pixel":
+        model, _ = load_pixel_ddpm(save_pixel_ddpm(tmp_path / "m"))
+        latent, cfg = torch.zeros(1, 3, 8, 8), 1.0
+    else:
+        model, latent, cfg = comfy_unet("sd15"), torch.zeros(1, 4, 8, 8), 3.0
+    cond = conditioning(kind)
+    noise = comfy.sample.prepare_noise(latent, 5)
+    with torch.inference_mode():  # as the ComfyUI executor runs every prompt
+        result = at_trajectory_steps(model, cond, conditioning(kind, seed=1) if kind == "sd15" else cond, latent,
+                                     noise, 5, 10, cfg, "euler", "normal", [4], explicit_check)
+    exact_values, exact_vectors, found = result[4]
+    assert torch.allclose(found.values[:3], exact_values, rtol=0.01), (found.values, exact_values)
+    cos = (found.vectors[:3].reshape(3, -1) * exact_vectors).sum(1).abs()
+    assert cos.min() >= 0.99, cos
+
+
+def test_jacobian_directions_leave_the_model_as_it_was(tmp_path):
+    with torch.inference_mode():
+        model, _ = load_pixel_ddpm(save_pixel_ddpm(tmp_path / "m"))
+        before = {k: v.clone() for k, v in model.model.state_dict().items()}
+        params = [p for p in model.model.parameters()]
+        directions = jacobian_directions(model, conditioning("pixel"), conditioning("pixel"),
+                                         {"samples": torch.zeros(1, 3, 16, 16)}, 0, 10, 1.0, "euler", "normal",
+                                         step=3, each_step=False, n_directions=4, batch_size=2)
+        assert [p for p in model.model.parameters()] == params and all(p.is_inference() for p in params)
+        assert all(torch.equal(before[k], v) for k, v in model.model.state_dict().items())
+        assert not model.model_options["transformer_options"].get("patches")
+    assert directions.vectors.shape == (4, 1, 32, 8, 8)
+    values = directions.parameters["singular_values"][0]
+    assert values == sorted(values, reverse=True) and values[-1] > 0
