@@ -3,7 +3,8 @@
 - ``bottleneck_shape`` / ``model_fingerprint``: what h looks like for a MODEL, checked before sampling;
 - ``load_pixel_ddpm``: a diffusers pixel-space DDPM folder as a ComfyUI MODEL + pixel VAE;
 - ``edited_sample``: the Edited Sampler over ComfyUI's own samplers;
-- ``pca_directions``: PCA Directions, sampling through ComfyUI with a PCARecorder on h;
+- ``record_activations``: the HSpace Hook, sampling through ComfyUI into running statistics of h;
+- ``pca_directions``: PCA Directions from those statistics;
 - ``jacobian_directions``: Jacobian Directions at one point of a sample's own trajectory.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ import comfy.utils
 from .directions import Directions, DirectionsError
 from .editing import sample_asyrp
 from .hspace import APPLY_TO, BOTTLENECK, DELTA, HSpaceEdit, hspace_clone
+from .pca import HSpaceActivations
 
 MODES = ("both terms", "asymmetric (Asyrp)")
 
@@ -251,35 +253,52 @@ def edited_sample(model: Any, directions: Directions, strengths: list[float], sw
     return out
 
 
-def pca_directions(model: Any, positive: Any, negative: Any, latent_shape: tuple[int, ...], n_samples: int,
-                   batch_size: int, n_components: int, seed: int, steps: int, cfg: float, sampler_name: str,
-                   scheduler: str) -> Directions:
-    """Paper 000 §IV-A: samples ``n_samples`` images (seeds seed, seed+1, … per batch) and runs
-    one streaming PCA per timestep on their h; direction k = the k-th PC at every timestep."""
-    from .pca import PCARecorder
-
-    channels, height, width = bottleneck_shape(model, latent_shape)
-    if n_components > n_samples:
-        raise ValueError(f"n_components: {n_components} is more than n_samples {n_samples}")
-    if n_components > channels * height * width:
-        raise ValueError(f"n_components: {n_components} is more than the h dimension {channels * height * width}")
-    recorder = PCARecorder(n_components, min_batch=batch_size)
-    patched = hspace_clone(model, recorder=recorder)
-    batches = [min(batch_size, n_samples - i) for i in range(0, n_samples, batch_size)]
-    pbar = comfy.utils.ProgressBar(len(batches) * steps)
-    for b, n in enumerate(batches):
-        latent = torch.zeros((n, *latent_shape[1:]))
-        latent = comfy.sample.fix_empty_latent_channels(model, latent)
-        noise = comfy.sample.prepare_noise(latent, seed + b)
-        comfy.sample.sample(patched, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+def record_activations(model: Any, positive: Any, negative: Any, latent: dict, n_samples: int, batch_size: int,
+                       components: int, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
+                       latent_is_noise: bool = False) -> HSpaceActivations:
+    """HSpace Hook (paper 000 §III): samples and streams the h of every UNet call into running
+    statistics per model timestep (mean and streaming PCA). Sample i starts from the noise
+    KSampler draws for seed + i; with ``latent_is_noise`` the latent's rows are the starting
+    noises instead (e.g. inverted images) and n_samples is their number."""
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    channels, height, width = bottleneck_shape(model, latent_image.shape)
+    if latent_is_noise:
+        n_samples = latent_image.shape[0]
+    if components > n_samples:
+        raise ValueError(f"components: {components} is more than the {n_samples} samples")
+    if components > channels * height * width:
+        raise ValueError(f"components: {components} is more than the h dimension {channels * height * width}")
+    statistics = HSpaceActivations(components, min_batch=batch_size,
+                                   storage_device=comfy.model_management.intermediate_device(),
+                                   compute_device=model.load_device)
+    patched = hspace_clone(model, recorder=statistics)
+    starts = list(range(0, n_samples, batch_size))
+    pbar = comfy.utils.ProgressBar(len(starts) * steps)
+    for b, start in enumerate(starts):
+        n = min(batch_size, n_samples - start)
+        if latent_is_noise:
+            noise, empty = latent_image[start:start + n], torch.zeros_like(latent_image[start:start + n])
+        else:
+            empty = torch.zeros((n, *latent_image.shape[1:]), dtype=latent_image.dtype)
+            noise = torch.cat([comfy.sample.prepare_noise(empty[:1], seed + start + i) for i in range(n)])
+        comfy.sample.sample(patched, noise, steps, cfg, sampler_name, scheduler, positive, negative, empty,
                             callback=lambda step, x0, x, total, b=b: pbar.update_absolute(b * steps + step + 1),
-                            disable_pbar=True, seed=seed + b)
-    vectors, timesteps, ratios = recorder.directions()
+                            disable_pbar=True, seed=seed + start)
+    statistics.finish()
+    statistics.parameters = {"n_samples": n_samples, "steps": steps, "cfg": cfg, "sampler": sampler_name,
+                             "scheduler": scheduler, "seed": None if latent_is_noise else seed,
+                             "model_fingerprint": model_fingerprint(model)}
+    return statistics
+
+
+def pca_directions(activations: HSpaceActivations, n_components: int) -> Directions:
+    """Paper 000 §IV-A: direction k = the k-th principal component of h at every timestep."""
+    vectors, timesteps, ratios = activations.directions(n_components)
+    parameters = {k: v for k, v in activations.parameters.items() if k != "model_fingerprint"}
     return Directions(vectors, timesteps, [f"pc{i + 1}" for i in range(n_components)], method="pca",
-                      model_fingerprint=model_fingerprint(model), units="std",
-                      parameters={"n_samples": n_samples, "steps": steps, "cfg": cfg, "sampler": sampler_name,
-                                  "scheduler": scheduler, "seed": seed,
-                                  "explained_variance_ratio": [[round(v, 5) for v in r] for r in ratios.tolist()]})
+                      model_fingerprint=activations.parameters.get("model_fingerprint", ""), units="std",
+                      parameters={**parameters, "explained_variance_ratio":
+                                  [[round(v, 5) for v in r] for r in ratios.tolist()]})
 
 
 class _StopSampling(Exception):
@@ -309,22 +328,25 @@ def _autograd_ready(module: torch.nn.Module):
                 mod._buffers[name] = t
 
 
-def mask_for_latent(mask: torch.Tensor, latent_shape: tuple[int, ...]) -> torch.Tensor:
-    """A ComfyUI MASK ([H, W] or [1, H, W], image size) as a [1, 1, h, w] weight on the latent:
-    averaged down by the VAE's integer scale (1 for pixel models). Other sizes are refused."""
+def image_scale(model: Any) -> int:
+    """Image pixels per latent pixel: 1 for pixel-space DDPMs, 8 for the SD1.x/SD2.x/SDXL VAEs."""
+    return 1 if isinstance(model.model, PixelDDPM) else 8
+
+
+def mask_for_latent(mask: torch.Tensor, latent_shape: tuple[int, ...], scale: int) -> torch.Tensor:
+    """A ComfyUI MASK ([H, W] or [1, H, W]) of the image's size as a [1, 1, h, w] weight on the
+    latent, averaged down by the VAE's ``scale``. Masks of other sizes are refused, not resized."""
     if mask.dim() == 3 and mask.shape[0] == 1:
         mask = mask[0]
     if mask.dim() != 2:
         raise ValueError(f"mask: expected one mask [H, W], got shape {list(mask.shape)}")
     height, width = latent_shape[-2:]
-    factor = mask.shape[0] // height
-    if factor < 1 or mask.shape[0] != factor * height or mask.shape[1] != factor * width:
-        raise ValueError(f"mask: {mask.shape[1]}×{mask.shape[0]} does not fit the image; expected the image size, "
-                         f"i.e. the latent's {width}×{height} times the VAE scale (×1 pixel models, ×8 SD); "
-                         f"masks are not resized, crop or scale the mask to the image first")
+    if tuple(mask.shape) != (height * scale, width * scale):
+        raise ValueError(f"mask: {mask.shape[1]}×{mask.shape[0]} does not fit the image, which is "
+                         f"{width * scale}×{height * scale}; masks are not resized, scale or crop it to the image")
     if not mask.any():
         raise ValueError("mask: the mask is empty, there is no region to find directions for")
-    return torch.nn.functional.avg_pool2d(mask.float()[None, None], factor)
+    return torch.nn.functional.avg_pool2d(mask.float()[None, None], scale)
 
 
 @dataclass
@@ -414,16 +436,18 @@ def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, 
     h_shape = bottleneck_shape(model, latent_image.shape)
     if not 1 <= n_directions <= math.prod(h_shape):
         raise ValueError(f"n_directions: expected 1 … {math.prod(h_shape)} (the h dimension), got {n_directions}")
-    weight = None if mask is None else mask_for_latent(mask, latent_image.shape)
+    weight = None if mask is None else mask_for_latent(mask, latent_image.shape, image_scale(model))
     noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
     wanted = list(range(steps)) if each_step else [step]
     blocks = math.ceil(n_directions / max(1, min(batch_size, n_directions)))
     pbar = comfy.utils.ProgressBar(len(wanted) * blocks * max_iterations)
 
     def analyse(point: TrajectoryPoint):
+        region = None if weight is None else weight.to(point.h).clone()  # clone: not an inference tensor
+
         def masked_eps(delta):
             out = point.eps(delta)
-            return out if weight is None else out * weight.to(out)
+            return out if region is None else out * region
 
         linear = {}
 

@@ -187,3 +187,16 @@ def resize(d: Directions, height: int, width: int) -> Directions:
     flat = d.vectors.reshape(k * t, c, h, w)
     out = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
     return replace(d, vectors=out.reshape(k, t, c, height, width))
+
+
+def random_like(d: Directions, seed: int) -> Directions:
+    """The baseline for ``d`` (paper 000 Fig. 4): per direction one random Gaussian direction,
+    scaled at every timestep to the norm ``d`` has there, so an edit of equal strength moves h
+    equally far, only not along a found direction."""
+    g = torch.Generator().manual_seed(seed)
+    unit = torch.randn((d.count, 1, *d.h_shape), generator=g)
+    unit = unit / unit.flatten(1).norm(dim=1).reshape(-1, 1, 1, 1, 1)
+    norms = d.vectors.flatten(2).norm(dim=2)[:, :, None, None, None]
+    return Directions(unit * norms, d.timesteps.clone(), [f"random{i + 1}" for i in range(d.count)], method="random",
+                      model_fingerprint=d.model_fingerprint, units=d.units,
+                      parameters={"seed": seed, "norms_of": d.method})

@@ -100,3 +100,21 @@ def dataset(n: int, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     factors = sample_factors(n, rng)
     return render(factors), factors
+
+
+REGIONS = ("mouth", "eyes", "face")
+
+
+def region_mask(region: str, x: float, y: float, size: float) -> np.ndarray:
+    """A [SIZE, SIZE] 0/1 mask around a part of a face centred at (x, y) with radius ``size``,
+    with the geometry ``render_one`` draws it with (margins for the mouth's bend and the eyes)."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
+    if region == "mouth":
+        inside = (np.abs(xx - x) < 0.55 * size) & (np.abs(yy - (y + 0.45 * size)) < 0.3 * size)
+    elif region == "eyes":
+        inside = (np.abs(xx - x) < 0.75 * size) & (np.abs(yy - (y - 0.15 * size)) < 0.35 * size)
+    elif region == "face":
+        inside = ((xx - x) / size) ** 2 + ((yy - y - 0.1 * size) / (1.05 * size)) ** 2 < 1
+    else:
+        raise ValueError(f"region: expected one of {list(REGIONS)}, got {region!r}")
+    return inside.astype(np.float32)

@@ -1,10 +1,12 @@
 from .directions_nodes import (CombineDirections, LoadDirections, RandomDirections, ResizeDirections,
                                SaveDirections, ScaleDirections, SelectDirections)
 from .edited_sampler import EditedSampler
-from .embedded import EmbeddedFacesModel, FaceLabels, FaceScores
+from .embedded import EmbeddedFacesModel, FaceLabels, FaceRegionMask, FaceScores
+from .hspace_hook import HSpaceHook
+from .jacobian_directions import JacobianDirections
 from .pca_directions import PCADirections
 from .pixel_ddpm import NullConditioning, PixelDDPMLoader
 
 NODES = [EditedSampler, SaveDirections, LoadDirections, RandomDirections, SelectDirections, ScaleDirections,
          CombineDirections, ResizeDirections, PixelDDPMLoader, NullConditioning,
-         EmbeddedFacesModel, FaceLabels, FaceScores, PCADirections]
+         EmbeddedFacesModel, FaceLabels, FaceScores, FaceRegionMask, HSpaceHook, PCADirections, JacobianDirections]

@@ -11,6 +11,7 @@ from comfy_api.latest import io
 from comfy_hspace.classifier import EMBEDDED
 
 Directions = io.Custom("HSPACE_DIRECTIONS")
+Activations = io.Custom("HSPACE_ACTIVATIONS")
 CATEGORY = "h-space"
 DIRECTIONS_FOLDER = "hspace_directions"
 EMBEDDED_DIR = EMBEDDED.parent

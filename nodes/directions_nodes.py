@@ -71,17 +71,22 @@ class RandomDirections(io.ComfyNode):
         return io.Schema(
             node_id="HSpaceRandomDirections", display_name="Random Directions (h-space)", category=CATEGORY,
             description="Random time-invariant directions shaped for this model's h at this latent size: "
-                        "the baseline a found direction should beat.",
+                        "the baseline a found direction should beat. With `like` connected: one random direction "
+                        "per direction of `like`, with its norm at every timestep (count and rms are not used).",
             inputs=[io.Model.Input("model"), io.Latent.Input("latent_image"),
                     io.Int.Input("count", default=4, min=1, max=256),
-                    io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff),
+                    io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
                     io.Float.Input("rms", default=1.0, min=0.0, max=1000.0, step=0.01,
-                                   tooltip="Root-mean-square value per element of each direction.")],
+                                   tooltip="Root-mean-square value per element of each direction."),
+                    Directions.Input("like", optional=True,
+                                     tooltip="Directions whose norms the random ones copy, e.g. PCA Directions.")],
             outputs=[Directions.Output()],
         )
 
     @classmethod
-    def execute(cls, model, latent_image, count, seed, rms) -> io.NodeOutput:
+    def execute(cls, model, latent_image, count, seed, rms, like=None) -> io.NodeOutput:
+        if like is not None:
+            return io.NodeOutput(D.random_like(like, seed))
         shape = bottleneck_shape(model, latent_image["samples"].shape)
         g = torch.Generator().manual_seed(seed)
         v = torch.randn((count, 1, *shape), generator=g)

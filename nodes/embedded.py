@@ -68,3 +68,25 @@ class FaceScores(io.ComfyNode):
         rows = ["  ".join(f"{v:9.3f}" for v in row.tolist()) for row in values]
         table = "\n".join([header, *rows])
         return io.NodeOutput({"names": list(classifier.NAMES), "values": values}, table, ui={"text": [table]})
+
+
+class FaceRegionMask(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceFaceRegionMask", display_name="Face Region Mask (h-space)", category=CATEGORY,
+            description="A MASK around the mouth, the eyes or the whole face of an embedded-domain image, placed "
+                        "where the classifier sees the face: the region of interest for Jacobian Directions.",
+            inputs=[io.Image.Input("image", tooltip=f"One {faces.SIZE}×{faces.SIZE} image of the embedded domain."),
+                    io.Combo.Input("region", options=list(faces.REGIONS), default="mouth")],
+            outputs=[io.Mask.Output()],
+        )
+
+    @classmethod
+    def execute(cls, image, region) -> io.NodeOutput:
+        if image.shape[0] != 1:
+            raise ValueError(f"image: expected one image, got a batch of {image.shape[0]}")
+        model, _ = classifier.load_classifier()
+        scores = dict(zip(classifier.NAMES, classifier.score_images(model, image)[0].tolist()))
+        mask = faces.region_mask(region, scores["x"], scores["y"], scores["size"])
+        return io.NodeOutput(torch.from_numpy(mask)[None])

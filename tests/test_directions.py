@@ -97,3 +97,13 @@ def test_resize_keeps_values_per_position():
     d = D.Directions(torch.full((1, 1, 2, 8, 8), 3.0), torch.zeros(1), ["a"])
     r = D.resize(d, 12, 12)
     assert r.h_shape == (2, 12, 12) and torch.allclose(r.vectors, torch.full_like(r.vectors, 3.0))
+
+
+def test_random_like_matches_norms_per_direction_and_timestep():
+    d = make(k=3, t=4)
+    r = D.random_like(d, seed=1)
+    assert torch.allclose(r.vectors.flatten(2).norm(dim=2), d.vectors.flatten(2).norm(dim=2), rtol=1e-5)
+    assert torch.equal(r.timesteps, d.timesteps) and r.units == d.units and r.method == "random"
+    cos = torch.nn.functional.cosine_similarity(r.vectors.flatten(2), d.vectors.flatten(2), dim=2)
+    assert cos.abs().max() < 0.5  # a random direction in 128 dimensions is nearly orthogonal
+    assert not torch.equal(D.random_like(d, seed=2).vectors, r.vectors)

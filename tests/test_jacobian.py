@@ -77,3 +77,53 @@ def test_jacobian_directions_leave_the_model_as_it_was(tmp_path):
     assert directions.vectors.shape == (4, 1, 32, 8, 8)
     values = directions.parameters["singular_values"][0]
     assert values == sorted(values, reverse=True) and values[-1] > 0
+
+
+def run_node(pack, model, **kw):
+    inputs = dict(model=model, positive=conditioning("pixel"), negative=conditioning("pixel"),
+                  latent_image={"samples": torch.zeros(1, 3, 16, 16)}, seed=0, steps=10, cfg=1.0,
+                  sampler_name="euler", scheduler="normal", step=3, each_step=False, n_directions=2, batch_size=2,
+                  tolerance=1e-3, max_iterations=20, scale_by_singular_value=False)
+    return pack.nodes.JacobianDirections.execute(**{**inputs, **kw}).args[0]
+
+
+def test_node_masks_each_step_and_bad_input(pack, tmp_path):
+    import comfy.model_management
+    import comfy.utils
+
+    model, _ = load_pixel_ddpm(save_pixel_ddpm(tmp_path / "m"))
+    mask = torch.zeros(1, 16, 16)
+    mask[:, 10:14, 4:12] = 1
+    with torch.inference_mode():  # the mask made inside inference mode, as in a running prompt
+        d = run_node(pack, model, mask=mask.clone(), scale_by_singular_value=True)
+    assert d.parameters["masked"] and d.units == "h norm"
+    norms = d.vectors.flatten(1).norm(dim=1)
+    values = d.parameters["singular_values"][0]
+    assert torch.allclose(norms[1] / norms[0], torch.tensor(values[1] / values[0]), rtol=1e-3)
+    every = run_node(pack, model, steps=3, each_step=True)
+    assert every.vectors.shape[:2] == (2, 3) and torch.all(every.timesteps[:-1] > every.timesteps[1:])
+
+    with pytest.raises(ValueError, match="step: 10 is outside the schedule of 10 steps"):
+        run_node(pack, model, step=10)
+    with pytest.raises(ValueError, match="mask: 32×32 does not fit the image, which is 16×16"):
+        run_node(pack, model, mask=torch.ones(1, 32, 32))
+    with pytest.raises(ValueError, match="n_directions: expected 1 … 2048"):
+        run_node(pack, model, n_directions=5000)
+    with pytest.raises(ValueError, match="one sample, got a batch of 2"):
+        run_node(pack, model, latent_image={"samples": torch.zeros(2, 3, 16, 16)})
+
+    options = repr(model.model_options)
+    params = list(model.model.parameters())
+
+    def cancel(value, total, preview=None, node_id=None):
+        if value >= 3:  # inside the power iteration, with the weights swapped for autograd
+            raise comfy.model_management.InterruptProcessingException()
+
+    comfy.utils.set_progress_bar_global_hook(cancel)
+    try:
+        with torch.inference_mode(), pytest.raises(comfy.model_management.InterruptProcessingException):
+            run_node(pack, model)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    assert repr(model.model_options) == options and list(model.model.parameters()) == params
+    assert torch.equal(run_node(pack, model, mask=mask, scale_by_singular_value=True).vectors, d.vectors)

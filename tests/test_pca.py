@@ -41,6 +41,13 @@ def test_bad_component_counts_are_refused():
         StreamingPCA(12).partial_fit(torch.randn(20, 10))
 
 
+def hook(pack, model, cond, **kw):
+    inputs = dict(model=model, positive=cond, negative=cond, latent_image={"samples": torch.zeros(1, 3, 32, 32)},
+                  n_samples=24, batch_size=8, components=3, seed=0, steps=4, cfg=1.0, sampler_name="ddim",
+                  scheduler="ddim_uniform", latent_is_noise=False)
+    return pack.nodes.HSpaceHook.execute(**{**inputs, **kw}).args[0]
+
+
 def test_pca_directions_node_on_the_embedded_model(pack):
     """Streaming per-timestep PCA inside real ComfyUI sampling agrees with a PCA of all recorded h."""
     import comfy.sample
@@ -50,10 +57,9 @@ def test_pca_directions_node_on_the_embedded_model(pack):
 
     model, _ = load_pixel_ddpm(pack.nodes.embedded.EMBEDDED_DDPM)
     null = [[torch.zeros(1, 1, 1), {CLASS_KEY: 8}]]
-    lat = {"samples": torch.zeros(1, 3, 32, 32)}
-    d = pack.nodes.PCADirections.execute(model=model, positive=null, negative=null, latent_image=lat, n_samples=24,
-                                         batch_size=8, n_components=3, seed=0, steps=4, cfg=1.0,
-                                         sampler_name="ddim", scheduler="ddim_uniform").args[0]
+    activations = hook(pack, model, null)
+    assert activations.n_samples == 24 and activations.h_shape == (96, 8, 8)
+    d = pack.nodes.PCADirections.execute(activations=activations, n_components=3).args[0]
     assert d.vectors.shape == (3, 4, 96, 8, 8) and d.units == "std" and d.names == ["pc1", "pc2", "pc3"]
     assert torch.all(d.timesteps[:-1] > d.timesteps[1:])
     ratios = torch.tensor(d.parameters["explained_variance_ratio"])
@@ -62,13 +68,14 @@ def test_pca_directions_node_on_the_embedded_model(pack):
     flat = d.vectors.flatten(2)
     assert torch.all((flat[:, 1:] * flat[:, :-1]).sum(-1) > 0)
 
-    # the same samples recorded in full: the top component per timestep matches an offline SVD
+    # the same samples (seeds 0 … 23, one at a time) recorded in full: the top component per
+    # timestep matches an offline SVD
     recorder = HSpaceRecorder(chunks=(0,))
     clone = hspace_clone(model, recorder=recorder)
-    for b in range(3):
-        latent = torch.zeros(8, 3, 32, 32)
-        comfy.sample.sample(clone, comfy.sample.prepare_noise(latent, b), 4, 1.0, "ddim", "ddim_uniform", null,
-                            null, latent, seed=b, disable_pbar=True)
+    for seed in range(24):
+        latent = torch.zeros(1, 3, 32, 32)
+        comfy.sample.sample(clone, comfy.sample.prepare_noise(latent, seed), 4, 1.0, "ddim", "ddim_uniform", null,
+                            null, latent, seed=seed, disable_pbar=True)
     h, t, _ = recorder.stacked()
     for i, ts in enumerate(d.timesteps.tolist()):
         x = h[(t - ts).abs() < 1e-3].flatten(1).double()
@@ -77,3 +84,28 @@ def test_pca_directions_node_on_the_embedded_model(pack):
         assert cos > 0.95, (ts, cos)  # a wrong row or timestep would give ≈ 0.01 in 6144 dimensions
         # one standard deviation; incremental PCA truncated to k components is approximate (≈1% here)
         assert torch.allclose(flat[0, i].double().norm(), s[0] / (len(x) - 1) ** 0.5, rtol=0.03)
+
+    # the mean per timestep is the mean of the recorded h
+    for ts, pca in activations.pcas.items():
+        assert torch.allclose(pca.mean.float(), h[(t - ts).abs() < 1e-3].flatten(1).mean(0), atol=1e-4)
+
+
+def test_hook_over_given_noises_and_bad_counts(pack):
+    from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm
+
+    model, _ = load_pixel_ddpm(pack.nodes.embedded.EMBEDDED_DDPM)
+    null = [[torch.zeros(1, 1, 1), {CLASS_KEY: 8}]]
+    noises = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    a = hook(pack, model, null, latent_image={"samples": noises}, latent_is_noise=True, n_samples=999, batch_size=4,
+             components=2, steps=3)
+    b = hook(pack, model, null, latent_image={"samples": noises}, latent_is_noise=True, batch_size=6, components=2,
+             steps=3)
+    assert a.n_samples == 6 and len(a.pcas) == 3
+    for ts in a.pcas:  # the same noises give the same statistics, whatever the batching
+        assert torch.allclose(a.pcas[ts].mean, b.pcas[ts].mean, atol=1e-5)
+    with pytest.raises(ValueError, match="components: 8 is more than the 6 samples"):
+        hook(pack, model, null, latent_image={"samples": noises}, latent_is_noise=True, components=8)
+    with pytest.raises(ValueError, match="n_components: expected 1 … 2"):
+        pack.nodes.PCADirections.execute(activations=a, n_components=3)
+    d = pack.nodes.PCADirections.execute(activations=a, n_components=2).args[0]
+    assert d.parameters["n_samples"] == 6 and d.parameters["seed"] is None

@@ -8,6 +8,7 @@ from safetensors.torch import save_file
 
 from comfy_hspace import directions as D
 from comfy_server import REPO, ComfyServer, pack_node_ids
+from workflow_ui import api_to_ui, ui_to_api
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.api.json"))
 
@@ -33,6 +34,16 @@ def test_object_info_lists_the_pack_with_direction_sockets(server):
     assert info["HSpaceSaveDirections"]["input"]["required"]["directions"][0] == "HSPACE_DIRECTIONS"
     assert info["HSpaceLoadDirections"]["output"] == ["HSPACE_DIRECTIONS"]
     assert "nan.safetensors" in info["HSpaceLoadDirections"]["input"]["required"]["filename"][1]["options"]
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=[w.name for w in WORKFLOWS])
+def test_ui_workflow_is_the_same_graph_as_its_api_twin(server, workflow):
+    api = json.loads(workflow.read_text())
+    ui = json.loads(workflow.with_name(workflow.name.replace(".api.json", ".json")).read_text())
+    assert ui_to_api(ui, server.object_info) == api
+    assert ui == api_to_ui(api, server.object_info), "run scripts/workflow_ui.py to regenerate the UI file"
+    types = {n["type"] for n in ui["nodes"]}
+    assert all(t in server.object_info for t in types)
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=[w.name for w in WORKFLOWS])

@@ -1,0 +1,45 @@
+import comfy.samplers
+from comfy_api.latest import io
+
+from comfy_hspace.comfy_host import record_activations
+
+from .common import CATEGORY, Activations
+
+
+class HSpaceHook(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceHook", display_name="HSpace Hook", category=CATEGORY,
+            description="Samples many images and records the UNet bottleneck h at every call, streamed into "
+                        "running statistics per timestep (mean and a PCA of the leading components), so memory "
+                        "does not grow with the number of samples. Feeds PCA Directions.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Conditioning.Input("positive"),
+                io.Conditioning.Input("negative"),
+                io.Latent.Input("latent_image", tooltip="Gives the image size (its batch size is not used), or, with "
+                                                        "latent_is_noise, the starting noises themselves."),
+                io.Int.Input("n_samples", default=64, min=1, max=1000000,
+                             tooltip="Sample i starts from the noise KSampler draws for seed + i."),
+                io.Int.Input("batch_size", default=16, min=1, max=4096),
+                io.Int.Input("components", default=16, min=1, max=4096,
+                             tooltip="Principal components kept per timestep (the most PCA Directions can ask for)."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
+                io.Int.Input("steps", default=20, min=1, max=10000),
+                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01),
+                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddim"),
+                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="ddim_uniform"),
+                io.Boolean.Input("latent_is_noise", default=False,
+                                 tooltip="On: sample from the latent's rows as starting noise (e.g. inverted "
+                                         "images); n_samples and seed are not used."),
+            ],
+            outputs=[Activations.Output("activations")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent_image, n_samples, batch_size, components, seed, steps, cfg,
+                sampler_name, scheduler, latent_is_noise) -> io.NodeOutput:
+        return io.NodeOutput(record_activations(model, positive, negative, latent_image, n_samples, batch_size,
+                                                components, seed, steps, cfg, sampler_name, scheduler,
+                                                latent_is_noise))
