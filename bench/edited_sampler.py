@@ -9,43 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
-import comfy_env  # noqa: E402
+from bench_common import EMBEDDED_SIZE, interleaved_medians
 
-comfy_env.setup()
 import tiny_models  # noqa: E402
-
 import comfy.utils  # noqa: E402
 import nodes as comfy_nodes  # noqa: E402
 from comfy_hspace.comfy_host import bottleneck_shape, edited_sample, load_pixel_ddpm  # noqa: E402
 from comfy_hspace.directions import Directions  # noqa: E402
-
-EMBEDDED_SIZE = {
-    "_class_name": "UNet2DModel", "sample_size": 32, "in_channels": 3, "out_channels": 3,
-    "block_out_channels": [32, 64, 96], "layers_per_block": 1,
-    "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "AttnUpBlock2D", "UpBlock2D"], "norm_num_groups": 8, "attention_head_dim": 8,
-}
-
-
-def interleaved_medians(fns: list, repeats: int) -> list[float]:
-    """Median time of each function, run in turn so that drift of the machine hits all alike."""
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
-    return [statistics.median(ts) for ts in times]
 
 
 def main() -> None:

@@ -5,7 +5,8 @@
 - ``edited_sample``: the Edited Sampler over ComfyUI's own samplers;
 - ``record_activations``: the HSpace Hook, sampling through ComfyUI into running statistics of h;
 - ``pca_directions``: PCA Directions from those statistics;
-- ``jacobian_directions``: Jacobian Directions at one point of a sample's own trajectory.
+- ``at_trajectory_steps`` / ``jacobian_maps`` / ``jacobian_directions``: Jacobian Directions at a point
+  of a sample's own trajectory.
 """
 from __future__ import annotations
 
@@ -419,6 +420,36 @@ def at_trajectory_steps(model: Any, positive: Any, negative: Any, latent_image: 
     return results
 
 
+def jacobian_maps(point: TrajectoryPoint, weight: torch.Tensor | None = None) -> tuple[Callable, Callable]:
+    """(v ↦ Jv, u ↦ Jᵀu) for J = ∂(weight·ε)/∂h at ``point``, batched along dim 0. Jv is forward
+    mode, linearised once per batch size so that each product costs about one pass; Jᵀu reuses
+    one retained reverse graph per batch size (J is only ever taken at δ = 0)."""
+    region = None if weight is None else weight.to(point.h).clone()  # clone: not an inference tensor
+    h_shape = tuple(point.h.shape)
+
+    def masked_eps(delta):
+        out = point.eps(delta)
+        return out if region is None else out * region
+
+    linear, graphs = {}, {}
+
+    def jvp(v):
+        b = v.shape[0]
+        if b not in linear:
+            _, linear[b] = torch.func.linearize(masked_eps, torch.zeros(b, *h_shape).to(point.h))
+        return linear[b](v.to(point.h))
+
+    def vjp(u):
+        b = u.shape[0]
+        if b not in graphs:
+            delta = torch.zeros(b, *h_shape).to(point.h).requires_grad_(True)
+            graphs[b] = (delta, masked_eps(delta))
+        delta, out = graphs[b]
+        return torch.autograd.grad(out, delta, u.to(out), retain_graph=True)[0].double()
+
+    return jvp, vjp
+
+
 def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, seed: int, steps: int, cfg: float,
                         sampler_name: str, scheduler: str, step: int, each_step: bool, n_directions: int,
                         batch_size: int, tolerance: float = 1e-3, max_iterations: int = 50,
@@ -443,30 +474,7 @@ def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, 
     pbar = comfy.utils.ProgressBar(len(wanted) * blocks * max_iterations)
 
     def analyse(point: TrajectoryPoint):
-        region = None if weight is None else weight.to(point.h).clone()  # clone: not an inference tensor
-
-        def masked_eps(delta):
-            out = point.eps(delta)
-            return out if region is None else out * region
-
-        linear = {}
-
-        def jvp(v):  # forward mode, linearised once per block size so a product costs about one pass
-            b = v.shape[0]
-            if b not in linear:
-                _, linear[b] = torch.func.linearize(masked_eps, torch.zeros(b, *h_shape).to(point.h))
-            return linear[b](v.to(point.h))
-
-        graphs = {}
-
-        def vjp(u):  # J is taken at δ = 0 only: one graph per block size, reused
-            b = u.shape[0]
-            if b not in graphs:
-                delta = torch.zeros(b, *h_shape).to(point.h).requires_grad_(True)
-                graphs[b] = (delta, masked_eps(delta))
-            delta, out = graphs[b]
-            return torch.autograd.grad(out, delta, u.to(out), retain_graph=True)[0].double()
-
+        jvp, vjp = jacobian_maps(point, weight)
         found = top_singular_vectors(jvp, vjp, h_shape, n_directions, batch_size, tolerance, max_iterations,
                                      seed=seed, progress=pbar.update)
         return found, float(point.h.norm()), point.timestep

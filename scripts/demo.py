@@ -28,11 +28,12 @@ def grid(files: list[Path], columns: int, scale: int = 4) -> Image.Image:
 
 
 def columns_for(prompt: dict, save_node: str) -> int:
-    """Edit strips: one column per sample of the batch (rows are the sweep); otherwise 8."""
+    """Edit strips: one column per sample of the batch (rows are the sweep), or one row for a
+    single sample's sweep; otherwise 8."""
     for node in prompt.values():
         if node["class_type"] == "HSpaceEditedSampler":
-            latent = prompt[node["inputs"]["latent_image"][0]]["inputs"]
-            return latent.get("batch_size", 8)
+            batch = prompt[node["inputs"]["latent_image"][0]]["inputs"].get("batch_size", 8)
+            return batch if batch > 1 else len(node["inputs"]["sweep"].split(","))
     return 8
 
 

@@ -60,17 +60,22 @@ def measure_pca(model, vae, clf, null, a) -> dict:
     print(f"PCA over {a.samples} samples: {time.monotonic() - t:.0f} s", file=sys.stderr)
     latent = {"samples": torch.zeros(a.edits, 3, faces.SIZE, faces.SIZE)}
     rows = []
-    for k in range(5):
-        change, signed = factor_change(model, vae, clf, pcs, k, a.strength, latent, 1000, null)
-        random_change, _ = factor_change(model, vae, clf, baseline, k, a.strength, latent, 1000, null)
-        top = change.argsort(descending=True)[:2].tolist()
-        rows.append({"direction": f"pc{k + 1}", "total": change.sum().item(), "random_total": random_change.sum().item(),
-                     "top": [(C.NAMES[j], change[j].item(), signed[j].item()) for j in top],
-                     "explained_variance_ratio_mid": pcs.parameters["explained_variance_ratio"][k][STEPS // 2]})
-    return {"rows": rows, "strength": a.strength, "samples": a.samples, "edits": a.edits}
+    for strength in a.strengths:
+        for k in range(5):
+            change, signed = factor_change(model, vae, clf, pcs, k, strength, latent, 1000, null)
+            random_change, _ = factor_change(model, vae, clf, baseline, k, strength, latent, 1000, null)
+            top = change.argsort(descending=True)[:2].tolist()
+            rows.append({"strength": strength, "direction": f"pc{k + 1}", "total": change.sum().item(),
+                         "random_total": random_change.sum().item(),
+                         "top": [(C.NAMES[j], change[j].item(), signed[j].item()) for j in top]})
+    return {"rows": rows, "samples": a.samples, "edits": a.edits,
+            "explained_variance_ratio_mid": [r[STEPS // 2] for r in pcs.parameters["explained_variance_ratio"]]}
 
 
 def measure_jacobian(model, vae, clf, null, a) -> dict:
+    """Per seed: the top Jacobian direction with the mouth mask at each step of ``a.jacobian_steps``
+    (and without the mask at the first), applied at ±strength·‖h‖ at all steps or only from its
+    own step on; the ratio of mean per-pixel change inside the mask to outside it."""
     rows = []
     for seed in range(a.jacobian_samples):
         latent = {"samples": torch.zeros(1, 3, faces.SIZE, faces.SIZE)}
@@ -79,29 +84,30 @@ def measure_jacobian(model, vae, clf, null, a) -> dict:
                                                   latent["samples"], seed=seed, disable_pbar=True))
         s = dict(zip(C.NAMES, C.score_images(clf, plain)[0].tolist()))
         mask = torch.from_numpy(faces.region_mask("mouth", s["x"], s["y"], s["size"]))
-        row = {"seed": seed}
-        for masked in (True, False):
-            d = jacobian_directions(model, null, null, latent, seed, STEPS, 1.0, SAMPLER, SCHEDULER, a.jacobian_step,
-                                    False, 2, 2, 1e-2, 30, mask[None] if masked else None)
-            out = edited_sample(model, D.select(d, [0]), [1.0], [-a.jacobian_strength, a.jacobian_strength], seed,
-                                STEPS, 1.0, SAMPLER, SCHEDULER, null, null, latent, eta=0.0)
-            images = to_image(vae, out["samples"])
-            change = (images[1] - images[0]).abs().mean(-1)  # per pixel
-            inside, outside = change[mask > 0].mean().item(), change[mask == 0].mean().item()
-            row["masked" if masked else "unmasked"] = {"inside": inside, "outside": outside,
-                                                       "ratio": inside / max(outside, 1e-12)}
-        rows.append(row)
-    return {"rows": rows, "step": a.jacobian_step, "strength": a.jacobian_strength}
+        cases = [(step, True) for step in a.jacobian_steps] + [(a.jacobian_steps[0], False)]
+        for step, masked in cases:
+            d = jacobian_directions(model, null, null, latent, seed, STEPS, 1.0, SAMPLER, SCHEDULER, step, False, 2, 2,
+                                    1e-3, 60, mask[None] if masked else None)
+            for start in (0.0, step / STEPS):
+                out = edited_sample(model, D.select(d, [0]), [1.0], [-a.jacobian_strength, a.jacobian_strength],
+                                    seed, STEPS, 1.0, SAMPLER, SCHEDULER, null, null, latent, start_percent=start,
+                                    eta=0.0)
+                images = to_image(vae, out["samples"])
+                change = (images[1] - images[0]).abs().mean(-1)  # per pixel
+                rows.append({"seed": seed, "step": step, "masked": masked, "from_step": start > 0,
+                             "ratio": change[mask > 0].mean().item() / max(change[mask == 0].mean().item(), 1e-12)})
+    return {"rows": rows, "strength": a.jacobian_strength}
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--samples", type=int, default=256, help="samples the PCA is computed over")
     p.add_argument("--edits", type=int, default=32, help="samples each PCA direction is applied to")
-    p.add_argument("--strength", type=float, default=2.0, help="PCA edit strength in standard deviations")
+    p.add_argument("--strengths", type=float, nargs="+", default=[1.0, 2.0, 3.0],
+                   help="PCA edit strengths in standard deviations")
     p.add_argument("--jacobian-samples", type=int, default=8)
-    p.add_argument("--jacobian-step", type=int, default=8)
-    p.add_argument("--jacobian-strength", type=float, default=0.15)
+    p.add_argument("--jacobian-steps", type=int, nargs="+", default=[12, 8, 15], help="the first also unmasked")
+    p.add_argument("--jacobian-strength", type=float, default=0.1)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
     comfy.utils.PROGRESS_BAR_ENABLED = False
@@ -110,27 +116,35 @@ def main() -> None:
     null = [[torch.zeros(1, 1, 1), {CLASS_KEY: faces.NULL_CLASS}]]
 
     pca = measure_pca(model, vae, clf, null, a)
-    print(f"PCA: {pca['samples']} samples, each direction applied at ±{a.strength} std to {a.edits} samples "
-          f"({STEPS} {SAMPLER} steps); change = mean |Δscore| / factor scale, summed over the 9 factors.\n")
-    print("| direction | moves most (change, mean signed Δ) | next | total change | random, equal norm | ratio |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"PCA over {pca['samples']} unconditional samples ({STEPS} {SAMPLER} steps); each direction applied at "
+          f"±strength std to {a.edits} other samples. Change = mean |Δscore| / factor scale, summed over the "
+          f"9 factors; the random direction has the PC's norm at every timestep.\n")
+    print("| strength | direction | moves most (change, mean signed Δ) | next | total change | random | ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in pca["rows"]:
         (n1, c1, s1), (n2, c2, s2) = r["top"]
-        print(f"| {r['direction']} | {n1} ({c1:.3f}, {s1:+.2f}) | {n2} ({c2:.3f}, {s2:+.2f}) | {r['total']:.3f} | "
-              f"{r['random_total']:.3f} | {r['total'] / max(r['random_total'], 1e-12):.1f}× |")
-    total = sum(r["total"] for r in pca["rows"]) / max(sum(r["random_total"] for r in pca["rows"]), 1e-12)
-    print(f"\nTop-5 PCs together: {total:.1f}× the change of random directions of equal norm (target ≥ 5×).\n")
+        print(f"| {r['strength']:g} | {r['direction']} | {n1} ({c1:.3f}, {s1:+.2f}) | {n2} ({c2:.3f}, {s2:+.2f}) | "
+              f"{r['total']:.3f} | {r['random_total']:.3f} | {r['total'] / max(r['random_total'], 1e-12):.1f}× |")
+    print()
+    for strength in a.strengths:
+        rows = [r for r in pca["rows"] if r["strength"] == strength]
+        ratio = sum(r["total"] for r in rows) / max(sum(r["random_total"] for r in rows), 1e-12)
+        print(f"Top-5 PCs at ±{strength:g} std: {ratio:.1f}× the change of random directions (target ≥ 5×).")
+    print(f"Explained variance ratio of PC1…5 at the middle step: "
+          f"{', '.join(f'{v:.3f}' for v in pca['explained_variance_ratio_mid'])}\n")
 
     jac = measure_jacobian(model, vae, clf, null, a)
-    print(f"Jacobian direction 1 at step {jac['step']} of {STEPS}, applied at ±{jac['strength']}·‖h‖ at all steps; "
-          f"mean per-pixel |Δ| inside the mouth mask ÷ outside:\n")
-    print("| seed | with mouth mask | without mask |\n| --- | --- | --- |")
-    for r in jac["rows"]:
-        print(f"| {r['seed']} | {r['masked']['ratio']:.1f}× | {r['unmasked']['ratio']:.1f}× |")
-    masked = torch.tensor([r["masked"]["ratio"] for r in jac["rows"]])
-    unmasked = torch.tensor([r["unmasked"]["ratio"] for r in jac["rows"]])
-    print(f"| median | {masked.median():.1f}× | {unmasked.median():.1f}× |")
-    print(f"\nMasked: {int((masked >= 3).sum())} of {len(masked)} samples reach ≥ 3× (target ≥ 3×).")
+    print(f"Top Jacobian direction ({a.jacobian_samples} seeds, {STEPS} {SAMPLER} steps), applied at "
+          f"±{jac['strength']}·‖h‖; mean per-pixel |Δ| inside the mouth mask ÷ outside, median over seeds "
+          f"(min … max):\n")
+    print("| found at step | mask | applied at all steps | applied from that step on |\n| --- | --- | --- | --- |")
+    for step, masked in [(s_, True) for s_ in a.jacobian_steps] + [(a.jacobian_steps[0], False)]:
+        cells = []
+        for from_step in (False, True):
+            r = torch.tensor([x["ratio"] for x in jac["rows"] if (x["step"], x["masked"], x["from_step"]) ==
+                              (step, masked, from_step)])
+            cells.append(f"{r.median():.1f}× ({r.min():.1f} … {r.max():.1f})")
+        print(f"| {step} | {'mouth' if masked else 'none'} | {cells[0]} | {cells[1]} |")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({"pca": pca, "jacobian": jac, "settings": vars(a)}, indent=1, default=str))

@@ -109,3 +109,26 @@ def test_hook_over_given_noises_and_bad_counts(pack):
         pack.nodes.PCADirections.execute(activations=a, n_components=3)
     d = pack.nodes.PCADirections.execute(activations=a, n_components=2).args[0]
     assert d.parameters["n_samples"] == 6 and d.parameters["seed"] is None
+
+
+def test_cancelled_hook_leaves_the_model_without_patches(pack):
+    import comfy.model_management
+    import comfy.utils
+
+    from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm
+
+    model, _ = load_pixel_ddpm(pack.nodes.embedded.EMBEDDED_DDPM)
+    null = [[torch.zeros(1, 1, 1), {CLASS_KEY: 8}]]
+    options = repr(model.model_options)
+
+    def cancel(value, total, preview=None, node_id=None):
+        if value >= 5:  # in the second batch
+            raise comfy.model_management.InterruptProcessingException()
+
+    comfy.utils.set_progress_bar_global_hook(cancel)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            hook(pack, model, null)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    assert repr(model.model_options) == options and not model.model_options["transformer_options"].get("patches")
