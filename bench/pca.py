@@ -4,7 +4,8 @@ streaming PCA against scikit-learn's IncrementalPCA.
 1. HSpace Hook over N samples (streaming PCA per timestep) / plain sampling of the same N
    samples with the same batches and seeds, interleaved (target ≤ 1.25×);
 2. peak resident memory of the hook at N = 1024 / at N = 256, each in a fresh process
-   (target ≤ 1.1×), with plain sampling's peak for scale;
+   (target ≤ 1.1×), in total and above the process's memory before the run (the run's own
+   working set), with plain sampling's for scale;
 3. our StreamingPCA / IncrementalPCA at d = 8192 on the same batches: time, and the largest
    principal angle between the two subspaces (target ≥ 3× faster, subspaces agreeing).
 Usage: .venv/bin/python bench/pca.py [--samples 256] [--batch 64] [--steps 20] [--repeats 5]
@@ -13,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -48,10 +50,35 @@ def plain(model, n: int, batch: int, steps: int) -> None:
                             disable_pbar=True)
 
 
-def peak_rss_mb(what: str, n: int, batch: int, steps: int) -> float:
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def peak_during(fn) -> tuple[float, float]:
+    """(peak RSS in MiB while ``fn`` runs, RSS before it), polled every 5 ms."""
+    before, peak, done = rss_mb(), [rss_mb()], threading.Event()
+
+    def poll():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mb())
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    return max(peak[0], rss_mb()), before
+
+
+def peak_rss_mb(what: str, n: int, batch: int, steps: int) -> tuple[float, float]:
     out = subprocess.run([sys.executable, __file__, "--peak", what, "--samples", str(n), "--batch", str(batch),
                           "--steps", str(steps)], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    peak, before = out.stdout.strip().splitlines()[-1].split()
+    return float(peak), float(before)
 
 
 def principal_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
@@ -97,9 +124,10 @@ def main() -> None:
     a = p.parse_args()
     comfy.utils.PROGRESS_BAR_ENABLED = False
     model, _ = load_pixel_ddpm(EMBEDDED.parent / "faces-ddpm")
-    if a.peak:  # child process: run once, print the peak resident set in MiB
-        (hook if a.peak == "hook" else plain)(model, a.samples, a.batch, a.steps)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if a.peak:  # child process: warm up on one batch, then run once and print peak and starting RSS
+        plain(model, a.batch, a.batch, a.steps)
+        peak, before = peak_during(lambda: (hook if a.peak == "hook" else plain)(model, a.samples, a.batch, a.steps))
+        print(peak, before)
         return
 
     plain(model, a.batch, a.batch, a.steps)  # warm-up
@@ -110,15 +138,17 @@ def main() -> None:
     print(f"hook + PCA / plain  {t_hook / t_plain:.3f}×  (target ≤ 1.25)")
     peaks = {n: peak_rss_mb("hook", n, a.batch, a.steps) for n in (256, 1024)}
     plain_peak = peak_rss_mb("plain", 1024, a.batch, a.steps)
-    print(f"peak RSS hook N=256 {peaks[256]:.0f} MiB, N=1024 {peaks[1024]:.0f} MiB: {peaks[1024] / peaks[256]:.3f}× "
-          f"(target ≤ 1.1); plain sampling N=1024 {plain_peak:.0f} MiB")
+    (p256, b256), (p1024, b1024) = peaks[256], peaks[1024]
+    print(f"peak RSS hook N=256 {p256:.0f} MiB, N=1024 {p1024:.0f} MiB: {p1024 / p256:.3f}× (target ≤ 1.1); above "
+          f"the process before the run: {p256 - b256:.0f} and {p1024 - b1024:.0f} MiB; plain sampling N=1024 "
+          f"{plain_peak[0]:.0f} MiB, {plain_peak[0] - plain_peak[1]:.0f} above")
     sk = versus_sklearn()
     print(f"StreamingPCA {sk['ours_s']:.2f} s vs IncrementalPCA {sk['sklearn_s']:.2f} s at d={sk['d']}, "
           f"n={sk['n']}, k={sk['k']}: {sk['speedup']:.1f}× faster (target ≥ 3); largest principal angle "
           f"{sk['max_principal_angle_deg']:.4f}°")
     print(json.dumps({"threads": torch.get_num_threads(), "plain_s": round(t_plain, 3),
                       "hook_ratio": round(t_hook / t_plain, 3), "peak_mb": peaks, "plain_peak_mb": plain_peak,
-                      "memory_ratio": round(peaks[1024] / peaks[256], 3), "sklearn": sk}))
+                      "memory_ratio": round(p1024 / p256, 3), "sklearn": sk}))
 
 
 if __name__ == "__main__":

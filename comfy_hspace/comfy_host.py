@@ -4,6 +4,7 @@
 - ``load_pixel_ddpm``: a diffusers pixel-space DDPM folder as a ComfyUI MODEL + pixel VAE;
 - ``edited_sample``: the Edited Sampler over ComfyUI's own samplers;
 - ``record_activations``: the HSpace Hook, sampling through ComfyUI into running statistics of h;
+- ``invert``: DDIM inversion of a latent to its starting noise, recording h;
 - ``pca_directions``: PCA Directions from those statistics;
 - ``at_trajectory_steps`` / ``jacobian_maps`` / ``jacobian_directions``: Jacobian Directions at a point
   of a sample's own trajectory.
@@ -202,10 +203,12 @@ def check_directions_fit(model: Any, directions: Directions, latent_shape: tuple
 def edited_sample(model: Any, directions: Directions, strengths: list[float], sweep: list[float], seed: int,
                   steps: int, cfg: float, sampler_name: str, scheduler: str, positive: Any, negative: Any,
                   latent: dict, start_percent: float = 0.0, end_percent: float = 1.0, apply_to: str = "both",
-                  mode: str = "both terms", eta: float = 1.0, denoise: float = 1.0) -> dict:
+                  mode: str = "both terms", eta: float = 1.0, denoise: float = 1.0,
+                  noise_latent: dict | None = None) -> dict:
     """Samples ``latent`` once per sweep multiplier m with h ← h + m·Σ strength_k·direction_k(t)
-    inside the edit interval. Every member gets the same noise (one sampling run each, with the
-    same seed), so a member whose edit is zero is exactly the stock KSampler's output.
+    inside the edit interval (x_T-space directions: x_T ← x_T + m·Σ …). Every member gets the same
+    noise (one sampling run each, with the same seed; or ``noise_latent``, e.g. an inverted
+    image's), so a member whose edit is zero is exactly the stock KSampler's output.
     Returns a LATENT whose batch is the sweep members one after another."""
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
@@ -217,8 +220,19 @@ def edited_sample(model: Any, directions: Directions, strengths: list[float], sw
         strengths = strengths * directions.count
     offsets_per_unit = directions.combined(strengths)  # checks the count
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    check_directions_fit(model, directions, latent_image.shape)
-    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    if directions.space == "x_T":
+        if tuple(directions.h_shape) != tuple(latent_image.shape[1:]):
+            raise DirectionsError(f"directions: x_T shape {list(directions.h_shape)} does not match the latent's "
+                                  f"{list(latent_image.shape[1:])}")
+    else:
+        check_directions_fit(model, directions, latent_image.shape)
+    if noise_latent is None:
+        noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    else:
+        noise = noise_latent["samples"]
+        if noise.shape != latent_image.shape:
+            raise ValueError(f"noise: shape {list(noise.shape)} does not match latent_image {list(latent_image.shape)}"
+                             f" (connect an empty latent of the noise's size and batch)")
     model_sampling = model.get_model_object("model_sampling")
     sigma_start = model_sampling.percent_to_sigma(start_percent)
     sigma_end = model_sampling.percent_to_sigma(end_percent)
@@ -226,8 +240,11 @@ def edited_sample(model: Any, directions: Directions, strengths: list[float], sw
 
     members = []
     for m, multiplier in enumerate(sweep):
+        member_noise, edit = noise, None
         if multiplier == 0 or not offsets_per_unit.any():
-            edit = None  # the unedited clone: bit-for-bit the stock sampler
+            pass  # the unedited model: bit-for-bit the stock sampler
+        elif directions.space == "x_T":
+            member_noise = noise + multiplier * offsets_per_unit[0].to(noise)
         else:
             edit = HSpaceEdit(offsets_per_unit * multiplier, directions.timesteps, sigma_start, sigma_end, apply_to)
         patched = model if edit is None else hspace_clone(model, edit=edit)
@@ -236,16 +253,17 @@ def edited_sample(model: Any, directions: Directions, strengths: list[float], sw
             pbar.update_absolute(m * steps + step + 1)
 
         if mode == "both terms":
-            samples = comfy.sample.sample(patched, noise, steps, cfg, sampler_name, scheduler, positive, negative,
-                                          latent_image, denoise=denoise, noise_mask=latent.get("noise_mask"),
-                                          callback=callback, disable_pbar=True, seed=seed)
+            samples = comfy.sample.sample(patched, member_noise, steps, cfg, sampler_name, scheduler, positive,
+                                          negative, latent_image, denoise=denoise,
+                                          noise_mask=latent.get("noise_mask"), callback=callback, disable_pbar=True,
+                                          seed=seed)
         else:
             sigmas = comfy.samplers.KSampler(patched, steps=steps, device=patched.load_device, sampler=sampler_name,
                                              scheduler=scheduler, denoise=denoise).sigmas
             interval = (sigma_start, sigma_end) if edit is not None else (-1.0, 0.0)  # no edit: one pass a step
             sampler = comfy.samplers.KSAMPLER(sample_asyrp, extra_options={
                 "eta": eta, "sigma_start": interval[0], "sigma_end": interval[1]})
-            samples = comfy.sample.sample_custom(patched, noise, cfg, sampler, sigmas, positive, negative,
+            samples = comfy.sample.sample_custom(patched, member_noise, cfg, sampler, sigmas, positive, negative,
                                                  latent_image, noise_mask=latent.get("noise_mask"),
                                                  callback=callback, disable_pbar=True, seed=seed)
         members.append(samples)
@@ -256,11 +274,13 @@ def edited_sample(model: Any, directions: Directions, strengths: list[float], sw
 
 def record_activations(model: Any, positive: Any, negative: Any, latent: dict, n_samples: int, batch_size: int,
                        components: int, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
-                       latent_is_noise: bool = False) -> HSpaceActivations:
+                       latent_is_noise: bool = False, keep_samples: bool = False
+                       ) -> tuple[HSpaceActivations, torch.Tensor]:
     """HSpace Hook (paper 000 §III): samples and streams the h of every UNet call into running
-    statistics per model timestep (mean and streaming PCA). Sample i starts from the noise
-    KSampler draws for seed + i; with ``latent_is_noise`` the latent's rows are the starting
-    noises instead (e.g. inverted images) and n_samples is their number."""
+    statistics per model timestep (``HSpaceActivations``). Sample i starts from the noise
+    KSampler draws for seed + i alone; with ``latent_is_noise`` the latent's rows are the
+    starting noises instead (e.g. inverted images) and n_samples is their number.
+    Returns the activations and the samples [N, C, H, W]."""
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     channels, height, width = bottleneck_shape(model, latent_image.shape)
     if latent_is_noise:
@@ -269,12 +289,13 @@ def record_activations(model: Any, positive: Any, negative: Any, latent: dict, n
         raise ValueError(f"components: {components} is more than the {n_samples} samples")
     if components > channels * height * width:
         raise ValueError(f"components: {components} is more than the h dimension {channels * height * width}")
-    statistics = HSpaceActivations(components, min_batch=batch_size,
-                                   storage_device=comfy.model_management.intermediate_device(),
-                                   compute_device=model.load_device)
-    patched = hspace_clone(model, recorder=statistics)
+    activations = HSpaceActivations(components, min_batch=batch_size, keep_samples=keep_samples,
+                                    storage_device=comfy.model_management.intermediate_device(),
+                                    compute_device=model.load_device)
+    patched = hspace_clone(model, recorder=activations)
     starts = list(range(0, n_samples, batch_size))
     pbar = comfy.utils.ProgressBar(len(starts) * steps)
+    samples = []
     for b, start in enumerate(starts):
         n = min(batch_size, n_samples - start)
         if latent_is_noise:
@@ -282,14 +303,59 @@ def record_activations(model: Any, positive: Any, negative: Any, latent: dict, n
         else:
             empty = torch.zeros((n, *latent_image.shape[1:]), dtype=latent_image.dtype)
             noise = torch.cat([comfy.sample.prepare_noise(empty[:1], seed + start + i) for i in range(n)])
-        comfy.sample.sample(patched, noise, steps, cfg, sampler_name, scheduler, positive, negative, empty,
-                            callback=lambda step, x0, x, total, b=b: pbar.update_absolute(b * steps + step + 1),
-                            disable_pbar=True, seed=seed + start)
-    statistics.finish()
-    statistics.parameters = {"n_samples": n_samples, "steps": steps, "cfg": cfg, "sampler": sampler_name,
-                             "scheduler": scheduler, "seed": None if latent_is_noise else seed,
-                             "model_fingerprint": model_fingerprint(model)}
-    return statistics
+        activations.begin_batch(start, noise)
+        samples.append(comfy.sample.sample(
+            patched, noise, steps, cfg, sampler_name, scheduler, positive, negative, empty,
+            callback=lambda step, x0, x, total, b=b: pbar.update_absolute(b * steps + step + 1),
+            disable_pbar=True, seed=seed + start).to(comfy.model_management.intermediate_device()))
+    activations.finish()
+    activations.parameters = {"n_samples": n_samples, "steps": steps, "cfg": cfg, "sampler": sampler_name,
+                              "scheduler": scheduler, "seed": None if latent_is_noise else seed,
+                              "model_fingerprint": model_fingerprint(model)}
+    return activations, torch.cat(samples)
+
+
+def invert(model: Any, positive: Any, negative: Any, latent: dict, steps: int, cfg: float, scheduler: str,
+           batch_size: int = 16, components: int = 0, keep_samples: bool = False
+           ) -> tuple[torch.Tensor, HSpaceActivations]:
+    """Deterministic DDIM inversion of a LATENT (an encoded image) over the schedule of ``steps``
+    and ``scheduler``, recording h on the way up. Returns the starting noise in the form
+    ComfyUI's samplers take it (unit variance; sampling it with the ddim sampler, the same steps
+    and scheduler and a zero edit gives the image back) and the recorded activations."""
+    from .inversion import sample_ddim_inversion
+
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    bottleneck_shape(model, latent_image.shape)
+    sigmas = comfy.samplers.KSampler(model, steps=steps, device="cpu", sampler="ddim", scheduler=scheduler).sigmas
+    model_sampling = model.get_model_object("model_sampling")
+    first = float(sigmas[0])
+    # what sampling multiplies the noise by at the first sigma (comfy's noise_scaling with max_denoise)
+    to_noise = (1 + first ** 2) ** 0.5 if (math.isclose(first, float(model_sampling.sigma_max), rel_tol=1e-5)
+                                           or first > float(model_sampling.sigma_max)) else first
+    activations = HSpaceActivations(components, min_batch=batch_size, keep_samples=keep_samples,
+                                    storage_device=comfy.model_management.intermediate_device(),
+                                    compute_device=model.load_device)
+    patched = hspace_clone(model, recorder=activations)
+    sampler = comfy.samplers.KSAMPLER(sample_ddim_inversion)
+    n = latent_image.shape[0]
+    starts = list(range(0, n, batch_size))
+    pbar = comfy.utils.ProgressBar(len(starts) * steps)
+    noises = []
+    for b, start in enumerate(starts):
+        part = latent_image[start:start + batch_size]
+        activations.begin_batch(start)
+        x_top = comfy.sample.sample_custom(
+            patched, torch.zeros_like(part), cfg, sampler, sigmas.flip(0), positive, negative, part,
+            callback=lambda step, x0, x, total, b=b: pbar.update_absolute(b * steps + step + 1),
+            disable_pbar=True, seed=0)
+        # sample_custom hands back process_latent_out(x); the sampler's noise lives before that
+        noise = model.model.process_latent_in(x_top) / to_noise
+        activations.add_noise(noise)
+        noises.append(noise.to(comfy.model_management.intermediate_device()))
+    activations.finish()
+    activations.parameters = {"n_samples": n, "steps": steps, "cfg": cfg, "sampler": "ddim inversion",
+                              "scheduler": scheduler, "seed": None, "model_fingerprint": model_fingerprint(model)}
+    return torch.cat(noises), activations
 
 
 def pca_directions(activations: HSpaceActivations, n_components: int) -> Directions:

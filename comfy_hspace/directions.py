@@ -16,6 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 FORMAT = "comfy-hspace/directions/1"
+SPACES = ("h", "x_T")
 
 
 class DirectionsError(ValueError):
@@ -31,6 +32,7 @@ class Directions:
     model_fingerprint: str = ""
     units: str = "raw"  # what strength 1 means: "std" (one standard deviation), "unit", "raw"
     parameters: dict = field(default_factory=dict)
+    space: str = "h"  # "h": added to the bottleneck; "x_T": added to the starting noise [K, 1, C, H, W]
 
     def __post_init__(self) -> None:
         v, t = self.vectors, self.timesteps
@@ -43,6 +45,8 @@ class Directions:
             raise DirectionsError(f"directions: {v.shape[0]} directions but {len(self.names)} names")
         if not torch.isfinite(v).all():
             raise DirectionsError("directions: the tensor contains NaN or inf values")
+        if self.space not in SPACES:
+            raise DirectionsError(f"directions: space {self.space!r} is not one of {SPACES}")
 
     @property
     def count(self) -> int:
@@ -73,6 +77,7 @@ def _metadata(d: Directions) -> dict[str, str]:
         "units": d.units,
         "h_shape": json.dumps(list(d.h_shape)),
         "parameters": json.dumps(d.parameters),
+        "space": d.space,
     }
 
 
@@ -108,6 +113,7 @@ def load_directions(path: str | os.PathLike) -> Directions:
             model_fingerprint=meta.get("model_fingerprint", ""),
             units=meta.get("units", "raw"),
             parameters=json.loads(meta.get("parameters", "{}")),
+            space=meta.get("space", "h"),
         )
     except (KeyError, json.JSONDecodeError) as e:
         raise DirectionsError(f"direction file {path}: damaged metadata ({e})") from None
@@ -156,10 +162,20 @@ def resample_timesteps(d: Directions, timesteps: torch.Tensor) -> torch.Tensor:
     return d.vectors[:, d.timestep_index(timesteps)]
 
 
+def check_compatible(a: Directions, b: Directions, what: str = "directions b") -> None:
+    """``b`` can be combined with ``a``: same space, same shape, and found on the same model."""
+    if a.space != b.space:
+        raise DirectionsError(f"{what}: lives in {b.space}, the others in {a.space}")
+    if a.model_fingerprint and b.model_fingerprint and a.model_fingerprint != b.model_fingerprint:
+        raise DirectionsError(f"{what}: found on another model ({b.model_fingerprint}, the others on "
+                              f"{a.model_fingerprint})")
+    if a.h_shape != b.h_shape:
+        raise DirectionsError(f"{what}: h shape {list(b.h_shape)} does not match the others' {list(a.h_shape)}")
+
+
 def stack(a: Directions, b: Directions) -> Directions:
     """All directions of ``a`` followed by those of ``b`` (b looked up on a's timesteps)."""
-    if a.h_shape != b.h_shape:
-        raise DirectionsError(f"directions b: h shape {list(b.h_shape)} does not match a's {list(a.h_shape)}")
+    check_compatible(a, b)
     vb = resample_timesteps(b, a.timesteps)
     return replace(a, vectors=torch.cat([a.vectors, vb]), names=a.names + b.names,
                    method=a.method if a.method == b.method else "combined")
@@ -167,8 +183,7 @@ def stack(a: Directions, b: Directions) -> Directions:
 
 def weighted_sum(a: Directions, b: Directions, weight_a: float, weight_b: float) -> Directions:
     """Direction k = weight_a·a_k + weight_b·b_k (one side may hold a single direction)."""
-    if a.h_shape != b.h_shape:
-        raise DirectionsError(f"directions b: h shape {list(b.h_shape)} does not match a's {list(a.h_shape)}")
+    check_compatible(a, b)
     if a.count != b.count and 1 not in (a.count, b.count):
         raise DirectionsError(f"directions: a has {a.count} and b {b.count}; a sum needs equal counts or one of 1")
     vb = resample_timesteps(b, a.timesteps)

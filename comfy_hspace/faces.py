@@ -118,3 +118,28 @@ def region_mask(region: str, x: float, y: float, size: float) -> np.ndarray:
     else:
         raise ValueError(f"region: expected one of {list(REGIONS)}, got {region!r}")
     return inside.astype(np.float32)
+
+
+def parse_settings(text: str) -> dict[str, float]:
+    """'smile=1, size=9' → {'smile': 1.0, 'size': 9.0}; names from BINARY and CONTINUOUS."""
+    out = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, _, value = (x.strip() for x in part.partition("="))
+        if name not in BINARY + CONTINUOUS or not value:
+            raise ValueError(f"factors: {part!r} is not 'name=value' with a name from {list(BINARY + CONTINUOUS)}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"factors: {value!r} in {part!r} is not a number") from None
+    return out
+
+
+def images_with(n: int, seed: int, settings: dict[str, float]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """n faces [N, 3, SIZE, SIZE] in [-1, 1] with random factors except those in ``settings``:
+    the same seed with different settings gives the same faces apart from those factors."""
+    factors = sample_factors(n, np.random.default_rng(seed))
+    for name, value in settings.items():
+        factors[name] = np.full(n, value > 0.5) if name in BINARY else np.full(n, value)
+    return render(factors), factors

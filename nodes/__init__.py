@@ -1,12 +1,15 @@
+from .attribute_direction import AttributeDirection, Disentangle
 from .directions_nodes import (CombineDirections, LoadDirections, RandomDirections, ResizeDirections,
                                SaveDirections, ScaleDirections, SelectDirections)
 from .edited_sampler import EditedSampler
-from .embedded import EmbeddedFacesModel, FaceLabels, FaceRegionMask, FaceScores
+from .embedded import EmbeddedFacesModel, FaceImages, FaceLabels, FaceRegionMask, FaceScores
 from .hspace_hook import HSpaceHook
+from .invert_image import InvertImage
 from .jacobian_directions import JacobianDirections
 from .pca_directions import PCADirections
 from .pixel_ddpm import NullConditioning, PixelDDPMLoader
 
 NODES = [EditedSampler, SaveDirections, LoadDirections, RandomDirections, SelectDirections, ScaleDirections,
          CombineDirections, ResizeDirections, PixelDDPMLoader, NullConditioning,
-         EmbeddedFacesModel, FaceLabels, FaceScores, FaceRegionMask, HSpaceHook, PCADirections, JacobianDirections]
+         EmbeddedFacesModel, FaceLabels, FaceScores, FaceRegionMask, FaceImages, HSpaceHook,
+         PCADirections, JacobianDirections, AttributeDirection, Disentangle, InvertImage]

@@ -15,8 +15,9 @@ class EditedSampler(io.ComfyNode):
             display_name="Edited Sampler (h-space)",
             category=CATEGORY,
             description="Samples like KSampler while adding h-space directions to the UNet bottleneck: "
-                        "h ← h + Σ strength·direction(t) inside the edit interval. A sweep list gives one "
-                        "batch member per multiplier, all from the same noise.",
+                        "h ← h + Σ strength·direction(t) inside the edit interval (several directions with "
+                        "their strengths edit together; x_T directions are added to the starting noise). A sweep "
+                        "list gives one batch member per multiplier, all from the same noise.",
             inputs=[
                 io.Model.Input("model"),
                 io.Conditioning.Input("positive"),
@@ -47,6 +48,10 @@ class EditedSampler(io.ComfyNode):
                 io.Float.Input("eta", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Asymmetric mode only: DDIM η (0 deterministic, 1 DDPM-like)."),
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01),
+                io.Latent.Input("noise", optional=True,
+                                tooltip="Starting noise instead of the seed's, e.g. from Invert Image: with the ddim "
+                                        "sampler, the inversion's steps and scheduler and zero edit it gives the "
+                                        "image back. Same shape as latent_image."),
             ],
             outputs=[io.Latent.Output(tooltip="Sweep members one after another, each the size of the input batch.")],
         )
@@ -54,7 +59,7 @@ class EditedSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, directions, seed, steps, cfg, sampler_name,
                 scheduler, strengths, sweep, start_percent, end_percent, apply_to, mode, eta,
-                denoise) -> io.NodeOutput:
+                denoise, noise=None) -> io.NodeOutput:
         strength_list = parse_floats(strengths, "strengths")
         if len(strength_list) not in (1, directions.count):
             raise ValueError(f"strengths: expected 1 or {directions.count} values (one per direction), "
@@ -62,5 +67,5 @@ class EditedSampler(io.ComfyNode):
         sweep_list = parse_floats(sweep, "sweep") or [1.0]
         out = edited_sample(model, directions, strength_list, sweep_list, seed, steps, cfg, sampler_name,
                             scheduler, positive, negative, latent_image, start_percent, end_percent,
-                            apply_to, mode, eta, denoise)
+                            apply_to, mode, eta, denoise, noise)
         return io.NodeOutput(out)

@@ -90,3 +90,25 @@ class FaceRegionMask(io.ComfyNode):
         scores = dict(zip(classifier.NAMES, classifier.score_images(model, image)[0].tolist()))
         mask = faces.region_mask(region, scores["x"], scores["y"], scores["size"])
         return io.NodeOutput(torch.from_numpy(mask)[None])
+
+
+class FaceImages(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceFaceImages", display_name="Face Images (h-space)", category=CATEGORY,
+            description="Real images of the embedded domain, drawn by the procedural generator (not the DDPM): "
+                        "random factors except those set. The same seed with different settings gives the same "
+                        "faces apart from the set factors, e.g. labelled pairs for Attribute Direction.",
+            inputs=[io.Int.Input("count", default=8, min=1, max=4096),
+                    io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
+                    io.String.Input("factors", default="smile=1",
+                                    tooltip=f"Comma-separated name=value from {list(faces.BINARY + faces.CONTINUOUS)}"
+                                            f"; binary factors take 0 or 1.")],
+            outputs=[io.Image.Output()],
+        )
+
+    @classmethod
+    def execute(cls, count, seed, factors) -> io.NodeOutput:
+        images, _ = faces.images_with(count, seed % 2 ** 32, faces.parse_settings(factors))
+        return io.NodeOutput(torch.from_numpy((images.transpose(0, 2, 3, 1) + 1) / 2))

@@ -13,7 +13,8 @@ class HSpaceHook(io.ComfyNode):
             node_id="HSpaceHook", display_name="HSpace Hook", category=CATEGORY,
             description="Samples many images and records the UNet bottleneck h at every call, streamed into "
                         "running statistics per timestep (mean and a PCA of the leading components), so memory "
-                        "does not grow with the number of samples. Feeds PCA Directions.",
+                        "does not grow with the number of samples. Feeds PCA Directions and Attribute Direction; "
+                        "`samples` are the images it drew (decode them to score them).",
             inputs=[
                 io.Model.Input("model"),
                 io.Conditioning.Input("positive"),
@@ -23,8 +24,9 @@ class HSpaceHook(io.ComfyNode):
                 io.Int.Input("n_samples", default=64, min=1, max=1000000,
                              tooltip="Sample i starts from the noise KSampler draws for seed + i."),
                 io.Int.Input("batch_size", default=16, min=1, max=4096),
-                io.Int.Input("components", default=16, min=1, max=4096,
-                             tooltip="Principal components kept per timestep (the most PCA Directions can ask for)."),
+                io.Int.Input("components", default=16, min=0, max=4096,
+                             tooltip="Principal components kept per timestep (the most PCA Directions can ask for); "
+                                     "0 keeps only the means."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
                 io.Int.Input("steps", default=20, min=1, max=10000),
                 io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01),
@@ -33,13 +35,17 @@ class HSpaceHook(io.ComfyNode):
                 io.Boolean.Input("latent_is_noise", default=False,
                                  tooltip="On: sample from the latent's rows as starting noise (e.g. inverted "
                                          "images); n_samples and seed are not used."),
+                io.Boolean.Input("keep_samples", default=False,
+                                 tooltip="On: also keep every sample's h trajectory (memory grows with n_samples), so "
+                                         "Attribute Direction can pick samples by their scores."),
             ],
-            outputs=[Activations.Output("activations")],
+            outputs=[Activations.Output("activations"), io.Latent.Output("samples")],
         )
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, n_samples, batch_size, components, seed, steps, cfg,
-                sampler_name, scheduler, latent_is_noise) -> io.NodeOutput:
-        return io.NodeOutput(record_activations(model, positive, negative, latent_image, n_samples, batch_size,
-                                                components, seed, steps, cfg, sampler_name, scheduler,
-                                                latent_is_noise))
+                sampler_name, scheduler, latent_is_noise, keep_samples=False) -> io.NodeOutput:
+        activations, samples = record_activations(model, positive, negative, latent_image, n_samples, batch_size,
+                                                  components, seed, steps, cfg, sampler_name, scheduler,
+                                                  latent_is_noise, keep_samples)
+        return io.NodeOutput(activations, {"samples": samples})

@@ -8,7 +8,7 @@ and prints Markdown tables:
 
 A factor's change is mean |score(+s) − score(−s)| over the samples, divided by the factor's
 scale (1 for the binary factors' probabilities, the generator's range for the continuous ones).
-Usage: .venv/bin/python scripts/measure_unsupervised.py [--samples 256] [--edits 32] [--json FILE]
+Usage: .venv/bin/python scripts/measure_unsupervised.py [--samples 256] [--edits 32] [--strengths 1 2 3] [--json FILE]
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def factor_change(model, vae, clf, d: D.Directions, k: int, strength: float, lat
 
 def measure_pca(model, vae, clf, null, a) -> dict:
     t = time.monotonic()
-    activations = record_activations(model, null, null, {"samples": torch.zeros(1, 3, faces.SIZE, faces.SIZE)},
+    activations, _ = record_activations(model, null, null, {"samples": torch.zeros(1, 3, faces.SIZE, faces.SIZE)},
                                      a.samples, 64, 8, 0, STEPS, 1.0, SAMPLER, SCHEDULER)
     pcs = pca_directions(activations, 5)
     baseline = D.random_like(pcs, seed=1)
