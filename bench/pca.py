@@ -29,7 +29,7 @@ import comfy.sample  # noqa: E402
 import comfy.utils  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
 from comfy_hspace.classifier import EMBEDDED  # noqa: E402
-from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm, record_activations  # noqa: E402
+from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm, record_activations, seed_noise  # noqa: E402
 from comfy_hspace.pca import StreamingPCA  # noqa: E402
 
 NULL = [[torch.zeros(1, 1, 1), {CLASS_KEY: faces.NULL_CLASS}]]
@@ -45,7 +45,7 @@ def plain(model, n: int, batch: int, steps: int) -> None:
     for start in range(0, n, batch):
         m = min(batch, n - start)
         empty = torch.zeros(m, 3, faces.SIZE, faces.SIZE)
-        noise = torch.cat([comfy.sample.prepare_noise(empty[:1], start + i) for i in range(m)])
+        noise = seed_noise(empty, start)
         comfy.sample.sample(model, noise, steps, 1.0, "ddim", "ddim_uniform", NULL, NULL, empty, seed=start,
                             disable_pbar=True)
 

@@ -14,6 +14,8 @@ from . import faces
 
 EMBEDDED = Path(__file__).resolve().parent / "embedded" / "faces-classifier.safetensors"
 NAMES = faces.BINARY + faces.CONTINUOUS
+# what a score change is measured against: 1 for the binary probabilities, the generator's range otherwise
+SCALES = torch.tensor([1.0 if k in faces.BINARY else faces.RANGES[k][1] - faces.RANGES[k][0] for k in NAMES])
 
 
 class FaceClassifier(nn.Module):

@@ -272,6 +272,13 @@ def edited_sample(model: Any, directions: Directions, strengths: list[float], sw
     return out
 
 
+def seed_noise(latent_image: torch.Tensor, first_seed: int) -> torch.Tensor:
+    """Noise for each row i of ``latent_image`` as KSampler draws it for seed first_seed + i alone,
+    so any sample of a large run can be reproduced by itself."""
+    return torch.cat([comfy.sample.prepare_noise(latent_image[i:i + 1], first_seed + i)
+                      for i in range(latent_image.shape[0])])
+
+
 def record_activations(model: Any, positive: Any, negative: Any, latent: dict, n_samples: int, batch_size: int,
                        components: int, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
                        latent_is_noise: bool = False, keep_samples: bool = False
@@ -302,7 +309,7 @@ def record_activations(model: Any, positive: Any, negative: Any, latent: dict, n
             noise, empty = latent_image[start:start + n], torch.zeros_like(latent_image[start:start + n])
         else:
             empty = torch.zeros((n, *latent_image.shape[1:]), dtype=latent_image.dtype)
-            noise = torch.cat([comfy.sample.prepare_noise(empty[:1], seed + start + i) for i in range(n)])
+            noise = seed_noise(empty, seed + start)
         activations.begin_batch(start, noise)
         samples.append(comfy.sample.sample(
             patched, noise, steps, cfg, sampler_name, scheduler, positive, negative, empty,

@@ -38,7 +38,6 @@ from comfy_hspace.attribute import attribute_direction, disentangle_directions  
 from comfy_hspace.comfy_host import CLASS_KEY, edited_sample, invert, load_pixel_ddpm, record_activations  # noqa: E402
 
 EMBEDDED_DDPM = C.EMBEDDED.parent / "faces-ddpm"
-SCALES = torch.tensor([1.0 if k in faces.BINARY else faces.RANGES[k][1] - faces.RANGES[k][0] for k in C.NAMES])
 ATTRIBUTES = ["glasses", "blond", "smile", "eyes_open", "size"]
 STEPS, SAMPLER, SCHEDULER = 20, "ddim", "ddim_uniform"
 
@@ -47,7 +46,7 @@ def edit_scores(model, vae, clf, d, strengths, sweep, latent, null) -> torch.Ten
     """Classifier scores [len(sweep), N, factors] of the latent's samples edited along ``d``."""
     out = edited_sample(model, d, strengths, sweep, 5000, STEPS, 1.0, SAMPLER, SCHEDULER, null, null, latent, eta=0.0)
     scores = C.score_images(clf, vae.decode(out["samples"]).clamp(0, 1))
-    return scores.reshape(len(sweep), -1, scores.shape[-1]) / SCALES
+    return scores.reshape(len(sweep), -1, scores.shape[-1]) / C.SCALES
 
 
 def spearman(x: torch.Tensor, y: torch.Tensor) -> float:

@@ -34,7 +34,6 @@ from comfy_hspace.comfy_host import (CLASS_KEY, edited_sample, jacobian_directio
                                      pca_directions, record_activations)
 
 EMBEDDED_DDPM = C.EMBEDDED.parent / "faces-ddpm"
-SCALES = torch.tensor([1.0 if k in faces.BINARY else faces.RANGES[k][1] - faces.RANGES[k][0] for k in C.NAMES])
 STEPS, SAMPLER, SCHEDULER = 20, "ddim", "ddim_uniform"
 
 
@@ -48,7 +47,7 @@ def factor_change(model, vae, clf, d: D.Directions, k: int, strength: float, lat
                         null, null, latent, eta=0.0)
     n = latent["samples"].shape[0]
     scores = C.score_images(clf, to_image(vae, out["samples"]))
-    return ((scores[n:] - scores[:n]).abs().mean(0) / SCALES), (scores[n:] - scores[:n]).mean(0)
+    return ((scores[n:] - scores[:n]).abs().mean(0) / C.SCALES), (scores[n:] - scores[:n]).mean(0)
 
 
 def measure_pca(model, vae, clf, null, a) -> dict:
