@@ -1,8 +1,10 @@
 """What the benches share: ComfyUI on the path, interleaved timing, the embedded model's size."""
 from __future__ import annotations
 
+import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,3 +31,27 @@ def interleaved_medians(fns: list, repeats: int) -> list[float]:
             fn()
             ts.append(time.perf_counter() - t)
     return [statistics.median(ts) for ts in times]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def peak_during(fn) -> tuple[float, float]:
+    """(peak RSS in MiB while ``fn`` runs, RSS before it), polled every 5 ms."""
+    before, peak, done = rss_mb(), [rss_mb()], threading.Event()
+
+    def poll():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mb())
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    return max(peak[0], rss_mb()), before

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import threading
-import time
 
 import numpy as np
 import torch
 
-from bench_common import interleaved_medians
+from bench_common import interleaved_medians, peak_during
 
 import comfy.sample  # noqa: E402
 import comfy.utils  # noqa: E402
@@ -48,30 +45,6 @@ def plain(model, n: int, batch: int, steps: int) -> None:
         noise = seed_noise(empty, start)
         comfy.sample.sample(model, noise, steps, 1.0, "ddim", "ddim_uniform", NULL, NULL, empty, seed=start,
                             disable_pbar=True)
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-
-
-def peak_during(fn) -> tuple[float, float]:
-    """(peak RSS in MiB while ``fn`` runs, RSS before it), polled every 5 ms."""
-    before, peak, done = rss_mb(), [rss_mb()], threading.Event()
-
-    def poll():
-        while not done.is_set():
-            peak[0] = max(peak[0], rss_mb())
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=poll)
-    thread.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        thread.join()
-    return max(peak[0], rss_mb()), before
 
 
 def peak_rss_mb(what: str, n: int, batch: int, steps: int) -> tuple[float, float]:

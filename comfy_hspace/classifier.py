@@ -76,3 +76,20 @@ def score_images(model: FaceClassifier, images: torch.Tensor, batch: int = 256) 
     x = images.permute(0, 3, 1, 2).float() * 2 - 1
     out = [scores_from_outputs(model(x[i:i + batch].to(device))).cpu() for i in range(0, len(x), batch)]
     return torch.cat(out)
+
+
+@torch.no_grad()
+def rerender_psnr(model: FaceClassifier, images: torch.Tensor) -> torch.Tensor:
+    """Analysis by synthesis: PSNR [N] (dB) between each image (IMAGE [N, H, W, 3] in 0…1) and the face
+    drawn from the factors the classifier reads in it. A face whose factors are all readable and
+    valid comes back close; a faceless or broken sample does not."""
+    scores = score_images(model, images)
+    factors = {}
+    for j, k in enumerate(NAMES):
+        if k in faces.BINARY:
+            factors[k] = (scores[:, j] > 0.5).numpy()
+        else:
+            factors[k] = scores[:, j].clamp(*faces.RANGES[k]).numpy()
+    drawn = (torch.from_numpy(faces.render(factors)).permute(0, 2, 3, 1) + 1) / 2
+    mse = ((drawn - images.float().cpu()) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
+    return -10 * torch.log10(mse)

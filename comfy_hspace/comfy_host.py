@@ -7,7 +7,8 @@
 - ``invert``: DDIM inversion of a latent to its starting noise, recording h;
 - ``pca_directions``: PCA Directions from those statistics;
 - ``at_trajectory_steps`` / ``jacobian_maps`` / ``jacobian_directions``: Jacobian Directions at a point
-  of a sample's own trajectory.
+  of a sample's own trajectory;
+- ``with_denoiser`` / ``train_discovery``: the Discovery Trainer, training through ComfyUI's denoiser.
 """
 from __future__ import annotations
 
@@ -322,6 +323,13 @@ def record_activations(model: Any, positive: Any, negative: Any, latent: dict, n
     return activations, torch.cat(samples)
 
 
+def noise_scale(model: Any, first_sigma: float) -> float:
+    """What sampling multiplies unit noise by at the first sigma (ComfyUI's noise_scaling with max_denoise)."""
+    sigma_max = float(model.get_model_object("model_sampling").sigma_max)
+    full = math.isclose(first_sigma, sigma_max, rel_tol=1e-5) or first_sigma > sigma_max
+    return (1 + first_sigma ** 2) ** 0.5 if full else first_sigma
+
+
 def invert(model: Any, positive: Any, negative: Any, latent: dict, steps: int, cfg: float, scheduler: str,
            batch_size: int = 16, components: int = 0, keep_samples: bool = False
            ) -> tuple[torch.Tensor, HSpaceActivations]:
@@ -334,11 +342,7 @@ def invert(model: Any, positive: Any, negative: Any, latent: dict, steps: int, c
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     bottleneck_shape(model, latent_image.shape)
     sigmas = comfy.samplers.KSampler(model, steps=steps, device="cpu", sampler="ddim", scheduler=scheduler).sigmas
-    model_sampling = model.get_model_object("model_sampling")
-    first = float(sigmas[0])
-    # what sampling multiplies the noise by at the first sigma (comfy's noise_scaling with max_denoise)
-    to_noise = (1 + first ** 2) ** 0.5 if (math.isclose(first, float(model_sampling.sigma_max), rel_tol=1e-5)
-                                           or first > float(model_sampling.sigma_max)) else first
+    to_noise = noise_scale(model, float(sigmas[0]))
     activations = HSpaceActivations(components, min_batch=batch_size, keep_samples=keep_samples,
                                     storage_device=comfy.model_management.intermediate_device(),
                                     compute_device=model.load_device)
@@ -573,3 +577,151 @@ def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, 
                                   "singular_values": [[round(s, 6) for s in found[i][0].values.tolist()]
                                                       for i in wanted],
                                   "iterations": [found[i][0].iterations for i in wanted]})
+
+
+def with_denoiser(model: Any, positive: Any, negative: Any, latent_shape: tuple[int, ...], cfg: float,
+                  fn: Callable[[Callable, torch.device], Any]) -> Any:
+    """Calls ``fn(denoise, device)`` from inside one ComfyUI sampling run, where the model is loaded
+    and the conditioning prepared, with autograd working. ``denoise(x, sigma, shift)`` is ComfyUI's
+    guided x0 prediction (cfg included) with the bottleneck callback ``shift`` (or None).
+    Returns what ``fn`` returns; the model is left as it was."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    clone = hspace_clone(model)
+    diffusion_model = model.get_model_object("diffusion_model")
+    result: dict = {}
+
+    def sampler_function(model_fn, x, sigmas, extra_args=None, callback=None, disable=None):
+        extra_args = extra_args or {}
+
+        def denoise(x, sigma, shift=None):
+            if shift is None:
+                return model_fn(x, sigma, **extra_args)
+            options = dict(extra_args.get("model_options", {}))
+            options["transformer_options"] = {**options.get("transformer_options", {}), DELTA: shift}
+            return model_fn(x, sigma, **{**extra_args, "model_options": options})
+
+        # attention's fused CPU kernels have no derivative for the double pass; the math one has
+        with torch.inference_mode(False), torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]), \
+                _autograd_ready(diffusion_model):
+            result["value"] = fn(denoise, x.device)
+        return x
+
+    latent = torch.zeros(latent_shape)
+    sigmas = comfy.samplers.KSampler(model, steps=1, device="cpu", sampler="ddim", scheduler="ddim_uniform").sigmas
+    comfy.sample.sample_custom(clone, latent, cfg, comfy.samplers.KSAMPLER(sampler_function), sigmas, positive,
+                               negative, latent, disable_pbar=True, seed=0)
+    return result["value"]
+
+
+def encoder_levels(model: Any) -> tuple[int, list[int], int]:
+    """(latent channels, channels per level, residual blocks per level) of the model's UNet down
+    path, which the Discovery Trainer's discriminator and reconstructor copy (paper 001 B.3)."""
+    dm = model.get_model_object("diffusion_model")
+    if isinstance(dm, DiffusersUNet):
+        c = dm.unet.config
+        return c.in_channels, list(c.block_out_channels), c.layers_per_block
+    blocks = dm.num_res_blocks
+    return dm.in_channels, [dm.model_channels * m for m in dm.channel_mult], max(blocks) if isinstance(blocks, (list, tuple)) else blocks
+
+
+def discovery_schedule(model: Any, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chain's sigmas (DDIM, uniform stride, M steps) and the model timestep of each step."""
+    if steps < 1:
+        raise ValueError(f"steps: expected at least 1 sampling step, got {steps}")
+    sigmas = comfy.samplers.KSampler(model, steps=steps, device="cpu", sampler="ddim", scheduler="ddim_uniform").sigmas
+    return sigmas, model.get_model_object("model_sampling").timestep(sigmas[:-1]).float()
+
+
+def new_discovery_trainer(model: Any, latent_shape: tuple[int, ...], settings: Any, seed: int) -> Any:
+    from .discovery import Encoder, Reconstructor, ShiftBlock, Trainer
+
+    channels = bottleneck_shape(model, latent_shape)[0]
+    in_channels, levels, layers = encoder_levels(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Trainer(ShiftBlock(channels, settings.count), Reconstructor(in_channels, settings.count, levels, layers),
+                       Encoder(in_channels, levels, layers, 1), settings)
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    # one generator per training step, so a resumed run draws what an uninterrupted one would
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tuple[int, ...], settings: Any,
+                    steps: int, training_steps: int, seed: int, cfg: float, state_path: Path | None = None,
+                    resume: bool = False, save_every: int = 50, direction_samples: int = 16,
+                    progress: Callable[[int, int, dict], None] | None = None, rank: int = 0, world_size: int = 1
+                    ) -> tuple[Directions, Directions, list[dict]]:
+    """Discovery Trainer (paper 001): trains shift block, reconstructor and discriminator through
+    the M-step chain for ``training_steps`` updates of ``settings.batch_size`` samples (split over
+    ``world_size`` torch.distributed processes), saving the state to ``state_path`` every
+    ``save_every`` steps and at the end (rank 0; written whole, never half). Returns the per-step
+    and the time-invariant directions (mean unit shift over ``direction_samples`` samples) and the
+    loss history."""
+    from . import discovery as dv
+
+    if settings.count < 2:
+        raise ValueError(f"count: expected K ≥ 2 directions to tell apart, got {settings.count}")
+    if not settings.magnitude > 0:
+        raise ValueError(f"magnitude: expected S > 0 (ε is drawn from [−S, S]), got {settings.magnitude}")
+    if settings.batch_size % world_size:
+        raise ValueError(f"batch_size: {settings.batch_size} does not split over {world_size} processes")
+    latent_shape = (settings.batch_size, *latent_shape[1:])
+    h_shape = bottleneck_shape(model, latent_shape)
+    sigmas, timesteps = discovery_schedule(model, steps)
+    shifted = dv.shifted_step_count(timesteps, settings.t_edit)
+    trainer = new_discovery_trainer(model, latent_shape, settings, seed)
+    fingerprint = model_fingerprint(model)
+    meta = {"model_fingerprint": fingerprint, "count": settings.count, "h_shape": list(h_shape),
+            "latent_shape": list(latent_shape[1:])}
+    if resume and state_path is not None and state_path.exists():
+        tensors, saved = dv.load_state(state_path)
+        for key, value in meta.items():
+            if saved.get(key) != value:
+                raise ValueError(f"resume: {state_path.name} was trained with {key} {saved.get(key)}, "
+                                 f"this run has {value}; use another name or turn resume off")
+        dv.load_state_tensors(trainer, tensors)
+        trainer.step = int(saved["step"])
+    scale = noise_scale(model, float(sigmas[0]))
+    history: list[dict] = []
+
+    def save() -> None:
+        if state_path is not None and rank == 0:
+            dv.save_state(state_path, trainer, {**meta, "step": trainer.step, "settings": vars(settings),
+                                                "steps": steps, "seed": seed, "cfg": cfg})
+
+    def run(denoise, device):
+        for m in trainer.modules().values():
+            m.to(device)
+        for optimizer in trainer.optimizers.values():  # moments loaded on the CPU follow their parameters
+            for p, state in optimizer.state.items():
+                for k, v in state.items():
+                    if torch.is_tensor(v) and k != "step":
+                        state[k] = v.to(p.device)
+        while trainer.step < training_steps:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            batch = dv.draw_batch(_step_generator(seed, trainer.step), latent_shape, settings.count,
+                                  settings.magnitude, scale, rank, world_size)
+            batch = dv.Batch(batch.noise.to(device), batch.index.to(device), batch.magnitude.to(device))
+            losses = dv.train_step(denoise, trainer, batch, sigmas.to(device), shifted, distributed=world_size > 1)
+            history.append({"step": trainer.step, **losses})
+            if trainer.step % save_every == 0 or trainer.step == training_steps:
+                save()
+            if progress is not None:
+                progress(trainer.step, training_steps, losses)
+        g = torch.Generator().manual_seed(seed + 7)
+        noise = (torch.randn((direction_samples, *latent_shape[1:]), generator=g) * scale).to(device)
+        return dv.mean_shifts(denoise, trainer.shift, noise, sigmas.to(device), shifted)
+
+    per_step, time_invariant = with_denoiser(model, positive, negative, (1, *latent_shape[1:]), cfg, run)
+    parameters = {"settings": vars(settings), "steps": steps, "training_steps": training_steps, "seed": seed,
+                  "cfg": cfg, "shifted_steps": shifted, "state": state_path.name if state_path else None}
+    names = [f"discovered {k}" for k in range(settings.count)]
+
+    def directions(vectors: torch.Tensor, kind: str) -> Directions:
+        return Directions(vectors.float().cpu(), timesteps.cpu(), names, method=f"discovery ({kind})",
+                          model_fingerprint=fingerprint, units="shift ε", parameters=parameters)
+
+    return directions(per_step, "per timestep"), directions(time_invariant, "time-invariant"), history

@@ -15,7 +15,8 @@ import torch
 # (the asymmetric sampler's unedited pass).
 EDIT_OFF = "hspace_edit_off"
 # transformer_options key: an offset [n, C, H, W] added to h of each of the n samples in this one
-# model call (every chunk), e.g. the point at which Jacobian Directions differentiates.
+# model call (every chunk), e.g. the point at which Jacobian Directions differentiates; or a
+# callable (h, row_timesteps) -> offset for all rows, e.g. the Discovery Trainer's shift block.
 DELTA = "hspace_delta"
 BOTTLENECK = ("output", 0)
 APPLY_TO = ("both", "cond", "uncond")
@@ -110,7 +111,9 @@ def hspace_clone(model: Any, edit: HSpaceEdit | None = None, recorder: HSpaceRec
         if edit is not None and not options.get(EDIT_OFF, False):
             h = edit.apply(h, row_sigmas, row_timesteps, row_chunks)
         delta = options.get(DELTA)
-        if delta is not None:
+        if callable(delta):
+            h = h + delta(h, row_timesteps)
+        elif delta is not None:
             h = h + delta.to(h.dtype).repeat(h.shape[0] // delta.shape[0], 1, 1, 1)
         return h, hsp
 

@@ -1,6 +1,7 @@
 from .attribute_direction import AttributeDirection, Disentangle
 from .directions_nodes import (CombineDirections, LoadDirections, RandomDirections, ResizeDirections,
                                SaveDirections, ScaleDirections, SelectDirections)
+from .discovery_trainer import DiscoveryTrainer
 from .edited_sampler import EditedSampler
 from .embedded import EmbeddedFacesModel, FaceImages, FaceLabels, FaceRegionMask, FaceScores
 from .hspace_hook import HSpaceHook
@@ -12,4 +13,5 @@ from .pixel_ddpm import NullConditioning, PixelDDPMLoader
 NODES = [EditedSampler, SaveDirections, LoadDirections, RandomDirections, SelectDirections, ScaleDirections,
          CombineDirections, ResizeDirections, PixelDDPMLoader, NullConditioning,
          EmbeddedFacesModel, FaceLabels, FaceScores, FaceRegionMask, FaceImages, HSpaceHook,
-         PCADirections, JacobianDirections, AttributeDirection, Disentangle, InvertImage]
+         PCADirections, JacobianDirections, AttributeDirection, Disentangle, InvertImage,
+         DiscoveryTrainer]

@@ -16,7 +16,7 @@ def comfyui_path() -> Path:
     return path
 
 
-def setup() -> Path:
+def setup(cpu: bool = True) -> Path:
     comfy = comfyui_path()
     # ComfyUI first: our repo has a ``nodes`` package that must not shadow ComfyUI's nodes.py.
     for p in (str(REPO / "scripts"), str(REPO / "tests"), str(REPO), str(comfy)):
@@ -24,6 +24,6 @@ def setup() -> Path:
             sys.path.insert(0, p)
     from comfy.cli_args import args
 
-    args.cpu = True
+    args.cpu = cpu
     args.disable_all_custom_nodes = True
     return comfy

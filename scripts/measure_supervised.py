@@ -38,13 +38,12 @@ from comfy_hspace.attribute import attribute_direction, disentangle_directions  
 from comfy_hspace.comfy_host import CLASS_KEY, edited_sample, invert, load_pixel_ddpm, record_activations  # noqa: E402
 
 EMBEDDED_DDPM = C.EMBEDDED.parent / "faces-ddpm"
-ATTRIBUTES = ["glasses", "blond", "smile", "eyes_open", "size"]
-STEPS, SAMPLER, SCHEDULER = 20, "ddim", "ddim_uniform"
+STEPS, SCHEDULER = 20, "ddim_uniform"
 
 
-def edit_scores(model, vae, clf, d, strengths, sweep, latent, null) -> torch.Tensor:
+def edit_scores(model, vae, clf, d, strengths, sweep, latent, null, sampler) -> torch.Tensor:
     """Classifier scores [len(sweep), N, factors] of the latent's samples edited along ``d``."""
-    out = edited_sample(model, d, strengths, sweep, 5000, STEPS, 1.0, SAMPLER, SCHEDULER, null, null, latent, eta=0.0)
+    out = edited_sample(model, d, strengths, sweep, 5000, STEPS, 1.0, sampler, SCHEDULER, null, null, latent)
     scores = C.score_images(clf, vae.decode(out["samples"]).clamp(0, 1))
     return scores.reshape(len(sweep), -1, scores.shape[-1]) / C.SCALES
 
@@ -60,8 +59,12 @@ def main() -> None:
     p.add_argument("--count", type=int, default=64, help="top and bottom samples per attribute direction")
     p.add_argument("--edits", type=int, default=64, help="samples each direction is applied to")
     p.add_argument("--strength", type=float, default=1.0, help="in units of the mean difference")
+    p.add_argument("--attributes", default="glasses,blond,smile,size,bg_hue",
+                   help="classifier factors to find directions for (glasses and blond are the correlated pair)")
+    p.add_argument("--sampler", default="ddpm", help="for annotation and edits (paper 000: DDPM, η = 1)")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
+    ATTRIBUTES = a.attributes.split(",")
     comfy.utils.PROGRESS_BAR_ENABLED = False
     clf, _ = C.load_classifier()
     model, vae = load_pixel_ddpm(EMBEDDED_DDPM)
@@ -70,7 +73,7 @@ def main() -> None:
 
     t = time.monotonic()
     activations, samples = record_activations(model, null, null, {"samples": torch.zeros(1, 3, 32, 32)}, a.samples,
-                                              64, 0, 0, STEPS, 1.0, SAMPLER, SCHEDULER, keep_samples=True)
+                                              64, 0, 0, STEPS, 1.0, a.sampler, SCHEDULER, keep_samples=True)
     scores = C.score_images(clf, vae.decode(samples).clamp(0, 1))
     print(f"{a.samples} annotated samples: {time.monotonic() - t:.0f} s", file=sys.stderr)
     columns = [C.NAMES.index(k) for k in ATTRIBUTES]
@@ -78,6 +81,12 @@ def main() -> None:
              for k, j in zip(ATTRIBUTES, columns)]
     original = D.Directions(torch.cat([d.vectors for d in found]), found[0].timesteps, ATTRIBUTES, method="attribute",
                             model_fingerprint=found[0].model_fingerprint, units="mean difference")
+    flat = torch.nn.functional.normalize(original.vectors.flatten(1).double(), dim=1)
+    print("\nCosine between the directions (all timesteps):\n\n| | " + " | ".join(ATTRIBUTES) + " |\n| --- |"
+          + " --- |" * len(ATTRIBUTES))
+    for i, k in enumerate(ATTRIBUTES):
+        print(f"| {k} | " + " | ".join(f"{v:+.2f}" for v in (flat @ flat.T)[i].tolist()) + " |")
+    report["cosines"] = (flat @ flat.T).tolist()
     disentangled = []
     for i in range(len(ATTRIBUTES)):
         rest = D.select(original, [j for j in range(len(ATTRIBUTES)) if j != i])
@@ -92,7 +101,7 @@ def main() -> None:
     for label, d in (("original", original), ("disentangled", cleaned)):
         rows = []
         for i in range(len(ATTRIBUTES)):
-            sc = edit_scores(model, vae, clf, D.select(d, [i]), [1.0], [-s, s], latent, null)
+            sc = edit_scores(model, vae, clf, D.select(d, [i]), [1.0], [-s, s], latent, null, a.sampler)
             rows.append((sc[1] - sc[0]).mean(0)[columns])
         matrices[label] = torch.stack(rows)
     off = ~torch.eye(len(ATTRIBUTES), dtype=torch.bool)
@@ -119,23 +128,24 @@ def main() -> None:
     print("| direction | " + " | ".join(f"{v:+g}" for v in sweep) + " | Spearman |\n| --- |" + " --- |" * (len(sweep) + 1))
     report["monotonic"] = {}
     for i, k in enumerate(ATTRIBUTES):
-        sc = edit_scores(model, vae, clf, D.select(original, [i]), [1.0], sweep, latent, null)[:, :, columns[i]]
+        sc = edit_scores(model, vae, clf, D.select(original, [i]), [1.0], sweep, latent, null, a.sampler)[:, :, columns[i]]
         means = sc.mean(1)
         rho = spearman(torch.tensor(sweep), means)
         report["monotonic"][k] = {"means": means.tolist(), "spearman": rho}
         print(f"| {k} | " + " | ".join(f"{v:.3f}" for v in means.tolist()) + f" | {rho:.2f} |")
 
-    # combined edits
-    both = D.select(original, [ATTRIBUTES.index("smile"), ATTRIBUTES.index("glasses")])
-    together = edit_scores(model, vae, clf, both, [s, s], [-1.0, 1.0], latent, null)
-    alone = {k: matrices["original"][ATTRIBUTES.index(k), ATTRIBUTES.index(k)].item() for k in ("smile", "glasses")}
+    # combined edits, with the original and with the disentangled directions
     report["combined"] = {}
-    print("\nCombined edit smile + glasses (both at ±{:g}):\n\n| attribute | alone | together | ratio |\n"
-          "| --- | --- | --- | --- |".format(s))
-    for k in ("smile", "glasses"):
-        change = (together[1] - together[0]).mean(0)[C.NAMES.index(k)].item()
-        report["combined"][k] = {"alone": alone[k], "together": change, "ratio": change / alone[k]}
-        print(f"| {k} | {alone[k]:+.3f} | {change:+.3f} | {change / alone[k]:.2f} (target ≥ 0.7) |")
+    print("\nCombined edit smile + glasses (both at ±{:g}; change of each attribute's score ÷ scale):\n\n"
+          "| directions | attribute | alone | together | ratio |\n| --- | --- | --- | --- | --- |".format(s))
+    for label, d in (("original", original), ("disentangled", cleaned)):
+        both = D.select(d, [ATTRIBUTES.index("smile"), ATTRIBUTES.index("glasses")])
+        together = edit_scores(model, vae, clf, both, [s, s], [-1.0, 1.0], latent, null, a.sampler)
+        for k in ("smile", "glasses"):
+            alone = matrices[label][ATTRIBUTES.index(k), ATTRIBUTES.index(k)].item()
+            change = (together[1] - together[0]).mean(0)[C.NAMES.index(k)].item()
+            report["combined"][f"{label} {k}"] = {"alone": alone, "together": change, "ratio": change / alone}
+            print(f"| {label} | {k} | {alone:+.3f} | {change:+.3f} | {change / alone:.2f} (target ≥ 0.7) |")
 
     # sample efficiency: smile positives / negatives by the classifier, in recording order
     smile = scores[:, C.NAMES.index("smile")]

@@ -1,0 +1,87 @@
+import os
+import sys
+from pathlib import Path
+
+import comfy.utils
+import folder_paths
+from comfy_api.latest import io
+
+from comfy_hspace.comfy_host import train_discovery
+from comfy_hspace.discovery import DiscoverySettings
+
+from .common import CATEGORY, DISCOVERY_FOLDER, Directions, safe_name
+
+
+class DiscoveryTrainer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceDiscoveryTrainer", display_name="Discovery Trainer (h-space)", category=CATEGORY,
+            description="Paper 001: learns K directions without supervision. A shift block moves h by ε·f_k(h, t) in "
+                        "the shifting interval [T, t_edit] (Asyrp's asymmetric step); a reconstructor must tell k and "
+                        "ε from the unshifted and shifted samples, a discriminator keeps shifted samples realistic. "
+                        "Trained through the whole M-step chain with step-by-step gradient checkpointing, so memory "
+                        "does not grow with M. The state (shift block, reconstructor, discriminator, optimisers) is "
+                        "saved to models/hspace_discovery/<name>.safetensors and training can resume from it. Use "
+                        "the directions in the Edited Sampler in asymmetric mode; strength = ε.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Conditioning.Input("positive"),
+                io.Conditioning.Input("negative"),
+                io.Latent.Input("latent_image", tooltip="Gives the image size; the batch comes from batch_size."),
+                io.Int.Input("count", default=16, min=2, max=1024, tooltip="K, the number of directions learnt."),
+                io.Float.Input("magnitude", default=2.0, min=0.01, max=100.0, step=0.1,
+                               tooltip="S: each training shift has ε uniform in [−S, S]."),
+                io.Int.Input("steps", default=20, min=1, max=1000, tooltip="M, DDIM steps of the sampling chain."),
+                io.Float.Input("t_edit", default=400.0, min=0.0, max=10000.0, step=1.0,
+                               tooltip="End of the shifting interval in model timesteps (0 … 999 for a 1000-step DDPM)."),
+                io.Int.Input("batch_size", default=16, min=1, max=4096),
+                io.Int.Input("training_steps", default=200, min=0, max=1000000,
+                             tooltip="Total updates; with resume on, counted from the saved step."),
+                io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-4, round=1e-7),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
+                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01),
+                io.String.Input("name", default="discovery", tooltip="File name of the saved training state."),
+                io.Boolean.Input("resume", default=True,
+                                 tooltip="On: continue from models/hspace_discovery/<name>.safetensors if it exists."),
+                io.Int.Input("save_every", default=50, min=1, max=100000,
+                             tooltip="Steps between saves; a cancelled run keeps the last save."),
+                io.Float.Input("regression_weight", default=0.1, min=0.0, max=100.0, step=0.01,
+                               tooltip="Weight of the reconstructor's magnitude loss (paper: 0.1)."),
+                io.Float.Input("adversarial_weight", default=0.1, min=0.0, max=100.0, step=0.01,
+                               tooltip="Weight of the loss for fooling the discriminator (paper: 0.1)."),
+                io.Int.Input("direction_samples", default=16, min=1, max=4096,
+                             tooltip="Samples averaged for the output directions (mean shift per timestep)."),
+                io.Boolean.Input("checkpointed", default=True,
+                                 tooltip="Off: plain backprop through the chain (same gradients, memory grows with M)."),
+            ],
+            outputs=[Directions.Output("directions", tooltip="Mean shift per timestep, zero after t_edit."),
+                     Directions.Output("time_invariant", tooltip="The mean over the shifting interval at each of its steps.")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent_image, count, magnitude, steps, t_edit, batch_size,
+                training_steps, learning_rate, seed, cfg, name, resume, save_every, regression_weight,
+                adversarial_weight, direction_samples, checkpointed) -> io.NodeOutput:
+        settings = DiscoverySettings(count=count, magnitude=magnitude, t_edit=t_edit, batch_size=batch_size,
+                                     learning_rate=learning_rate, regression_weight=regression_weight,
+                                     adversarial_weight=adversarial_weight, checkpointed=checkpointed)
+        path = os.path.join(folder_paths.get_folder_paths(DISCOVERY_FOLDER)[0], safe_name(name, "name") + ".safetensors")
+        pbar = comfy.utils.ProgressBar(max(training_steps, 1))
+        node = cls.hidden.unique_id
+
+        def progress(step, total, losses):
+            pbar.update_absolute(step, total)
+            server = sys.modules.get("server")  # loaded when ComfyUI serves; not when the node runs in-process
+            if server is not None and getattr(server.PromptServer, "instance", None) is not None:
+                server.PromptServer.instance.send_progress_text(
+                    f"step {step}/{total}: accuracy {losses['accuracy']:.2f}, classification "
+                    f"{losses['classification']:.3f}, regression {losses['regression']:.3f}, "
+                    f"D(real) {losses['d_real']:.2f}, D(shifted) {losses['d_fake']:.2f}", node)
+
+        per_step, time_invariant, _ = train_discovery(
+            model, positive, negative, tuple(latent_image["samples"].shape), settings, steps, training_steps, seed, cfg,
+            state_path=Path(path), resume=resume, save_every=save_every, direction_samples=direction_samples,
+            progress=progress)
+        return io.NodeOutput(per_step, time_invariant)

@@ -1,0 +1,146 @@
+"""Discovery Trainer (paper 001): checkpointed training through the chain against plain backprop,
+on tiny real UNets run through ComfyUI; memory independence of M is in bench/discovery.py."""
+import pytest
+import torch
+
+from comfy_hspace import discovery
+from comfy_hspace.comfy_host import (discovery_schedule, load_pixel_ddpm, new_discovery_trainer, noise_scale,
+                                     with_denoiser)
+from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
+
+
+@pytest.fixture(scope="module")
+def pixel_model(tmp_path_factory):
+    model, _ = load_pixel_ddpm(save_pixel_ddpm(tmp_path_factory.mktemp("ddpm")))
+    return model
+
+
+def gradients(model, cond, latent_shape, checkpointed, cfg=1.0):
+    settings = discovery.DiscoverySettings(count=3, magnitude=2.0, t_edit=500, batch_size=latent_shape[0],
+                                           checkpointed=checkpointed)
+    sigmas, timesteps = discovery_schedule(model, 5)
+    shifted = discovery.shifted_step_count(timesteps, settings.t_edit)
+    trainer = new_discovery_trainer(model, latent_shape, settings, seed=1)
+    with torch.no_grad():  # away from the zero start, so every shift-block weight gets a gradient
+        trainer.shift.out_weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(2))
+    batch = discovery.draw_batch(torch.Generator().manual_seed(3), latent_shape, 3, 2.0,
+                                 noise_scale(model, float(sigmas[0])))
+
+    def run(denoise, device):
+        with torch.no_grad():
+            x0, _ = discovery.run_chain(denoise, batch.noise, sigmas, 0)
+        losses, _ = discovery.chain_gradients(denoise, trainer, batch, sigmas, shifted, x0)
+        return {f"{m}.{n}": p.grad.clone() for m in ("shift", "reconstructor")
+                for n, p in trainer.modules()[m].named_parameters()}, losses
+
+    return with_denoiser(model, cond, cond, latent_shape, cfg, run), shifted
+
+
+@pytest.mark.parametrize("kind", ["pixel", "sd15"])
+def test_checkpointed_gradients_equal_plain_backprop(kind, pixel_model):
+    if kind == "pixel":
+        model, shape, cfg = pixel_model, (2, 3, 16, 16), 1.0
+    else:
+        model, shape, cfg = comfy_unet("sd15"), (2, 4, 16, 16), 2.0
+    cond = conditioning(kind)
+    (checkpointed, losses_c), shifted = gradients(model, cond, shape, True, cfg)
+    (plain, losses_p), _ = gradients(model, cond, shape, False, cfg)
+    assert 0 < shifted < 5
+    assert torch.allclose(losses_c["total"], losses_p["total"], rtol=1e-5)
+    for name, g in plain.items():
+        assert g.abs().sum() > 0, name  # a real gradient, not zeros on both sides
+        rel = (checkpointed[name] - g).norm() / g.norm()
+        assert rel <= 1e-4, (name, rel.item())
+
+
+def test_training_saves_resumes_and_gives_directions(pixel_model, tmp_path):
+    from comfy_hspace.comfy_host import train_discovery
+
+    cond = conditioning("pixel")
+    settings = discovery.DiscoverySettings(count=3, magnitude=1.0, t_edit=600, batch_size=2)
+    state = tmp_path / "run.safetensors"
+    seen = []
+    per_step, time_invariant, history = train_discovery(
+        pixel_model, cond, cond, (1, 3, 16, 16), settings, steps=4, training_steps=2, seed=5, cfg=1.0,
+        state_path=state, save_every=1, direction_samples=2, progress=lambda i, n, losses: seen.append(i))
+    assert seen == [1, 2] and len(history) == 2 and state.exists()
+    assert per_step.vectors.shape == (3, 4, 32, 8, 8) and per_step.units == "shift ε"
+    shifted = discovery.shifted_step_count(per_step.timesteps, 600)
+    assert per_step.vectors[:, :shifted].abs().sum() > 0 and per_step.vectors[:, shifted:].abs().sum() == 0
+    # the time-invariant version is the same vector at every step of the interval
+    assert torch.allclose(time_invariant.vectors[:, 0], per_step.vectors[:, :shifted].mean(1), atol=1e-6)
+
+    # two more steps resumed from the file = four steps in one go
+    _, _, resumed = train_discovery(pixel_model, cond, cond, (1, 3, 16, 16), settings, steps=4, training_steps=4,
+                                    seed=5, cfg=1.0, state_path=state, resume=True, direction_samples=2)
+    _, _, straight = train_discovery(pixel_model, cond, cond, (1, 3, 16, 16), settings, steps=4, training_steps=4,
+                                     seed=5, cfg=1.0, direction_samples=2)
+    assert [h["step"] for h in resumed] == [3, 4]
+    assert resumed[-1]["total"] == pytest.approx(straight[-1]["total"], rel=1e-5)
+
+    other = discovery.DiscoverySettings(count=4, magnitude=1.0, t_edit=600, batch_size=2)
+    with pytest.raises(ValueError, match="resume: run.safetensors was trained with count 3"):
+        train_discovery(pixel_model, cond, cond, (1, 3, 16, 16), other, steps=4, training_steps=5, seed=5,
+                        cfg=1.0, state_path=state, resume=True)
+
+
+def test_bad_input_names_the_input(pixel_model, tmp_path):
+    from comfy_hspace.comfy_host import train_discovery
+
+    cond = conditioning("pixel")
+
+    def train(model=pixel_model, **settings):
+        args = {"count": 3, "magnitude": 1.0, "t_edit": 600, "batch_size": 2, **settings}
+        train_discovery(model, cond, cond, (1, 3, 16, 16), discovery.DiscoverySettings(**args), steps=4,
+                        training_steps=1, seed=0, cfg=1.0, state_path=tmp_path / "s.safetensors", resume=True,
+                        direction_samples=1)
+
+    with pytest.raises(ValueError, match="count: expected K ≥ 2"):
+        train(count=1)
+    with pytest.raises(ValueError, match=r"magnitude: expected S > 0"):
+        train(magnitude=0.0)
+    with pytest.raises(ValueError, match="t_edit: 1500 is outside the schedule"):
+        train(t_edit=1500)
+    flat = comfy_unet("sd15")
+    flat.model.diffusion_model = torch.nn.Conv2d(4, 4, 1)  # a model with no UNet bottleneck
+    with pytest.raises(ValueError, match="model: Conv2d has no UNet bottleneck"):
+        train(model=flat)
+    train()  # writes s.safetensors
+    other, _ = load_pixel_ddpm(save_pixel_ddpm(tmp_path / "other", seed=9))
+    with pytest.raises(ValueError, match="resume: s.safetensors was trained with model_fingerprint"):
+        train(model=other)
+    (tmp_path / "s.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="resume: .* is not a readable safetensors file"):
+        train()
+
+
+def test_two_gloo_processes_train_what_one_process_trains(tmp_path):
+    """torchrun with two CPU processes (gloo), half the batch each, against one process with the
+    whole batch: the same parameters after two steps."""
+    import os
+    import subprocess
+    import sys
+
+    from comfy_hspace.discovery import load_state
+    from comfy_env import REPO
+
+    folder = save_pixel_ddpm(tmp_path / "ddpm")
+    common = [str(REPO / "scripts" / "train_discovery.py"), "--model", str(folder), "--count", "3", "--steps", "3",
+              "--t-edit", "600", "--batch-size", "4", "--training-steps", "2", "--direction-samples", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, *common, "--state", str(tmp_path / "one.safetensors")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29517", *common, "--state", str(tmp_path / "two.safetensors")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, meta_a = load_state(tmp_path / "one.safetensors")
+    b, meta_b = load_state(tmp_path / "two.safetensors")
+    assert meta_a["step"] == meta_b["step"] == 2 and a.keys() == b.keys()
+    moved = 0
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-6), k
+        moved += int(k.startswith("shift.out_weight"))
+    # and training did move the zero-initialised output convolutions
+    assert a["shift.out_weight"].abs().sum() > 0
