@@ -387,8 +387,12 @@ class _StopSampling(Exception):
 def _autograd_ready(module: torch.nn.Module):
     """ComfyUI loads weights inside inference mode, and autograd cannot save inference tensors.
     Swaps such parameters and buffers for ordinary copies while gradients are taken and puts the
-    originals back afterwards, so the model is left exactly as it was."""
+    originals back afterwards, so the model is left exactly as it was. Weights that require grad
+    are frozen meanwhile: gradients are taken through the model, never for it."""
     swapped = []
+    frozen = [p for p in module.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
     with torch.inference_mode(False):
         for mod in module.modules():
             for name, t in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False)):
@@ -404,6 +408,8 @@ def _autograd_ready(module: torch.nn.Module):
                 mod._parameters[name] = t
             else:
                 mod._buffers[name] = t
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def image_scale(model: Any) -> int:

@@ -16,7 +16,9 @@ class AttributeDirection(io.ComfyNode):
                         "top- and bottom-scored samples of `activations` (connect scores; record with keep_samples), "
                         "or all samples of `activations` and of `negative` (labelled images through Invert Image, or "
                         "the same seeds under two labels or prompts through two HSpace Hooks). Strength 1 = the "
-                        "whole mean difference.",
+                        "whole mean difference. Sample the scored set with an ancestral sampler (ddpm, as the paper): "
+                        "with deterministic DDIM the early steps' h mostly encodes each sample's starting noise, and "
+                        "their mean difference pushes the edit the wrong way.",
             inputs=[Activations.Input("activations", tooltip="The positives, or all scored samples."),
                     Activations.Input("negative", optional=True, tooltip="The negatives, when not chosen by score."),
                     Scores.Input("scores", optional=True, tooltip="One score set per recorded sample, e.g. Face "

@@ -69,7 +69,7 @@ class DiscoveryTrainer(io.ComfyNode):
                                      adversarial_weight=adversarial_weight, checkpointed=checkpointed)
         path = os.path.join(folder_paths.get_folder_paths(DISCOVERY_FOLDER)[0], safe_name(name, "name") + ".safetensors")
         pbar = comfy.utils.ProgressBar(max(training_steps, 1))
-        node = cls.hidden.unique_id
+        node = cls.hidden.unique_id if cls.hidden is not None else None
 
         def progress(step, total, losses):
             pbar.update_absolute(step, total)

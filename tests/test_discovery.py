@@ -144,3 +144,38 @@ def test_two_gloo_processes_train_what_one_process_trains(tmp_path):
         moved += int(k.startswith("shift.out_weight"))
     # and training did move the zero-initialised output convolutions
     assert a["shift.out_weight"].abs().sum() > 0
+
+
+def test_cancel_keeps_the_last_saved_state_and_the_model(pack, pixel_model, tmp_path, monkeypatch):
+    import comfy.model_management
+    import comfy.utils
+    import folder_paths
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "hspace_discovery", ([str(tmp_path)], {".safetensors"}))
+    options, params = repr(pixel_model.model_options), dict(pixel_model.model.named_parameters())
+    weights = {n: p.detach().clone() for n, p in params.items()}
+    flags = {n: p.requires_grad for n, p in params.items()}
+    cond = conditioning("pixel")
+    args = dict(model=pixel_model, positive=cond, negative=cond, latent_image={"samples": torch.zeros(1, 3, 16, 16)},
+                count=3, magnitude=1.0, steps=3, t_edit=600.0, batch_size=2, training_steps=10, learning_rate=1e-3,
+                seed=0, cfg=1.0, name="run", resume=True, save_every=2, regression_weight=0.1,
+                adversarial_weight=0.1, direction_samples=1, checkpointed=True)
+
+    def cancel_at_step_3(value, total, preview=None, node_id=None):
+        if value >= 3:
+            raise comfy.model_management.InterruptProcessingException()
+
+    comfy.utils.set_progress_bar_global_hook(cancel_at_step_3)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            pack.nodes.DiscoveryTrainer.execute(**args)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.safetensors"]  # nothing half-written
+    assert discovery.load_state(tmp_path / "run.safetensors")[1]["step"] == 2
+    assert repr(pixel_model.model_options) == options
+    assert all(p is params[n] and torch.equal(p, weights[n]) and p.requires_grad == flags[n] and p.grad is None
+               for n, p in pixel_model.model.named_parameters())
+    # resuming picks up at step 2 and finishes
+    out = pack.nodes.DiscoveryTrainer.execute(**{**args, "training_steps": 4})
+    assert out.args[0].count == 3 and discovery.load_state(tmp_path / "run.safetensors")[1]["step"] == 4
