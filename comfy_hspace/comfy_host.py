@@ -390,7 +390,7 @@ def _autograd_ready(module: torch.nn.Module):
     originals back afterwards, so the model is left exactly as it was. Weights that require grad
     are frozen meanwhile: gradients are taken through the model, never for it."""
     swapped = []
-    frozen = [p for p in module.parameters() if p.requires_grad]
+    frozen = [p for p in module.parameters() if p.requires_grad and not p.is_inference()]  # inference ones are swapped
     for p in frozen:
         p.requires_grad_(False)
     with torch.inference_mode(False):
@@ -655,6 +655,9 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
+# ComfyUI runs nodes in inference mode; the trainer's networks, their state and the schedule must
+# be ordinary tensors for autograd.
+@torch.inference_mode(False)
 def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tuple[int, ...], settings: Any,
                     steps: int, training_steps: int, seed: int, cfg: float, state_path: Path | None = None,
                     resume: bool = False, save_every: int = 50, direction_samples: int = 16,

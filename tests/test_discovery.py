@@ -166,8 +166,8 @@ def test_cancel_keeps_the_last_saved_state_and_the_model(pack, pixel_model, tmp_
             raise comfy.model_management.InterruptProcessingException()
 
     comfy.utils.set_progress_bar_global_hook(cancel_at_step_3)
-    try:
-        with pytest.raises(comfy.model_management.InterruptProcessingException):
+    try:  # in inference mode, as ComfyUI runs nodes
+        with pytest.raises(comfy.model_management.InterruptProcessingException), torch.inference_mode():
             pack.nodes.DiscoveryTrainer.execute(**args)
     finally:
         comfy.utils.set_progress_bar_global_hook(None)
@@ -177,5 +177,6 @@ def test_cancel_keeps_the_last_saved_state_and_the_model(pack, pixel_model, tmp_
     assert all(p is params[n] and torch.equal(p, weights[n]) and p.requires_grad == flags[n] and p.grad is None
                for n, p in pixel_model.model.named_parameters())
     # resuming picks up at step 2 and finishes
-    out = pack.nodes.DiscoveryTrainer.execute(**{**args, "training_steps": 4})
+    with torch.inference_mode():
+        out = pack.nodes.DiscoveryTrainer.execute(**{**args, "training_steps": 4})
     assert out.args[0].count == 3 and discovery.load_state(tmp_path / "run.safetensors")[1]["step"] == 4
