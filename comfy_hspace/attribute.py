@@ -84,9 +84,8 @@ def attribute_direction(positive: HSpaceActivations, negative: HSpaceActivations
         else:
             w = (positive.mean_noise() - negative.mean_noise())[None]
         source = {"source": "two sets", "n_positive": positive.n_samples, "n_negative": negative.n_samples}
-        for side, a in (("positive", positive), ("negative", negative)):
-            if a.parameters.get("model_fingerprint") != positive.parameters.get("model_fingerprint"):
-                raise ValueError(f"{side}: recorded on another model than the positives")
+        if negative.parameters.get("model_fingerprint") != positive.parameters.get("model_fingerprint"):
+            raise ValueError("negative: recorded on another model than the positives")
     else:
         raise ValueError("negative / scores: connect scores (classifier annotation of the positives' samples) or "
                          "negative activations (labelled images, or the same seeds under the other label)")

@@ -685,13 +685,13 @@ def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tupl
     fingerprint = model_fingerprint(model)
     meta = {"model_fingerprint": fingerprint, "count": settings.count, "h_shape": list(h_shape),
             "latent_shape": list(latent_shape[1:])}
+    resumed: dict[str, torch.Tensor] = {}
     if resume and state_path is not None and state_path.exists():
-        tensors, saved = dv.load_state(state_path)
+        resumed, saved = dv.load_state(state_path)
         for key, value in meta.items():
             if saved.get(key) != value:
                 raise ValueError(f"resume: {state_path.name} was trained with {key} {saved.get(key)}, "
                                  f"this run has {value}; use another name or turn resume off")
-        dv.load_state_tensors(trainer, tensors)
         trainer.step = int(saved["step"])
     scale = noise_scale(model, float(sigmas[0]))
     history: list[dict] = []
@@ -704,17 +704,15 @@ def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tupl
     def run(denoise, device):
         for m in trainer.modules().values():
             m.to(device)
-        for optimizer in trainer.optimizers.values():  # moments loaded on the CPU follow their parameters
-            for p, state in optimizer.state.items():
-                for k, v in state.items():
-                    if torch.is_tensor(v) and k != "step":
-                        state[k] = v.to(p.device)
+        if resumed:  # after the move, so Adam puts the saved moments on their parameters' device
+            dv.load_state_tensors(trainer, resumed)
+        chain = sigmas.to(device)
         while trainer.step < training_steps:
             comfy.model_management.throw_exception_if_processing_interrupted()
             batch = dv.draw_batch(_step_generator(seed, trainer.step), latent_shape, settings.count,
                                   settings.magnitude, scale, rank, world_size)
             batch = dv.Batch(batch.noise.to(device), batch.index.to(device), batch.magnitude.to(device))
-            losses = dv.train_step(denoise, trainer, batch, sigmas.to(device), shifted, distributed=world_size > 1)
+            losses = dv.train_step(denoise, trainer, batch, chain, shifted, distributed=world_size > 1)
             history.append({"step": trainer.step, **losses})
             if trainer.step % save_every == 0 or trainer.step == training_steps:
                 save()
@@ -722,7 +720,7 @@ def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tupl
                 progress(trainer.step, training_steps, losses)
         g = torch.Generator().manual_seed(seed + 7)
         noise = (torch.randn((direction_samples, *latent_shape[1:]), generator=g) * scale).to(device)
-        return dv.mean_shifts(denoise, trainer.shift, noise, sigmas.to(device), shifted)
+        return dv.mean_shifts(denoise, trainer.shift, noise, chain, shifted)
 
     per_step, time_invariant = with_denoiser(model, positive, negative, (1, *latent_shape[1:]), cfg, run)
     parameters = {"settings": vars(settings), "steps": steps, "training_steps": training_steps, "seed": seed,

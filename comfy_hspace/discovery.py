@@ -152,7 +152,7 @@ def shift_fn(block: ShiftBlock, index: torch.Tensor, magnitude: torch.Tensor,
         k = index.to(h.device).repeat(chunks)
         f = block(h, row_timesteps.to(h.device), k)
         if record is not None:
-            record.append((f.detach(), row_timesteps.detach().cpu()))
+            record.append(f.detach())
         return magnitude.to(h).repeat(chunks).reshape(-1, 1, 1, 1) * f
     return shift
 
@@ -296,7 +296,7 @@ def mean_shifts(denoise: Denoiser, block: ShiftBlock, noise: torch.Tensor, sigma
         record: list = []
         index = torch.full((noise.shape[0],), k, dtype=torch.long)
         run_chain(denoise, noise, sigmas, shifted_steps, shift_fn(block, index, torch.ones(noise.shape[0]), record))
-        per_step.append(torch.stack([f.float().mean(0).cpu() for f, _ in record]))
+        per_step.append(torch.stack([f.float().mean(0).cpu() for f in record]))
     shifts = torch.stack(per_step)  # [K, shifted_steps, C, H, W]
     after = sigmas.shape[0] - 1 - shifted_steps
     pad = shifts.new_zeros(shifts.shape[0], after, *shifts.shape[2:])
