@@ -1,17 +1,34 @@
-"""Attribute Vector Integration (paper 003, §3.2, Algorithm 1): channel-wise SVD of two latents
-and the integration of their singular vectors. Torch only; the Φ network, the nodes and the
-measurements build on these (issue 7, not done yet).
+"""Attribute Vector Integration (paper 003, §3.2, Algorithm 1): channel-wise SVD of two latents,
+the integration of their singular vectors, the singular-value network Φ and its training, the
+singular-value edits of §4.1 and the Grassmann distance of §4.3. Torch only.
 
 Per channel, x = Ux·diag(Sx)·Vxᵀ and z = Uz·diag(Sz)·Vzᵀ (``torch.linalg.svd``'s Vh is Vᵀ, so V's
-"rows" below are Vh's rows). Algorithm 1 reverses z's vectors (coarse attributes sit low in
-z's order at the earlier step) and blends them into the trailing vectors of x:
-Û = [Ux[:, :k], (1−ρ)·Ux[:, k:] + ρ·rev(Uz)[:, :n−k]], V̂ likewise by rows. With the paper's
-k = n/2 the blended block is rev(Uz)[:, :k] as printed; for other k it takes n − k vectors so the
-shapes agree.
+"rows" below are Vh's rows). z's top vectors, in reversed order, are blended into the trailing
+vectors of x: Û = [Ux[:, :k], (1−ρ)·Ux[:, k:] + ρ·rev(Uz[:, :n−k])], V̂ likewise by rows; with the
+paper's k = n/2 that is §3.2.1's Û = [Ux[:, :k], U'z[:, :k]]. Algorithm 1 as printed reverses first
+and then takes the first k, i.e. z's *smallest* vectors; on the embedded model that version moves
+no attribute (smile hit rate 0.52 → 0.54 at ρ = 1) while the text's does (→ 0.79), and Φ's
+‖ŷ − z‖² can only be met when z's leading vectors are in Û, so the text's reading is the one built.
+
+The paper's latents are variance-preserving (√ᾱ·x0 + √(1−ᾱ)·ε, RMS ≈ 1 at every step); ComfyUI's
+carry σ-scaled noise (x0 + σ·ε). ``merge_latents`` and ``train_phi`` therefore bring each latent to
+unit RMS before the SVD and give the merged latent x's RMS back, so it continues at x's noise level.
 """
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
 import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+PHI_FORMAT = "comfy-hspace avi phi"
+LOSS_WEIGHTS = (3.0, 10.0, 10.0, 10.0)  # λ1 … λ4, paper §5
 
 
 def channel_svd(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -45,9 +62,9 @@ def integrate(x: torch.Tensor, z: torch.Tensor, k: int, rho: float
     n = check_pair(x, z, k, rho)
     ux, sx, vhx = channel_svd(x)
     uz, sz, vhz = channel_svd(z)
-    uz_rev, vhz_rev = uz.flip(-1), vhz.flip(-2)
-    u_hat = torch.cat([ux[..., :k], (1 - rho) * ux[..., k:] + rho * uz_rev[..., :n - k]], dim=-1)
-    vh_hat = torch.cat([vhx[..., :k, :], (1 - rho) * vhx[..., k:, :] + rho * vhz_rev[..., :n - k, :]], dim=-2)
+    uz_top, vhz_top = uz[..., :n - k].flip(-1), vhz[..., :n - k, :].flip(-2)
+    u_hat = torch.cat([ux[..., :k], (1 - rho) * ux[..., k:] + rho * uz_top], dim=-1)
+    vh_hat = torch.cat([vhx[..., :k, :], (1 - rho) * vhx[..., k:, :] + rho * vhz_top], dim=-2)
     return u_hat, vh_hat, sx, sz
 
 
@@ -57,6 +74,154 @@ def merge(x: torch.Tensor, z: torch.Tensor, k: int, rho: float, singular_values:
     u_hat, vh_hat, sx, _ = integrate(x, z, k, rho)
     s = sx if singular_values is None else singular_values.to(sx)
     return compose(u_hat, s, vh_hat).to(x.dtype)
+
+
+def unit_rms(latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latent ÷ its RMS, the RMS [B, 1, 1, 1]) per sample of a batch [B, C, H, W]."""
+    rms = latent.float().pow(2).mean(dim=(-3, -2, -1), keepdim=True).sqrt().clamp_min(1e-12)
+    return latent.float() / rms, rms
+
+
+class SingularValueNet(nn.Module):
+    """Φ (§3.2.2, §5): per latent channel, the flattened H×W channel → three linear + ReLU layers
+    → two one-layer branches, S (the singular values for Û, V̂) and the correction Δs (S + Δs ≈ Sx).
+    The paper's SD2.1 net: 64×64 channels, width 4096 (= H·W), 64 singular values."""
+
+    def __init__(self, height: int, width: int, hidden: int = 0):
+        super().__init__()
+        self.height, self.width = height, width
+        self.hidden = hidden or height * width
+        n = min(height, width)
+        self.body = nn.Sequential(nn.Linear(height * width, self.hidden), nn.ReLU(),
+                                  nn.Linear(self.hidden, self.hidden), nn.ReLU(),
+                                  nn.Linear(self.hidden, self.hidden), nn.ReLU())
+        self.values = nn.Linear(self.hidden, n)
+        self.correction = nn.Linear(self.hidden, n)
+
+    def check(self, latent: torch.Tensor, what: str = "x") -> None:
+        if tuple(latent.shape[-2:]) != (self.height, self.width):
+            raise ValueError(f"phi: trained for {self.width}×{self.height} latents, but {what} is "
+                             f"{latent.shape[-1]}×{latent.shape[-2]}; train Φ on pairs of this size")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, Δs), each [..., C, n], for a unit-RMS latent x [..., C, H, W]."""
+        self.check(x)
+        features = self.body(x.flatten(-2))
+        return self.values(features), self.correction(features)
+
+
+def phi_losses(phi: SingularValueNet, x: torch.Tensor, z: torch.Tensor, k: int, rho: float = 1.0
+               ) -> dict[str, torch.Tensor]:
+    """The four terms of the objective for unit-RMS pairs (Algorithm 1 in its training stage):
+    ‖ŷ − z‖², ‖ỹ − x‖² with ỹ = rev(Û)·(S + Δs)·rev(V̂), ‖S − Sz‖², ‖S + Δs − Sx‖² (means)."""
+    u_hat, vh_hat, sx, sz = integrate(x, z, k, rho)
+    s, ds = phi(x)
+    y_hat = compose(u_hat, s, vh_hat)
+    y_tilde = compose(u_hat.flip(-1), s + ds, vh_hat.flip(-2))
+    return {"target": F.mse_loss(y_hat, z), "original": F.mse_loss(y_tilde, x),
+            "values": F.mse_loss(s, sz), "correction": F.mse_loss(s + ds, sx)}
+
+
+@torch.inference_mode(False)  # ComfyUI runs nodes in inference mode, where nothing could be trained
+def train_phi(x: torch.Tensor, z: torch.Tensor, k: int, epochs: int = 5, batch_size: int = 256,
+              learning_rate: float = 1e-3, weights: tuple[float, float, float, float] = LOSS_WEIGHTS,
+              hidden: int = 0, seed: int = 0, rho: float = 1.0, device: torch.device | str = "cpu",
+              progress: Callable[[int, int, dict[str, float]], None] | None = None
+              ) -> tuple[SingularValueNet, list[dict[str, float]]]:
+    """Trains Φ with Adam on N pairs (x_i at Tx under the original conditioning, z_i at Tx + Δτ under
+    the target one), batches [N, C, H, W] in ComfyUI's scale. Returns Φ (on the CPU, in eval mode)
+    and the mean losses of every epoch. ``progress(step, total, losses)`` after each update."""
+    check_pair(x, z, k, rho)
+    if x.dim() != 4:
+        raise ValueError(f"x: expected a batch of latents [N, C, H, W], got shape {list(x.shape)}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size: expected ≥ 1, got {epochs} and {batch_size}")
+    x, z = unit_rms(x.clone())[0], unit_rms(z.clone())[0]  # clones: normal tensors, not inference ones
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        phi = SingularValueNet(x.shape[-2], x.shape[-1], hidden)
+    phi = phi.to(device).train()
+    optimizer = torch.optim.Adam(phi.parameters(), lr=learning_rate)
+    order = torch.Generator().manual_seed(seed)
+    per_epoch = -(-x.shape[0] // batch_size)
+    history = []
+    for epoch in range(epochs):
+        sums: dict[str, float] = {}
+        for b, rows in enumerate(torch.randperm(x.shape[0], generator=order).split(batch_size)):
+            parts = phi_losses(phi, x[rows].to(device), z[rows].to(device), k, rho)
+            loss = sum(w * v for w, v in zip(weights, parts.values()))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            values = {name: v.item() for name, v in parts.items()} | {"loss": loss.item()}
+            for name, v in values.items():
+                sums[name] = sums.get(name, 0.0) + v * len(rows)
+            if progress is not None:
+                progress(epoch * per_epoch + b + 1, epochs * per_epoch, values)
+        history.append({name: v / x.shape[0] for name, v in sums.items()})
+    return phi.cpu().eval().requires_grad_(False), history
+
+
+def merge_latents(x: torch.Tensor, z: torch.Tensor, k: int, rho: float, phi: SingularValueNet | None = None
+                  ) -> torch.Tensor:
+    """y_pred for ComfyUI latents [B, C, H, W]: the merge of the unit-RMS latents with Φ's S (or x's
+    own singular values without Φ), given x's RMS back."""
+    check_pair(x, z, k, rho)
+    if phi is not None:
+        phi.check(x)
+    xn, rms = unit_rms(x)
+    zn = unit_rms(z)[0]
+    values = None
+    if phi is not None:
+        with torch.inference_mode():
+            values = phi(xn.to(next(phi.parameters()).device))[0].cpu()
+    return (merge(xn, zn, k, rho, values) * rms).to(x.dtype)
+
+
+def save_phi(phi: SingularValueNet, path: str | os.PathLike, info: dict | None = None) -> Path:
+    """Writes Φ as safetensors (shape and training settings in the metadata) via a ``.partial``
+    file renamed into place, so a failed write leaves no half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    meta = {"format": PHI_FORMAT, "height": str(phi.height), "width": str(phi.width), "hidden": str(phi.hidden),
+            "info": json.dumps(info or {})}
+    save_file({k: v.contiguous() for k, v in phi.state_dict().items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_phi(path: str | os.PathLike) -> SingularValueNet:
+    """Reads a Φ written by ``save_phi``; never unpickles anything."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"phi file {path}: not a readable safetensors file ({e})") from None
+    if meta.get("format") != PHI_FORMAT:
+        raise ValueError(f"phi file {path}: safetensors, but not an AVI Φ (format {meta.get('format')!r})")
+    try:
+        phi = SingularValueNet(int(meta["height"]), int(meta["width"]), int(meta["hidden"]))
+        phi.load_state_dict(tensors)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise ValueError(f"phi file {path}: damaged ({e})") from None
+    if not all(torch.isfinite(v).all() for v in tensors.values()):
+        raise ValueError(f"phi file {path}: contains NaN or inf weights")
+    return phi.eval().requires_grad_(False)
+
+
+def scale_singular_values(latent: torch.Tensor, indices: list[int], scale: float) -> torch.Tensor:
+    """§4.1: every channel's singular values at ``indices`` (0 = the largest) multiplied by ``scale``."""
+    n = min(latent.shape[-2:])
+    bad = [i for i in indices if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"indices: {bad} outside 0 … {n - 1} (a {latent.shape[-1]}×{latent.shape[-2]} latent "
+                         f"has {n} singular values per channel)")
+    u, s, vh = channel_svd(latent)
+    factors = torch.ones(n, dtype=s.dtype)
+    factors[indices] = scale
+    return compose(u, s * factors, vh).to(latent.dtype)
 
 
 def grassmann_distance(a: torch.Tensor, b: torch.Tensor, rank: int) -> torch.Tensor:

@@ -1,4 +1,5 @@
 from .attribute_direction import AttributeDirection, Disentangle
+from .avi import AVILatentMerge, AVITrainer, LatentSingularValues, LoadAVIPhi
 from .directions_nodes import (CombineDirections, LoadDirections, RandomDirections, ResizeDirections,
                                SaveDirections, ScaleDirections, SelectDirections)
 from .discovery_trainer import DiscoveryTrainer
@@ -14,4 +15,4 @@ NODES = [EditedSampler, SaveDirections, LoadDirections, RandomDirections, Select
          CombineDirections, ResizeDirections, PixelDDPMLoader, NullConditioning,
          EmbeddedFacesModel, FaceLabels, FaceScores, FaceRegionMask, FaceImages, HSpaceHook,
          PCADirections, JacobianDirections, AttributeDirection, Disentangle, InvertImage,
-         DiscoveryTrainer]
+         DiscoveryTrainer, AVILatentMerge, AVITrainer, LoadAVIPhi, LatentSingularValues]

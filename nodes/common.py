@@ -15,14 +15,12 @@ Activations = io.Custom("HSPACE_ACTIVATIONS")
 CATEGORY = "h-space"
 DIRECTIONS_FOLDER = "hspace_directions"
 DISCOVERY_FOLDER = "hspace_discovery"  # Discovery Trainer states
+AVI_FOLDER = "hspace_avi"  # AVI Φ networks
 EMBEDDED_DIR = EMBEDDED.parent
 
-if DIRECTIONS_FOLDER not in folder_paths.folder_names_and_paths:
-    folder_paths.folder_names_and_paths[DIRECTIONS_FOLDER] = (
-        [os.path.join(folder_paths.models_dir, DIRECTIONS_FOLDER)], {".safetensors"})
-if DISCOVERY_FOLDER not in folder_paths.folder_names_and_paths:
-    folder_paths.folder_names_and_paths[DISCOVERY_FOLDER] = (
-        [os.path.join(folder_paths.models_dir, DISCOVERY_FOLDER)], {".safetensors"})
+for folder in (DIRECTIONS_FOLDER, DISCOVERY_FOLDER, AVI_FOLDER):
+    if folder not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[folder] = ([os.path.join(folder_paths.models_dir, folder)], {".safetensors"})
 # The shipped faces DDPM is a diffusers folder too: list it in the Pixel DDPM Loader.
 folder_paths.add_model_folder_path("diffusers", str(EMBEDDED_DIR))
 

@@ -126,7 +126,7 @@ def main() -> None:
     base = REPO / "out" / "server-ui"
     shutil.rmtree(base, ignore_errors=True)
     with ComfyServer(base) as server:
-        for path in sorted((REPO / "workflows").glob("*.api.json")):
+        for path in sorted((REPO / "workflows").rglob("*.api.json")):
             ui = api_to_ui(json.loads(path.read_text()), server.object_info)
             target = path.with_name(path.name.replace(".api.json", ".json"))
             target.write_text(json.dumps(ui, indent=1) + "\n")

@@ -30,3 +30,22 @@ def load_pack():
 @pytest.fixture(scope="session")
 def pack():
     return load_pack()
+
+
+def cancel_in_inference_mode(node, args: dict, at_step: int) -> None:
+    """Runs a node in inference mode, as ComfyUI does, and cancels it when its progress bar
+    reaches ``at_step``, as the server's Cancel button does."""
+    import comfy.model_management
+    import comfy.utils
+    import torch
+
+    def cancel(value, total, preview=None, node_id=None):
+        if value >= at_step:
+            raise comfy.model_management.InterruptProcessingException()
+
+    comfy.utils.set_progress_bar_global_hook(cancel)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException), torch.inference_mode():
+            node.execute(**args)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)

@@ -6,6 +6,7 @@ import torch
 from comfy_hspace import discovery
 from comfy_hspace.comfy_host import (discovery_schedule, load_pixel_ddpm, new_discovery_trainer, noise_scale,
                                      with_denoiser)
+from conftest import cancel_in_inference_mode
 from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
 
 
@@ -147,8 +148,6 @@ def test_two_gloo_processes_train_what_one_process_trains(tmp_path):
 
 
 def test_cancel_keeps_the_last_saved_state_and_the_model(pack, pixel_model, tmp_path, monkeypatch):
-    import comfy.model_management
-    import comfy.utils
     import folder_paths
 
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "hspace_discovery", ([str(tmp_path)], {".safetensors"}))
@@ -161,16 +160,7 @@ def test_cancel_keeps_the_last_saved_state_and_the_model(pack, pixel_model, tmp_
                 seed=0, cfg=1.0, name="run", resume=True, save_every=2, regression_weight=0.1,
                 adversarial_weight=0.1, direction_samples=1, checkpointed=True)
 
-    def cancel_at_step_3(value, total, preview=None, node_id=None):
-        if value >= 3:
-            raise comfy.model_management.InterruptProcessingException()
-
-    comfy.utils.set_progress_bar_global_hook(cancel_at_step_3)
-    try:  # in inference mode, as ComfyUI runs nodes
-        with pytest.raises(comfy.model_management.InterruptProcessingException), torch.inference_mode():
-            pack.nodes.DiscoveryTrainer.execute(**args)
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
+    cancel_in_inference_mode(pack.nodes.DiscoveryTrainer, args, at_step=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.safetensors"]  # nothing half-written
     assert discovery.load_state(tmp_path / "run.safetensors")[1]["step"] == 2
     assert repr(pixel_model.model_options) == options

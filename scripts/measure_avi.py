@@ -1,0 +1,192 @@
+"""Measures AVI (paper 003) on the embedded model and prints Markdown tables (issue 7):
+
+- fidelity, the Table 1 analog with the classifier: for a label pair (original → original + one
+  label) the share of samples with the target attribute and the identity distance (position, size,
+  skin hue; mean |change| ÷ factor range against the original sample of the same seed), for
+  regenerating the seed with the target label and for AVI with and without Φ; the attribute score
+  along ρ with its Spearman correlation;
+- §4.3: the Grassmann geodesic distance between the top-r singular subspaces of each channel of
+  the latent at consecutive steps and against the final sample;
+- §4.1: scaling the largest singular value of every channel at one step: how much each factor
+  changes, by step.
+
+All sampling goes through ComfyUI's own KSamplerAdvanced, as in the workflows (DDIM, 20 steps).
+Usage: .venv/bin/python scripts/measure_avi.py [--attributes smile,glasses,blond] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import comfy_env  # noqa: E402
+
+comfy_env.setup()
+import comfy.utils  # noqa: E402
+import nodes  # noqa: E402
+
+from comfy_hspace import avi  # noqa: E402
+from comfy_hspace import classifier as C  # noqa: E402
+from comfy_hspace import faces  # noqa: E402
+from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm  # noqa: E402
+
+IDENTITY = ("x", "y", "size", "skin_hue")
+COARSE, FINE = ("x", "y", "size", "skin_hue", "bg_hue"), ("smile", "eyes_open", "glasses", "blond")
+RHOS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def spearman(values: list[float]) -> float:
+    ranks = torch.tensor(values).argsort().argsort().double()
+    ideal = torch.arange(len(values)).double()
+    return float(torch.corrcoef(torch.stack([ranks, ideal]))[0, 1])
+
+
+class Embedded:
+    def __init__(self, steps: int, cfg: float):
+        self.model, self.vae = load_pixel_ddpm(C.EMBEDDED.parent / "faces-ddpm")
+        self.clf, _ = C.load_classifier()
+        self.sampler, self.steps, self.cfg = nodes.KSamplerAdvanced(), steps, cfg
+        self.null = self.cond("null")
+
+    @staticmethod
+    def cond(labels: str) -> list:
+        return [[torch.zeros(1, 1, 1), {CLASS_KEY: faces.parse_labels(labels)}]]
+
+    def sample(self, labels: str, latent: torch.Tensor, start: int, end: int, seed: int, fresh: bool) -> torch.Tensor:
+        """KSamplerAdvanced from step ``start`` to ``end``: fresh noise at the start, leftover noise at the end."""
+        out = self.sampler.sample(self.model, "enable" if fresh else "disable", seed, self.steps, self.cfg, "ddim",
+                                  "ddim_uniform", self.cond(labels), self.null, {"samples": latent}, start, end,
+                                  "enable" if end < self.steps else "disable")
+        return out[0]["samples"]
+
+    def scores(self, latent: torch.Tensor) -> torch.Tensor:
+        return C.score_images(self.clf, self.vae.decode(self.model.model.process_latent_out(latent)))
+
+
+def change(scores: torch.Tensor, reference: torch.Tensor, names: tuple[str, ...]) -> float:
+    cols = [C.NAMES.index(n) for n in names]
+    return float(((scores[:, cols] - reference[:, cols]).abs() / C.SCALES[cols]).mean())
+
+
+def fidelity(e: Embedded, original: str, attribute: str, a) -> dict:
+    target = ",".join(w for w in [original if original != "null" else "", attribute] if w)
+    empty = torch.zeros(a.samples, 3, faces.SIZE, faces.SIZE)
+    col = C.NAMES.index(attribute)
+    s_orig = e.scores(e.sample(original, empty, 0, a.steps, a.seed, True))
+    s_regen = e.scores(e.sample(target, empty, 0, a.steps, a.seed, True))
+    x = e.sample(original, empty, 0, a.tx, a.seed, True)
+    z = e.sample(target, empty, 0, a.tz, a.seed, True)
+    t0 = time.perf_counter()
+    pairs = torch.zeros(a.pairs, 3, faces.SIZE, faces.SIZE)
+    xs = e.sample(original, pairs, 0, a.tx, a.seed + 1, True)
+    zs = e.sample(target, pairs, 0, a.tz, a.seed + 1, True)
+    pair_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    phi, history = avi.train_phi(xs, zs, faces.SIZE // 2, a.epochs, 256, seed=a.seed)
+    train_s = time.perf_counter() - t0
+    row = {"target": target, "original_hit": float((s_orig[:, col] > 0.5).float().mean()),
+           "regenerated_hit": float((s_regen[:, col] > 0.5).float().mean()),
+           "regenerated_identity": change(s_regen, s_orig, IDENTITY), "pairs_s": pair_s, "train_s": train_s,
+           "phi_losses": history[-1]}
+    for name, net in (("plain", None), ("phi", phi)):
+        means, hits, ids = [], [], []
+        for rho in RHOS:
+            y = avi.merge_latents(x, z, faces.SIZE // 2, rho, net)
+            s = e.scores(e.sample(original, y, a.tx, a.steps, a.seed, False))
+            means.append(float(s[:, col].mean()))
+            hits.append(float((s[:, col] > 0.5).float().mean()))
+            ids.append(change(s, s_orig, IDENTITY))
+        row[name] = {"mean": means, "hit": hits, "identity": ids, "spearman": spearman(means)}
+    return row
+
+
+def subspaces(e: Embedded, a) -> list[dict]:
+    empty = torch.zeros(a.samples, 3, faces.SIZE, faces.SIZE)
+    latents = [e.sample("null", empty, 0, 1, a.seed, True)]
+    for i in range(1, a.steps):
+        latents.append(e.sample("null", latents[-1], i, i + 1, a.seed, False))
+    sigmas = e.model.get_model_object("model_sampling")
+    import comfy.samplers
+    schedule = comfy.samplers.calculate_sigmas(sigmas, "ddim_uniform", a.steps)
+    rows = []
+    for i, lat in enumerate(latents):
+        t = float(sigmas.timestep(schedule[i + 1])) if i + 1 < a.steps else 0.0
+        row = {"step": i + 1, "t": t}
+        for r in (1, 4):
+            row[f"next_r{r}"] = float(avi.grassmann_distance(lat, latents[i + 1], r).mean()) if i + 1 < len(latents) else 0.0
+            row[f"final_r{r}"] = float(avi.grassmann_distance(lat, latents[-1], r).mean())
+        rows.append(row)
+    return rows
+
+
+def value_edits(e: Embedded, a) -> list[dict]:
+    empty = torch.zeros(a.samples, 3, faces.SIZE, faces.SIZE)
+    base = e.scores(e.sample("null", empty, 0, a.steps, a.seed, True))
+    rows = []
+    for step in a.edit_steps:
+        x = e.sample("null", empty, 0, step, a.seed, True)
+        row = {"step": step}
+        for factor in (0.8, 1.2):
+            s = e.scores(e.sample("null", avi.scale_singular_values(x, [0], factor), step, a.steps, a.seed, False))
+            row[factor] = {n: change(s, base, (n,)) for n in COARSE + FINE}
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--attributes", default="smile,glasses,blond")
+    p.add_argument("--original", default="null", help="original labels; the target adds one attribute")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--tx", type=int, default=4, help="end step of x (paper Tx = 0.8T: step 4 of 20)")
+    p.add_argument("--tz", type=int, default=10, help="end step of z (Tx + Δτ, Δτ = −0.3T: step 10 of 20)")
+    p.add_argument("--cfg", type=float, default=1.0)
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--pairs", type=int, default=1024, help="training pairs for Φ")
+    p.add_argument("--epochs", type=int, default=25, help="25 epochs of 1,024 pairs = the paper's ~100 updates")
+    p.add_argument("--edit-steps", type=lambda s: [int(v) for v in s.split(",")], default=[2, 6, 10, 14])
+    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args()
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    e = Embedded(a.steps, a.cfg)
+    result = {"settings": vars(a) | {"json": None}, "fidelity": {}}
+    print(f"## AVI fidelity ({a.samples} seeds, DDIM {a.steps} steps, x at step {a.tx}, z at step {a.tz}, "
+          f"original labels '{a.original}', Φ on {a.pairs} pairs × {a.epochs} epochs)\n")
+    print("| target | original hit | regenerated hit | identity | AVI hit (ρ 1) | identity | AVI + Φ hit (ρ 1) | identity "
+          "| score along ρ 0…1 (no Φ) | Spearman | with Φ | Spearman |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for attribute in a.attributes.split(","):
+        r = fidelity(e, a.original, attribute, a)
+        result["fidelity"][attribute] = r
+        pl, ph = r["plain"], r["phi"]
+        print(f"| {r['target']} | {r['original_hit']:.2f} | {r['regenerated_hit']:.2f} | {r['regenerated_identity']:.3f} "
+              f"| {pl['hit'][-1]:.2f} | {pl['identity'][-1]:.3f} | {ph['hit'][-1]:.2f} | {ph['identity'][-1]:.3f} "
+              f"| {' '.join(f'{m:.2f}' for m in pl['mean'])} | {pl['spearman']:.2f} "
+              f"| {' '.join(f'{m:.2f}' for m in ph['mean'])} | {ph['spearman']:.2f} |", flush=True)
+    print("\nΦ: pairs generated in " + ", ".join(f"{r['pairs_s']:.0f} s" for r in result["fidelity"].values())
+          + "; trained in " + ", ".join(f"{r['train_s']:.1f} s" for r in result["fidelity"].values()))
+    result["subspaces"] = subspaces(e, a)
+    print(f"\n## Grassmann distance of top-r singular subspaces along the schedule (mean over {a.samples} samples "
+          f"× 3 channels; max √r·π/2)\n")
+    print("| step | t | to next step, r 1 | r 4 | to final sample, r 1 | r 4 |\n|---|---|---|---|---|---|")
+    for row in result["subspaces"]:
+        print(f"| {row['step']} | {row['t']:.0f} | {row['next_r1']:.3f} | {row['next_r4']:.3f} | {row['final_r1']:.3f} "
+              f"| {row['final_r4']:.3f} |")
+    result["value_edits"] = value_edits(e, a)
+    print("\n## Largest singular value of every channel × 0.8 / × 1.2 at one step: mean |change| ÷ factor range\n")
+    print("| step | scale | " + " | ".join(COARSE + FINE) + " |\n|---|---|" + "---|" * len(COARSE + FINE))
+    for row in result["value_edits"]:
+        for factor in (0.8, 1.2):
+            print(f"| {row['step']} | {factor} | " + " | ".join(f"{row[factor][n]:.3f}" for n in COARSE + FINE) + " |")
+    if a.json:
+        a.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
