@@ -44,7 +44,9 @@ class AVITrainer(io.ComfyNode):
                 io.Latent.Input("z", tooltip="The same N seeds at Tz under the target conditioning."),
                 io.Int.Input("k", default=0, min=0, max=4096,
                              tooltip="Singular vectors kept from x; 0 = half of min(H, W) (paper)."),
-                io.Int.Input("epochs", default=5, min=1, max=10000),
+                io.Int.Input("epochs", default=5, min=1, max=10000,
+                             tooltip="Passes over the pairs. Paper: 5 epochs of 5,000 pairs at batch 256, about "
+                                     "100 updates; with fewer pairs raise it to keep about 100 updates."),
                 io.Int.Input("batch_size", default=256, min=1, max=65536),
                 io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-4, round=1e-7),
                 io.Float.Input("target_weight", default=3.0, min=0.0, max=1000.0, step=0.1, tooltip="λ1, on ‖ŷ − z‖²."),

@@ -27,13 +27,26 @@ def grid(files: list[Path], columns: int, scale: int = 4) -> Image.Image:
     return sheet.resize((sheet.width * scale, sheet.height * scale), Image.NEAREST)
 
 
+def batch_upstream(prompt: dict, node_id: str) -> int:
+    """The batch_size of the first empty latent found walking up the graph from ``node_id``."""
+    inputs = prompt[node_id]["inputs"]
+    if "batch_size" in inputs and "width" in inputs:
+        return inputs["batch_size"]
+    for key in ("latent_image", "latent", "x", "samples"):
+        if isinstance(inputs.get(key), list):
+            return batch_upstream(prompt, inputs[key][0])
+    return 8
+
+
 def columns_for(prompt: dict, save_node: str) -> int:
     """Edit strips: one column per sample of the batch (rows are the sweep), or one row for a
     single sample's sweep; otherwise 8."""
-    for node in prompt.values():
+    for node_id, node in prompt.items():
         if node["class_type"] == "HSpaceEditedSampler":
             batch = prompt[node["inputs"]["latent_image"][0]]["inputs"].get("batch_size", 8)
             return batch if batch > 1 else len(node["inputs"]["sweep"].split(","))
+        if node["class_type"] in ("HSpaceAVILatentMerge", "HSpaceLatentSingularValues"):
+            return batch_upstream(prompt, node_id)
     return 8
 
 
