@@ -3,7 +3,7 @@ from .avi import AVILatentMerge, AVITrainer, LatentSingularValues, LoadAVIPhi
 from .directions_nodes import (CombineDirections, LoadDirections, RandomDirections, ResizeDirections,
                                SaveDirections, ScaleDirections, SelectDirections)
 from .discovery_trainer import DiscoveryTrainer
-from .edited_sampler import EditedSampler
+from .edited_sampler import DirectionSweepGrid, EditedSampler
 from .embedded import EmbeddedFacesModel, FaceImages, FaceLabels, FaceRegionMask, FaceScores
 from .hspace_hook import HSpaceHook
 from .invert_image import InvertImage
@@ -11,8 +11,8 @@ from .jacobian_directions import JacobianDirections
 from .pca_directions import PCADirections
 from .pixel_ddpm import NullConditioning, PixelDDPMLoader
 
-NODES = [EditedSampler, SaveDirections, LoadDirections, RandomDirections, SelectDirections, ScaleDirections,
-         CombineDirections, ResizeDirections, PixelDDPMLoader, NullConditioning,
+NODES = [EditedSampler, DirectionSweepGrid, SaveDirections, LoadDirections, RandomDirections, SelectDirections,
+         ScaleDirections, CombineDirections, ResizeDirections, PixelDDPMLoader, NullConditioning,
          EmbeddedFacesModel, FaceLabels, FaceScores, FaceRegionMask, FaceImages, HSpaceHook,
          PCADirections, JacobianDirections, AttributeDirection, Disentangle, InvertImage,
          DiscoveryTrainer, AVILatentMerge, AVITrainer, LoadAVIPhi, LatentSingularValues]

@@ -1,7 +1,10 @@
 import comfy.samplers
+import torch
 from comfy_api.latest import io
 
+from comfy_hspace import directions as D
 from comfy_hspace.comfy_host import MODES, edited_sample
+from comfy_hspace.grid import labelled_grid
 from comfy_hspace.hspace import APPLY_TO
 
 from .common import CATEGORY, Directions, parse_floats
@@ -69,3 +72,54 @@ class EditedSampler(io.ComfyNode):
                             scheduler, positive, negative, latent_image, start_percent, end_percent,
                             apply_to, mode, eta, denoise, noise)
         return io.NodeOutput(out)
+
+
+class DirectionSweepGrid(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceDirectionSweepGrid", display_name="Direction Sweep Grid (h-space)", category=CATEGORY,
+            description="The picture to judge directions by: one row per direction (per sample of the batch), one "
+                        "column per strength, labelled with the direction names and strengths. Each direction is "
+                        "applied alone, as in the Edited Sampler, all from the same noise; the zero column is the "
+                        "stock sampler's image.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Vae.Input("vae"),
+                io.Conditioning.Input("positive"),
+                io.Conditioning.Input("negative"),
+                io.Latent.Input("latent_image", tooltip="Size and batch; each sample of the batch gets its own rows."),
+                Directions.Input("directions"),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
+                io.Int.Input("steps", default=20, min=1, max=10000),
+                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01),
+                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddim"),
+                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="ddim_uniform"),
+                io.String.Input("strengths", default="-2, -1, 0, 1, 2", tooltip="The columns."),
+                io.Combo.Input("mode", options=list(MODES), default=MODES[0],
+                               tooltip="As in the Edited Sampler; asymmetric for Discovery Trainer directions."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01),
+                io.Int.Input("cell_size", default=0, min=0, max=4096,
+                             tooltip="Pixels per cell; small images are enlarged by a whole factor. 0: at least 128."),
+            ],
+            outputs=[io.Image.Output(tooltip="One labelled grid image.")],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, positive, negative, latent_image, directions, seed, steps, cfg, sampler_name,
+                scheduler, strengths, mode, start_percent, end_percent, cell_size) -> io.NodeOutput:
+        columns = parse_floats(strengths, "strengths")
+        if not columns:
+            raise ValueError("strengths: empty; expected a list like '-2, -1, 0, 1, 2'")
+        batch = latent_image["samples"].shape[0]
+        rows, labels = [], []
+        for k, name in enumerate(directions.names):
+            out = edited_sample(model, D.select(directions, [k]), [1.0], columns, seed, steps, cfg, sampler_name,
+                                scheduler, positive, negative, latent_image, start_percent, end_percent, "both", mode)
+            images = vae.decode(out["samples"])
+            images = images.reshape(len(columns), batch, *images.shape[-3:]).transpose(0, 1)
+            rows += list(images)
+            labels += [name if batch == 1 else f"{name} #{b}" for b in range(batch)]
+        return io.NodeOutput(labelled_grid(torch.cat(rows), labels, [f"{c:+g}" if c else "0" for c in columns],
+                                           cell_size))

@@ -141,3 +141,29 @@ def test_cancel_mid_sweep_leaves_the_input_model_as_it_was(pack, pixel):
     assert calls[-1] == 6 and calls[0] <= 1
     assert repr(pixel.model_options) == options
     assert torch.equal(stock(pixel, "pixel", lat), before)
+
+
+def test_sweep_grid_rows_are_directions_and_columns_strengths(pack, tmp_path):
+    model, vae = load_pixel_ddpm(save_pixel_ddpm(tmp_path / "ddpm"))
+    lat = {"samples": torch.zeros(2, 3, 16, 16)}
+    d = random_directions(model, lat, k=3)
+    grid = pack.nodes.DirectionSweepGrid.execute(
+        model=model, vae=vae, positive=conditioning("pixel"), negative=conditioning("pixel", 1), latent_image=lat,
+        directions=d, seed=5, steps=4, cfg=2.0, sampler_name="euler_ancestral", scheduler="normal",
+        strengths="-1, 0, 1", mode="both terms", start_percent=0.0, end_percent=1.0, cell_size=32).args[0]
+    assert grid.shape[0] == 1 and grid.shape[-1] == 3
+    # 6 rows (3 directions × 2 samples) and 3 columns of 32-px cells with 2-px gaps, labels left and on top
+    height, width = grid.shape[1:3]
+    top, left = height - (6 * 34 - 2), width - (3 * 34 - 2)
+    assert top > 10 and left > 10
+    assert (grid[0, :top, left:] < 0.5).any() and (grid[0, top:, :left] < 0.5).any()  # text is drawn
+    cell = lambda r, c: grid[0, top + r * 34: top + r * 34 + 32: 2, left + c * 34: left + c * 34 + 32: 2]  # noqa: E731
+    plain = vae.decode(stock(model, "pixel", lat))
+    for r in range(6):  # the zero column of every row is the stock sampler's image of that row's sample
+        assert torch.allclose(cell(r, 1), plain[r % 2], atol=1 / 255)
+    assert not torch.allclose(cell(0, 0), cell(0, 2), atol=0.05)
+    with pytest.raises(ValueError, match="strengths: 'x' is not a number"):
+        pack.nodes.DirectionSweepGrid.execute(
+            model=model, vae=vae, positive=conditioning("pixel"), negative=conditioning("pixel", 1), latent_image=lat,
+            directions=d, seed=5, steps=4, cfg=2.0, sampler_name="euler_ancestral", scheduler="normal",
+            strengths="x", mode="both terms", start_percent=0.0, end_percent=1.0, cell_size=32)
