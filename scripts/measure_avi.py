@@ -68,6 +68,11 @@ class Embedded:
         return C.score_images(self.clf, self.vae.decode(self.model.model.process_latent_out(latent)))
 
 
+def roughness(latent: torch.Tensor) -> float:
+    """Mean |difference| of vertically neighbouring pixels: residual noise left in a sample."""
+    return float((latent[..., 1:, :] - latent[..., :-1, :]).abs().mean())
+
+
 def change(scores: torch.Tensor, reference: torch.Tensor, names: tuple[str, ...]) -> float:
     cols = [C.NAMES.index(n) for n in names]
     return float(((scores[:, cols] - reference[:, cols]).abs() / C.SCALES[cols]).mean())
@@ -77,7 +82,8 @@ def fidelity(e: Embedded, original: str, attribute: str, a) -> dict:
     target = ",".join(w for w in [original if original != "null" else "", attribute] if w)
     empty = torch.zeros(a.samples, 3, faces.SIZE, faces.SIZE)
     col = C.NAMES.index(attribute)
-    s_orig = e.scores(e.sample(original, empty, 0, a.steps, a.seed, True))
+    final_orig = e.sample(original, empty, 0, a.steps, a.seed, True)
+    s_orig = e.scores(final_orig)
     s_regen = e.scores(e.sample(target, empty, 0, a.steps, a.seed, True))
     x = e.sample(original, empty, 0, a.tx, a.seed, True)
     z = e.sample(target, empty, 0, a.tz, a.seed, True)
@@ -91,17 +97,20 @@ def fidelity(e: Embedded, original: str, attribute: str, a) -> dict:
     train_s = time.perf_counter() - t0
     row = {"target": target, "original_hit": float((s_orig[:, col] > 0.5).float().mean()),
            "regenerated_hit": float((s_regen[:, col] > 0.5).float().mean()),
-           "regenerated_identity": change(s_regen, s_orig, IDENTITY), "pairs_s": pair_s, "train_s": train_s,
+           "regenerated_identity": change(s_regen, s_orig, IDENTITY), "original_roughness": roughness(final_orig),
+           "pairs_s": pair_s, "train_s": train_s,
            "phi_losses": history[-1]}
     for name, net in (("plain", None), ("phi", phi)):
-        means, hits, ids = [], [], []
+        means, hits, ids, noise = [], [], [], []
         for rho in RHOS:
             y = avi.merge_latents(x, z, faces.SIZE // 2, rho, net)
-            s = e.scores(e.sample(original, y, a.tx, a.steps, a.seed, False))
+            final = e.sample(original, y, a.tx, a.steps, a.seed, False)
+            s = e.scores(final)
             means.append(float(s[:, col].mean()))
             hits.append(float((s[:, col] > 0.5).float().mean()))
             ids.append(change(s, s_orig, IDENTITY))
-        row[name] = {"mean": means, "hit": hits, "identity": ids, "spearman": spearman(means)}
+            noise.append(roughness(final) / row["original_roughness"])
+        row[name] = {"mean": means, "hit": hits, "identity": ids, "roughness": noise, "spearman": spearman(means)}
     return row
 
 
@@ -169,6 +178,13 @@ def main() -> None:
               f"| {pl['hit'][-1]:.2f} | {pl['identity'][-1]:.3f} | {ph['hit'][-1]:.2f} | {ph['identity'][-1]:.3f} "
               f"| {' '.join(f'{m:.2f}' for m in pl['mean'])} | {pl['spearman']:.2f} "
               f"| {' '.join(f'{m:.2f}' for m in ph['mean'])} | {ph['spearman']:.2f} |", flush=True)
+    print("\nPer ρ (0 … 1): hit rate / identity / roughness ÷ the original samples' (residual noise)\n")
+    print("| target | AVI | " + " | ".join(f"ρ {r}" for r in RHOS) + " |\n|---|---|" + "---|" * len(RHOS))
+    for attribute, r in result["fidelity"].items():
+        for name in ("plain", "phi"):
+            v = r[name]
+            print(f"| {attribute} | {'x values' if name == 'plain' else 'Φ'} | " + " | ".join(
+                f"{h:.2f} / {i:.3f} / {n:.2f}" for h, i, n in zip(v["hit"], v["identity"], v["roughness"])) + " |")
     print("\nΦ: pairs generated in " + ", ".join(f"{r['pairs_s']:.0f} s" for r in result["fidelity"].values())
           + "; trained in " + ", ".join(f"{r['train_s']:.1f} s" for r in result["fidelity"].values()))
     result["subspaces"] = subspaces(e, a)
