@@ -13,6 +13,9 @@ from comfy_api.latest import ComfyExtension, io  # noqa: E402
 
 from .nodes import NODES  # noqa: E402
 
+# web/docs/<node id>.md: the help pages the frontend shows for our nodes (scripts/node_docs.py)
+WEB_DIRECTORY = "./web"
+
 
 class HSpaceExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:

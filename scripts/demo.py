@@ -1,6 +1,7 @@
-"""Runs every API-format workflow in workflows/ on the embedded faces model through a real
+"""Runs every API-format workflow in api_workflows/ on the embedded faces model through a real
 ComfyUI server, and writes each saved image batch as one grid PNG to out/demo/ (an edit strip:
-one row per sweep multiplier, one column per sample)."""
+one row per sweep multiplier, one column per sample). With --thumbnails it also writes each
+workflow's template thumbnail, example_workflows/<name>.jpg (its first picture)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
@@ -50,7 +51,31 @@ def columns_for(prompt: dict, save_node: str) -> int:
     return 8
 
 
+THUMBNAIL = (512, 384)  # the frontend's template cards show <name>.jpg
+
+
+def thumbnail(picture: Image.Image) -> Image.Image:
+    """The picture fitted into a white 4:3 card."""
+    card = Image.new("RGB", THUMBNAIL, "white")
+    picture = picture.copy()
+    picture.thumbnail(THUMBNAIL, Image.NEAREST)
+    card.paste(picture, ((THUMBNAIL[0] - picture.width) // 2, (THUMBNAIL[1] - picture.height) // 2))
+    return card
+
+
+def text_card(lines: list[str]) -> Image.Image:
+    """A thumbnail for a workflow the demo cannot run (it needs the user's checkpoint)."""
+    card = Image.new("RGB", THUMBNAIL, (236, 240, 246))
+    draw = ImageDraw.Draw(card)
+    for i, line in enumerate(lines):
+        font = ImageFont.load_default(34 if i == 0 else 22)
+        draw.text((THUMBNAIL[0] // 2, 130 + 60 * i), line, fill="black", font=font, anchor="mm")
+    return card
+
+
 def main() -> None:
+    make_thumbnails = "--thumbnails" in sys.argv[1:]
+    examples = REPO / "example_workflows"
     out = REPO / "out" / "demo"
     base = REPO / "out" / "server"
     shutil.rmtree(base, ignore_errors=True)
@@ -58,17 +83,27 @@ def main() -> None:
     start = time.monotonic()
     with ComfyServer(base) as server:
         print(f"ComfyUI up in {time.monotonic() - start:.1f} s at {server.url}")
-        for workflow in sorted((REPO / "workflows").glob("*.api.json")):
+        for workflow in sorted((REPO / "api_workflows").glob("*.api.json")):
             t = time.monotonic()
             prompt = json.loads(workflow.read_text())
             entry = server.run(prompt)
-            for node_id, node_output in entry["outputs"].items():
+            pictures = []
+            for node_id, node_output in sorted(entry["outputs"].items(), key=lambda item: int(item[0])):
                 files = [base / "output" / i.get("subfolder", "") / i["filename"] for i in node_output.get("images", [])]
                 if files:
                     name = prompt[node_id]["inputs"].get("filename_prefix", node_id)
-                    grid(files, columns_for(prompt, node_id)).save(out / f"{name}.png")
+                    pictures.append(grid(files, columns_for(prompt, node_id)))
+                    pictures[-1].save(out / f"{name}.png")
                     print(f"  {out / (name + '.png')}: {len(files)} images")
+            if make_thumbnails:
+                thumbnail(pictures[0]).save(examples / workflow.name.replace(".api.json", ".jpg"), quality=90)
             print(f"{workflow.name}: {time.monotonic() - t:.1f} s")
+    if make_thumbnails:
+        for workflow in sorted((REPO / "api_workflows" / "sd").glob("*.api.json")):
+            name = workflow.name.replace(".api.json", "")
+            text_card([name, "Stable Diffusion 1.5 graph", "load your own checkpoint"]).save(examples / f"{name}.jpg",
+                                                                                           quality=90)
+        print(f"thumbnails written to {examples}")
     print(f"demo done in {time.monotonic() - start:.1f} s; images in {out}")
 
 

@@ -2,16 +2,17 @@
 import json
 
 import pytest
+import requests
 import torch
 from PIL import Image
 from safetensors.torch import save_file
 
 from comfy_hspace import directions as D
-from comfy_server import REPO, ComfyServer, pack_node_ids
-from workflow_ui import api_to_ui, ui_to_api
+from comfy_server import PACK_NAME, REPO, ComfyServer, pack_node_ids
+from workflow_ui import api_to_ui, ui_to_api, ui_twin
 
-WORKFLOWS = sorted((REPO / "workflows").glob("*.api.json"))  # on the embedded model: run here
-ALL_WORKFLOWS = sorted((REPO / "workflows").rglob("*.api.json"))  # sd/: need the user's checkpoint
+WORKFLOWS = sorted((REPO / "api_workflows").glob("*.api.json"))  # on the embedded model: run here
+ALL_WORKFLOWS = sorted((REPO / "api_workflows").rglob("*.api.json"))  # sd/: need the user's checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,29 @@ def server(tmp_path_factory):
         yield s
 
 
+def test_server_lists_every_ui_workflow_as_a_template_with_a_thumbnail(server):
+    templates = requests.get(server.url + "/workflow_templates", timeout=30).json()
+    names = sorted(p.stem for p in (REPO / "example_workflows").glob("*.json"))
+    assert sorted(templates[PACK_NAME]) == names == sorted(ui_twin(w).stem for w in ALL_WORKFLOWS)
+    for name in names:  # as the frontend fetches them
+        r = requests.get(f"{server.url}/api/workflow_templates/{PACK_NAME}/{name}.json", timeout=30)
+        assert r.status_code == 200 and r.json()["nodes"]
+        r = requests.get(f"{server.url}/api/workflow_templates/{PACK_NAME}/{name}.jpg", timeout=30)
+        assert r.status_code == 200 and r.content[:3] == b"\xff\xd8\xff", f"{name}.jpg: no JPEG thumbnail"
+
+
+def test_node_help_pages_are_served_and_up_to_date(server):
+    import node_docs
+
+    pages = node_docs.pages()
+    assert sorted(pages) == sorted(pack_node_ids())
+    for node_id, text in pages.items():
+        assert (node_docs.DOCS / f"{node_id}.md").read_text() == text, "run scripts/node_docs.py"
+        r = requests.get(f"{server.url}/extensions/{PACK_NAME}/docs/{node_id}.md", timeout=30)  # as the frontend asks
+        assert r.status_code == 200 and r.text == text
+    assert "| rho | STRING | 1.0 |" in pages["HSpaceAVILatentMerge"]
+
+
 def test_object_info_lists_the_pack_with_direction_sockets(server):
     info = server.object_info
     assert len(pack_node_ids()) >= 10 and all(n in info for n in pack_node_ids())
@@ -40,7 +64,7 @@ def test_object_info_lists_the_pack_with_direction_sockets(server):
 @pytest.mark.parametrize("workflow", ALL_WORKFLOWS, ids=[w.name for w in ALL_WORKFLOWS])
 def test_ui_workflow_is_the_same_graph_as_its_api_twin(server, workflow):
     api = json.loads(workflow.read_text())
-    ui = json.loads(workflow.with_name(workflow.name.replace(".api.json", ".json")).read_text())
+    ui = json.loads(ui_twin(workflow).read_text())
     assert ui_to_api(ui, server.object_info) == api
     assert ui == api_to_ui(api, server.object_info), "run scripts/workflow_ui.py to regenerate the UI file"
     types = {n["type"] for n in ui["nodes"]}
@@ -58,7 +82,7 @@ def test_workflow_runs_and_writes_pngs(server, workflow):
 
 
 def test_sweep_workflow_gives_one_image_per_member(server):
-    prompt = json.loads((REPO / "workflows" / "random_direction_strip.api.json").read_text())
+    prompt = json.loads((REPO / "api_workflows" / "random_direction_strip.api.json").read_text())
     files = server.output_files(server.run(prompt))
     sweep = prompt["5"]["inputs"]["sweep"].split(",")
     assert len(files) == len(sweep) * prompt["3"]["inputs"]["batch_size"]
@@ -67,9 +91,9 @@ def test_sweep_workflow_gives_one_image_per_member(server):
 
 
 def test_a_nan_direction_file_fails_the_prompt_with_a_clear_message(server):
-    prompt = json.loads((REPO / "workflows" / "random_direction_strip.api.json").read_text())
+    prompt = json.loads((REPO / "api_workflows" / "random_direction_strip.api.json").read_text())
     prompt["4"] = {"class_type": "HSpaceLoadDirections", "inputs": {"filename": "nan.safetensors"}}
     with pytest.raises(RuntimeError, match="NaN or inf"):
         server.run(prompt)
     # the server keeps working afterwards
-    assert server.output_files(server.run(json.loads((REPO / "workflows" / "random_direction_strip.api.json").read_text())))
+    assert server.output_files(server.run(json.loads((REPO / "api_workflows" / "random_direction_strip.api.json").read_text())))
