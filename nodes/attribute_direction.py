@@ -51,7 +51,8 @@ class Disentangle(io.ComfyNode):
             description="Paper 000 §V: removes from each primary direction what it shares with the others, "
                         "projecting it per timestep onto the orthogonal complement of their joint span, "
                         "w₀ − W(WᵀW)⁻¹Wᵀw₀ (all others at once, not one after another).",
-            inputs=[Directions.Input("primary"),
+            inputs=[Directions.Input("primary",
+                                     tooltip="The directions to clean; each loses its part in the span of `others`."),
                     Directions.Input("others", tooltip="The directions it should no longer move, e.g. a correlated "
                                                        "attribute's (combine several with Combine Directions).")],
             outputs=[Directions.Output()],

@@ -11,7 +11,7 @@ from comfy_api.latest import io
 
 from comfy_hspace import avi
 
-from .common import AVI_FOLDER, CATEGORY, parse_floats, safe_name
+from .common import AVI_FOLDER, CATEGORY, TIPS, parse_floats, safe_name
 
 Phi = io.Custom("HSPACE_AVI_PHI")
 SPLIT = ("Sample x with KSamplerAdvanced (original conditioning, steps 0 → Tx, return_with_leftover_noise on) and z "
@@ -47,15 +47,17 @@ class AVITrainer(io.ComfyNode):
                 io.Int.Input("epochs", default=5, min=1, max=10000,
                              tooltip="Passes over the pairs. Paper: 5 epochs of 5,000 pairs at batch 256, about "
                                      "100 updates; with fewer pairs raise it to keep about 100 updates."),
-                io.Int.Input("batch_size", default=256, min=1, max=65536),
-                io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-4, round=1e-7),
+                io.Int.Input("batch_size", default=256, min=1, max=65536,
+                             tooltip="Pairs per update (paper: 256)."),
+                io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-4, round=1e-7,
+                               tooltip=TIPS["learning_rate"]),
                 io.Float.Input("target_weight", default=3.0, min=0.0, max=1000.0, step=0.1, tooltip="λ1, on ‖ŷ − z‖²."),
                 io.Float.Input("original_weight", default=10.0, min=0.0, max=1000.0, step=0.1, tooltip="λ2, on ‖ỹ − x‖²."),
                 io.Float.Input("values_weight", default=10.0, min=0.0, max=1000.0, step=0.1, tooltip="λ3, on ‖S − Sz‖²."),
                 io.Float.Input("correction_weight", default=10.0, min=0.0, max=1000.0, step=0.1,
                                tooltip="λ4, on ‖S + Δs − Sx‖²."),
                 io.Int.Input("hidden", default=0, min=0, max=65536, tooltip="Width of Φ's layers; 0 = H·W (paper)."),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, tooltip=TIPS["seed"]),
                 io.String.Input("name", default="avi_phi", tooltip="File name in models/hspace_avi; empty: not saved."),
             ],
             outputs=[Phi.Output("phi"), io.String.Output("losses", tooltip="Mean losses of each epoch.")],
@@ -93,7 +95,8 @@ class LoadAVIPhi(io.ComfyNode):
         return io.Schema(
             node_id="HSpaceLoadAVIPhi", display_name="Load AVI Singular Value Net (h-space)", category=CATEGORY,
             description="Loads a Φ trained by AVI Singular Value Trainer from models/hspace_avi (safetensors only).",
-            inputs=[io.Combo.Input("filename", options=folder_paths.get_filename_list(AVI_FOLDER))],
+            inputs=[io.Combo.Input("filename", options=folder_paths.get_filename_list(AVI_FOLDER),
+                                   tooltip="A Φ file in models/hspace_avi.")],
             outputs=[Phi.Output("phi")],
         )
 
@@ -156,7 +159,8 @@ class LatentSingularValues(io.ComfyNode):
                         "values change coarse attributes, earlier fine ones. Several scales give a sweep: a batch "
                         "per scale, one after another (use a deterministic sampler after it to compare them).",
             inputs=[
-                io.Latent.Input("latent"),
+                io.Latent.Input("latent",
+                                tooltip="Latent from a KSamplerAdvanced that stopped at the chosen step with leftover noise."),
                 io.String.Input("indices", default="0", tooltip="Singular values to scale, 0 = the largest; e.g. '0, 1'."),
                 io.String.Input("scales", default="0.8, 0.9, 1.0, 1.1, 1.2",
                                 tooltip="Multipliers; one batch of the latent per value."),

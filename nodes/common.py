@@ -17,6 +17,23 @@ DIRECTIONS_FOLDER = "hspace_directions"
 DISCOVERY_FOLDER = "hspace_discovery"  # Discovery Trainer states
 AVI_FOLDER = "hspace_avi"  # AVI Φ networks
 EMBEDDED_DIR = EMBEDDED.parent
+# Tooltips of the inputs many nodes share with ComfyUI's own samplers.
+TIPS = {
+    "model": "The diffusion model (SD1.x/SD2.x/SDXL checkpoint or a pixel DDPM).",
+    "positive": "Conditioning of the samples (prompt or label).",
+    "negative": "Negative conditioning, used with cfg > 1.",
+    "vae": "Decodes the samples to images (encodes, for Invert Image).",
+    "seed": "Seed of the starting noise, as KSampler's.",
+    "steps": "Sampling steps, as KSampler's.",
+    "cfg": "Classifier-free guidance scale, as KSampler's (1 = conditional pass only).",
+    "sampler_name": "ComfyUI sampler, as KSampler's.",
+    "scheduler": "ComfyUI scheduler, as KSampler's.",
+    "denoise": "Fraction of the schedule to run, as KSampler's.",
+    "latent_image": "Empty latent: image size and batch.",
+    "start_percent": "Start of the edit interval as a fraction of the schedule (0 = first step).",
+    "end_percent": "End of the edit interval as a fraction of the schedule (1 = last step).",
+    "learning_rate": "Adam's learning rate (paper: 1e-3).",
+}
 
 for folder in (DIRECTIONS_FOLDER, DISCOVERY_FOLDER, AVI_FOLDER):
     if folder not in folder_paths.folder_names_and_paths:

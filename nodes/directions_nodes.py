@@ -9,7 +9,7 @@ from comfy_api.latest import io
 from comfy_hspace import directions as D
 from comfy_hspace.comfy_host import bottleneck_shape, model_fingerprint
 
-from .common import CATEGORY, DIRECTIONS_FOLDER, Directions, parse_floats, safe_name
+from .common import CATEGORY, DIRECTIONS_FOLDER, TIPS, Directions, parse_floats, safe_name
 
 
 class SaveDirections(io.ComfyNode):
@@ -19,7 +19,8 @@ class SaveDirections(io.ComfyNode):
             node_id="HSpaceSaveDirections", display_name="Save Directions (h-space)", category=CATEGORY,
             description="Saves directions as .safetensors (metadata in the header) into models/hspace_directions, "
                         "where Load Directions finds them.",
-            inputs=[Directions.Input("directions"),
+            inputs=[Directions.Input("directions",
+                                     tooltip="Directions from any h-space node (HSPACE_DIRECTIONS)."),
                     io.String.Input("filename", default="directions",
                                     tooltip="File name without extension; other characters become '_'."),
                     io.Boolean.Input("overwrite", default=False,
@@ -48,7 +49,8 @@ class LoadDirections(io.ComfyNode):
             node_id="HSpaceLoadDirections", display_name="Load Directions (h-space)", category=CATEGORY,
             description="Loads a direction file from models/hspace_directions. Only safetensors files written by "
                         "this pack are accepted; NaN or inf values are refused.",
-            inputs=[io.Combo.Input("filename", options=folder_paths.get_filename_list(DIRECTIONS_FOLDER))],
+            inputs=[io.Combo.Input("filename", options=folder_paths.get_filename_list(DIRECTIONS_FOLDER),
+                                   tooltip="A direction file in models/hspace_directions.")],
             outputs=[Directions.Output()],
         )
 
@@ -73,9 +75,11 @@ class RandomDirections(io.ComfyNode):
             description="Random time-invariant directions shaped for this model's h at this latent size: "
                         "the baseline a found direction should beat. With `like` connected: one random direction "
                         "per direction of `like`, with its norm at every timestep (count and rms are not used).",
-            inputs=[io.Model.Input("model"), io.Latent.Input("latent_image"),
-                    io.Int.Input("count", default=4, min=1, max=256),
-                    io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
+            inputs=[io.Model.Input("model", tooltip=TIPS["model"]),
+                    io.Latent.Input("latent_image", tooltip="Gives the latent size the directions are shaped for."),
+                    io.Int.Input("count", default=4, min=1, max=256, tooltip="Number of random directions."),
+                    io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                                 tooltip="Seed of the random directions."),
                     io.Float.Input("rms", default=1.0, min=0.0, max=1000.0, step=0.01,
                                    tooltip="Root-mean-square value per element of each direction."),
                     Directions.Input("like", optional=True,
@@ -102,7 +106,8 @@ class SelectDirections(io.ComfyNode):
         return io.Schema(
             node_id="HSpaceSelectDirections", display_name="Select Directions (h-space)", category=CATEGORY,
             description="Keeps the chosen directions, in the given order.",
-            inputs=[Directions.Input("directions"),
+            inputs=[Directions.Input("directions",
+                                     tooltip="Directions from any h-space node (HSPACE_DIRECTIONS)."),
                     io.String.Input("indices", default="0", tooltip="Indices or names, e.g. '0, 2' or '1-3'.")],
             outputs=[Directions.Output()],
         )
@@ -118,7 +123,8 @@ class ScaleDirections(io.ComfyNode):
         return io.Schema(
             node_id="HSpaceScaleDirections", display_name="Scale Directions (h-space)", category=CATEGORY,
             description="Multiplies each direction by a factor (negative flips it).",
-            inputs=[Directions.Input("directions"),
+            inputs=[Directions.Input("directions",
+                                     tooltip="Directions from any h-space node (HSPACE_DIRECTIONS)."),
                     io.String.Input("factors", default="1.0", tooltip="One factor for all, or one per direction.")],
             outputs=[Directions.Output()],
         )
@@ -135,10 +141,15 @@ class CombineDirections(io.ComfyNode):
             node_id="HSpaceCombineDirections", display_name="Combine Directions (h-space)", category=CATEGORY,
             description="stack: all of a, then all of b. sum: direction k = weight_a·a_k + weight_b·b_k. "
                         "b is looked up at a's timesteps.",
-            inputs=[Directions.Input("a"), Directions.Input("b"),
-                    io.Combo.Input("mode", options=["stack", "sum"], default="stack"),
-                    io.Float.Input("weight_a", default=1.0, min=-100.0, max=100.0, step=0.01),
-                    io.Float.Input("weight_b", default=1.0, min=-100.0, max=100.0, step=0.01)],
+            inputs=[Directions.Input("a",
+                                     tooltip="First set of directions."), Directions.Input("b",
+                                                                                           tooltip="Second set: same model, space and h shape as a."),
+                    io.Combo.Input("mode", options=["stack", "sum"], default="stack",
+                                   tooltip="stack: a's directions then b's; weighted sum: weight_a·a + weight_b·b."),
+                    io.Float.Input("weight_a", default=1.0, min=-100.0, max=100.0, step=0.01,
+                                   tooltip="Weight of a in the weighted sum."),
+                    io.Float.Input("weight_b", default=1.0, min=-100.0, max=100.0, step=0.01,
+                                   tooltip="Weight of b in the weighted sum.")],
             outputs=[Directions.Output()],
         )
 
@@ -156,7 +167,8 @@ class ResizeDirections(io.ComfyNode):
             node_id="HSpaceResizeDirections", display_name="Resize Directions (h-space)", category=CATEGORY,
             description="Resizes directions to the h of another latent size (e.g. found at 512 px, used at 768 px); "
                         "per-position values are kept.",
-            inputs=[Directions.Input("directions"), io.Model.Input("model"),
+            inputs=[Directions.Input("directions",
+                                     tooltip="Directions from any h-space node (HSPACE_DIRECTIONS)."), io.Model.Input("model", tooltip=TIPS["model"]),
                     io.Latent.Input("latent_image", tooltip="A latent of the size the directions will be used at.")],
             outputs=[Directions.Output()],
         )

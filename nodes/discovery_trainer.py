@@ -9,7 +9,7 @@ from comfy_api.latest import io
 from comfy_hspace.comfy_host import train_discovery
 from comfy_hspace.discovery import DiscoverySettings
 
-from .common import CATEGORY, DISCOVERY_FOLDER, Directions, safe_name
+from .common import CATEGORY, DISCOVERY_FOLDER, TIPS, Directions, safe_name
 
 
 class DiscoveryTrainer(io.ComfyNode):
@@ -25,9 +25,9 @@ class DiscoveryTrainer(io.ComfyNode):
                         "saved to models/hspace_discovery/<name>.safetensors and training can resume from it. Use "
                         "the directions in the Edited Sampler in asymmetric mode; strength = ε.",
             inputs=[
-                io.Model.Input("model"),
-                io.Conditioning.Input("positive"),
-                io.Conditioning.Input("negative"),
+                io.Model.Input("model", tooltip=TIPS["model"]),
+                io.Conditioning.Input("positive", tooltip=TIPS["positive"]),
+                io.Conditioning.Input("negative", tooltip=TIPS["negative"]),
                 io.Latent.Input("latent_image", tooltip="Gives the image size; the batch comes from batch_size."),
                 io.Int.Input("count", default=16, min=2, max=1024, tooltip="K, the number of directions learnt."),
                 io.Float.Input("magnitude", default=2.0, min=0.01, max=100.0, step=0.1,
@@ -35,12 +35,15 @@ class DiscoveryTrainer(io.ComfyNode):
                 io.Int.Input("steps", default=20, min=1, max=1000, tooltip="M, DDIM steps of the sampling chain."),
                 io.Float.Input("t_edit", default=400.0, min=0.0, max=10000.0, step=1.0,
                                tooltip="End of the shifting interval in model timesteps (0 … 999 for a 1000-step DDPM)."),
-                io.Int.Input("batch_size", default=16, min=1, max=4096),
+                io.Int.Input("batch_size", default=16, min=1, max=4096,
+                             tooltip="Samples per training step (paper: 128 for MNIST)."),
                 io.Int.Input("training_steps", default=200, min=0, max=1000000,
                              tooltip="Total updates; with resume on, counted from the saved step."),
-                io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-4, round=1e-7),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
-                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01),
+                io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-4, round=1e-7,
+                               tooltip=TIPS["learning_rate"]),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip=TIPS["seed"]),
+                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=TIPS["cfg"]),
                 io.String.Input("name", default="discovery", tooltip="File name of the saved training state."),
                 io.Boolean.Input("resume", default=True,
                                  tooltip="On: continue from models/hspace_discovery/<name>.safetensors if it exists."),

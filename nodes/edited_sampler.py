@@ -7,7 +7,7 @@ from comfy_hspace.comfy_host import MODES, edited_sample
 from comfy_hspace.grid import labelled_grid
 from comfy_hspace.hspace import APPLY_TO
 
-from .common import CATEGORY, Directions, parse_floats
+from .common import CATEGORY, TIPS, Directions, parse_floats
 
 
 class EditedSampler(io.ComfyNode):
@@ -22,17 +22,19 @@ class EditedSampler(io.ComfyNode):
                         "their strengths edit together; x_T directions are added to the starting noise). A sweep "
                         "list gives one batch member per multiplier, all from the same noise.",
             inputs=[
-                io.Model.Input("model"),
-                io.Conditioning.Input("positive"),
-                io.Conditioning.Input("negative"),
-                io.Latent.Input("latent_image"),
+                io.Model.Input("model", tooltip=TIPS["model"]),
+                io.Conditioning.Input("positive", tooltip=TIPS["positive"]),
+                io.Conditioning.Input("negative", tooltip=TIPS["negative"]),
+                io.Latent.Input("latent_image", tooltip=TIPS["latent_image"]),
                 Directions.Input("directions", tooltip="The h-space directions to add."),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
-                io.Int.Input("steps", default=20, min=1, max=10000),
-                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip=TIPS["seed"]),
+                io.Int.Input("steps", default=20, min=1, max=10000, tooltip=TIPS["steps"]),
+                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=TIPS["cfg"]),
                 io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddpm",
                                tooltip="Used in 'both terms' mode; the asymmetric mode has its own DDIM(η) step."),
-                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="normal"),
+                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="normal",
+                               tooltip=TIPS["scheduler"]),
                 io.String.Input("strengths", default="1.0",
                                 tooltip="One strength per direction, or one for all (comma separated)."),
                 io.String.Input("sweep", default="",
@@ -50,7 +52,7 @@ class EditedSampler(io.ComfyNode):
                                        "term from an unedited pass (two passes per edited step)."),
                 io.Float.Input("eta", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Asymmetric mode only: DDIM η (0 deterministic, 1 DDPM-like)."),
-                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01, tooltip=TIPS["denoise"]),
                 io.Latent.Input("noise", optional=True,
                                 tooltip="Starting noise instead of the seed's, e.g. from Invert Image: with the ddim "
                                         "sampler, the inversion's steps and scheduler and zero edit it gives the "
@@ -84,22 +86,27 @@ class DirectionSweepGrid(io.ComfyNode):
                         "applied alone, as in the Edited Sampler, all from the same noise; the zero column is the "
                         "stock sampler's image.",
             inputs=[
-                io.Model.Input("model"),
-                io.Vae.Input("vae"),
-                io.Conditioning.Input("positive"),
-                io.Conditioning.Input("negative"),
+                io.Model.Input("model", tooltip=TIPS["model"]),
+                io.Vae.Input("vae", tooltip=TIPS["vae"]),
+                io.Conditioning.Input("positive", tooltip=TIPS["positive"]),
+                io.Conditioning.Input("negative", tooltip=TIPS["negative"]),
                 io.Latent.Input("latent_image", tooltip="Size and batch; each sample of the batch gets its own rows."),
-                Directions.Input("directions"),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
-                io.Int.Input("steps", default=20, min=1, max=10000),
-                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01),
-                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddim"),
-                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="ddim_uniform"),
+                Directions.Input("directions",
+                                 tooltip="The directions, one row of the grid each."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip=TIPS["seed"]),
+                io.Int.Input("steps", default=20, min=1, max=10000, tooltip=TIPS["steps"]),
+                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=TIPS["cfg"]),
+                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddim",
+                               tooltip=TIPS["sampler_name"]),
+                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="ddim_uniform",
+                               tooltip=TIPS["scheduler"]),
                 io.String.Input("strengths", default="-2, -1, 0, 1, 2", tooltip="The columns."),
                 io.Combo.Input("mode", options=list(MODES), default=MODES[0],
                                tooltip="As in the Edited Sampler; asymmetric for Discovery Trainer directions."),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip=TIPS["start_percent"]),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, tooltip=TIPS["end_percent"]),
                 io.Int.Input("cell_size", default=0, min=0, max=4096,
                              tooltip="Pixels per cell; small images are enlarged by a whole factor. 0: at least 128."),
             ],

@@ -6,7 +6,7 @@ from comfy_api.latest import io
 from comfy_hspace import classifier, faces
 from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm
 
-from .common import CATEGORY, EMBEDDED_DIR
+from .common import CATEGORY, EMBEDDED_DIR, TIPS
 
 EMBEDDED_DDPM = EMBEDDED_DIR / "faces-ddpm"
 Scores = io.Custom("HSPACE_SCORES")
@@ -78,7 +78,8 @@ class FaceRegionMask(io.ComfyNode):
             description="A MASK around the mouth, the eyes or the whole face of an embedded-domain image, placed "
                         "where the classifier sees the face: the region of interest for Jacobian Directions.",
             inputs=[io.Image.Input("image", tooltip=f"One {faces.SIZE}×{faces.SIZE} image of the embedded domain."),
-                    io.Combo.Input("region", options=list(faces.REGIONS), default="mouth")],
+                    io.Combo.Input("region", options=list(faces.REGIONS), default="mouth",
+                                   tooltip="Which part of the face the mask covers.")],
             outputs=[io.Mask.Output()],
         )
 
@@ -100,8 +101,10 @@ class FaceImages(io.ComfyNode):
             description="Real images of the embedded domain, drawn by the procedural generator (not the DDPM): "
                         "random factors except those set. The same seed with different settings gives the same "
                         "faces apart from the set factors, e.g. labelled pairs for Attribute Direction.",
-            inputs=[io.Int.Input("count", default=8, min=1, max=4096),
-                    io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
+            inputs=[io.Int.Input("count", default=8, min=1, max=4096,
+                                 tooltip="Number of faces."),
+                    io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                                 tooltip=TIPS["seed"]),
                     io.String.Input("factors", default="smile=1",
                                     tooltip=f"Comma-separated name=value from {list(faces.BINARY + faces.CONTINUOUS)}"
                                             f"; binary factors take 0 or 1.")],

@@ -3,7 +3,7 @@ from comfy_api.latest import io
 
 from comfy_hspace.comfy_host import record_activations
 
-from .common import CATEGORY, Activations
+from .common import CATEGORY, TIPS, Activations
 
 
 class HSpaceHook(io.ComfyNode):
@@ -16,22 +16,26 @@ class HSpaceHook(io.ComfyNode):
                         "does not grow with the number of samples. Feeds PCA Directions and Attribute Direction; "
                         "`samples` are the images it drew (decode them to score them).",
             inputs=[
-                io.Model.Input("model"),
-                io.Conditioning.Input("positive"),
-                io.Conditioning.Input("negative"),
+                io.Model.Input("model", tooltip=TIPS["model"]),
+                io.Conditioning.Input("positive", tooltip=TIPS["positive"]),
+                io.Conditioning.Input("negative", tooltip=TIPS["negative"]),
                 io.Latent.Input("latent_image", tooltip="Gives the image size (its batch size is not used), or, with "
                                                         "latent_is_noise, the starting noises themselves."),
                 io.Int.Input("n_samples", default=64, min=1, max=1000000,
                              tooltip="Sample i starts from the noise KSampler draws for seed + i."),
-                io.Int.Input("batch_size", default=16, min=1, max=4096),
+                io.Int.Input("batch_size", default=16, min=1, max=4096,
+                             tooltip="Samples per sampling run; memory grows with it, not with n_samples."),
                 io.Int.Input("components", default=16, min=0, max=4096,
                              tooltip="Principal components kept per timestep (the most PCA Directions can ask for); "
                                      "0 keeps only the means."),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
-                io.Int.Input("steps", default=20, min=1, max=10000),
-                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01),
-                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddim"),
-                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="ddim_uniform"),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip=TIPS["seed"]),
+                io.Int.Input("steps", default=20, min=1, max=10000, tooltip=TIPS["steps"]),
+                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=TIPS["cfg"]),
+                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddim",
+                               tooltip=TIPS["sampler_name"]),
+                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="ddim_uniform",
+                               tooltip=TIPS["scheduler"]),
                 io.Boolean.Input("latent_is_noise", default=False,
                                  tooltip="On: sample from the latent's rows as starting noise (e.g. inverted "
                                          "images); n_samples and seed are not used."),

@@ -3,7 +3,7 @@ from comfy_api.latest import io
 
 from comfy_hspace.comfy_host import jacobian_directions
 
-from .common import CATEGORY, Directions
+from .common import CATEGORY, TIPS, Directions
 
 
 class JacobianDirections(io.ComfyNode):
@@ -16,27 +16,31 @@ class JacobianDirections(io.ComfyNode):
                         "(same seed, sampler and noise), by power iteration. A mask restricts the output region the "
                         "directions should change. Strength 0.1 moves h by a tenth of its norm at that step.",
             inputs=[
-                io.Model.Input("model"),
-                io.Conditioning.Input("positive"),
-                io.Conditioning.Input("negative"),
+                io.Model.Input("model", tooltip=TIPS["model"]),
+                io.Conditioning.Input("positive", tooltip=TIPS["positive"]),
+                io.Conditioning.Input("negative", tooltip=TIPS["negative"]),
                 io.Latent.Input("latent_image", tooltip="One sample (batch 1); its size is the image size."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="The sample's seed, as in KSampler."),
-                io.Int.Input("steps", default=20, min=1, max=10000),
-                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01),
-                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddim"),
-                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="ddim_uniform"),
+                io.Int.Input("steps", default=20, min=1, max=10000, tooltip=TIPS["steps"]),
+                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=TIPS["cfg"]),
+                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddim",
+                               tooltip=TIPS["sampler_name"]),
+                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="ddim_uniform",
+                               tooltip=TIPS["scheduler"]),
                 io.Int.Input("step", default=5, min=0, max=9999,
                              tooltip="Where on the trajectory: 0 is the first (noisiest) step, steps − 1 the last."),
                 io.Boolean.Input("each_step", default=False,
                                  tooltip="On: directions at every step (slow); off: found at `step`, applied at all."),
-                io.Int.Input("n_directions", default=4, min=1, max=256),
+                io.Int.Input("n_directions", default=4, min=1, max=256,
+                             tooltip="How many top singular vectors of ∂ε/∂h to find."),
                 io.Int.Input("batch_size", default=4, min=1, max=256,
                              tooltip="Vectors iterated together; fewer use less memory (sequential variant with "
                                      "deflation), n_directions is the parallel algorithm."),
                 io.Float.Input("tolerance", default=1e-3, min=1e-8, max=0.5, step=1e-4, round=1e-8,
                                tooltip="Stop when ‖JᵀJv − σ²v‖/σ² is below this for every vector."),
-                io.Int.Input("max_iterations", default=50, min=1, max=10000),
+                io.Int.Input("max_iterations", default=50, min=1, max=10000,
+                             tooltip="Cap on power iterations per block."),
                 io.Boolean.Input("scale_by_singular_value", default=False,
                                  tooltip="On: direction k is scaled by σ_k/σ_1, so weaker directions move h less."),
                 io.Mask.Input("mask", optional=True,

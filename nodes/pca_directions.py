@@ -13,7 +13,8 @@ class PCADirections(io.ComfyNode):
             description="Paper 000 §IV-A: direction k is the k-th principal component of h at every timestep, from "
                         "the HSpace Hook's streaming PCA, scaled so that strength 1 is one standard deviation and "
                         "with signs consistent across timesteps. Explained-variance ratios are in the metadata.",
-            inputs=[Activations.Input("activations"),
+            inputs=[Activations.Input("activations",
+                                      tooltip="Activations from an HSpace Hook run with components > 0."),
                     io.Int.Input("n_components", default=8, min=1, max=4096,
                                  tooltip="At most the number of components the HSpace Hook kept.")],
             outputs=[Directions.Output()],

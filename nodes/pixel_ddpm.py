@@ -30,7 +30,8 @@ class PixelDDPMLoader(io.ComfyNode):
             description="Loads a pixel-space diffusers DDPM folder from models/diffusers (unet/ config + "
                         "safetensors weights, scheduler config) as a MODEL for the stock samplers, with the "
                         "pixel-space VAE for VAE Decode/Encode. Use EmptyChromaRadianceLatentImage for empty latents.",
-            inputs=[io.Combo.Input("folder", options=model_folders())],
+            inputs=[io.Combo.Input("folder", options=model_folders(),
+                                   tooltip="A diffusers DDPM folder in models/diffusers (unet/config.json + safetensors weights).")],
             outputs=[io.Model.Output(), io.Vae.Output()],
         )
 

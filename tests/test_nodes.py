@@ -79,3 +79,16 @@ def test_sdxl_shaped_model_gets_its_own_h_shape(pack):
     sdxl = comfy_unet("sdxl")
     d = random_dirs(pack, sdxl, size=24)
     assert d.h_shape == (64, 12, 12)
+
+
+def test_every_node_has_a_description_and_every_input_a_tooltip(pack):
+    missing = []
+    for node in pack.nodes.NODES:
+        info = node.GET_NODE_INFO_V1()
+        if len(info.get("description", "")) < 40:
+            missing.append(f"{info['name']}: description")
+        for section in ("required", "optional"):
+            for name, spec in info["input"].get(section, {}).items():
+                if len(spec) < 2 or not spec[1].get("tooltip"):
+                    missing.append(f"{info['name']}.{name}")
+    assert not missing, missing
