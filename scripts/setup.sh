@@ -18,3 +18,16 @@ if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ scripts/setup.sh 
   touch "$stamp"
 fi
 .venv/bin/python scripts/provision_comfyui.py
+# Debian's chromium for the browser test (tests/test_browser.py): from the machine's apt cache
+# when its packages are there, else from the Debian mirror.
+if ! command -v chromium > /dev/null; then
+  echo "setup: installing Debian's chromium (log: .venv/apt.log)"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  cached=$(ls /var/cache/apt/archives/chromium_*_amd64.deb /var/cache/apt/archives/chromium-common_*_amd64.deb 2>/dev/null || true)
+  if ! { { [ -n "$cached" ] && $sudo apt-get install -y --no-install-recommends --no-download $cached; } ||
+         { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends chromium; }; } > .venv/apt.log 2>&1; then
+    tail -20 .venv/apt.log
+    echo "setup: could not install chromium; the browser test needs it" >&2
+    exit 1
+  fi
+fi
