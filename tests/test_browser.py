@@ -1,7 +1,7 @@
 """The real ComfyUI frontend in Debian's chromium, headless, against the test server: every
 UI-format workflow loads with all its node types known and no error shown, the pack's templates
 are in the template browser, and a queued workflow shows its image. Screenshots are kept in
-out/browser/ as the test's artifacts."""
+test-artifacts/browser/ as the test's artifacts."""
 import json
 import time
 
@@ -11,7 +11,7 @@ import requests
 from chromium import Chromium
 from comfy_server import REPO, ComfyServer
 
-SHOTS = REPO / "out" / "browser"
+SHOTS = REPO / "test-artifacts" / "browser"
 UI_WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 # the frontend's own dialogs and toasts that report a problem
 PROBLEMS = """Array.from(document.querySelectorAll('.p-dialog, .p-toast-message-error, .p-toast-message-warn'))
