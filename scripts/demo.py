@@ -18,9 +18,11 @@ sys.path.insert(0, str(REPO / "scripts"))
 from comfy_server import ComfyServer  # noqa: E402
 
 
-def grid(files: list[Path], columns: int, scale: int = 4) -> Image.Image:
+def grid(files: list[Path], columns: int) -> Image.Image:
     tiles = [Image.open(f).convert("RGB") for f in files]
+    columns = min(columns, len(tiles))
     w, h = tiles[0].size
+    scale = 4 if w <= 64 else 1  # 32-px samples are enlarged; a labelled grid already is
     rows = -(-len(tiles) // columns)
     sheet = Image.new("RGB", (columns * (w + 1) - 1, rows * (h + 1) - 1), "white")
     for i, tile in enumerate(tiles):
