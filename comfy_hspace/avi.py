@@ -24,8 +24,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
+
+from .directions import write_safetensors
 
 PHI_FORMAT = "comfy-hspace avi phi"
 LOSS_WEIGHTS = (3.0, 10.0, 10.0, 10.0)  # λ1 … λ4, paper §5
@@ -181,14 +182,9 @@ def merge_latents(x: torch.Tensor, z: torch.Tensor, k: int, rho: float, phi: Sin
 def save_phi(phi: SingularValueNet, path: str | os.PathLike, info: dict | None = None) -> Path:
     """Writes Φ as safetensors (shape and training settings in the metadata) via a ``.partial``
     file renamed into place, so a failed write leaves no half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
     meta = {"format": PHI_FORMAT, "height": str(phi.height), "width": str(phi.width), "hidden": str(phi.hidden),
             "info": json.dumps(info or {})}
-    save_file({k: v.contiguous() for k, v in phi.state_dict().items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return write_safetensors(path, {k: v.contiguous() for k, v in phi.state_dict().items()}, meta)
 
 
 def load_phi(path: str | os.PathLike) -> SingularValueNet:

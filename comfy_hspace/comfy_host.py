@@ -268,8 +268,13 @@ def edited_sample(model: Any, directions: Directions, strengths: list[float], sw
                                                  latent_image, noise_mask=latent.get("noise_mask"),
                                                  callback=callback, disable_pbar=True, seed=seed)
         members.append(samples)
+    return latent_with(latent, torch.cat(members))
+
+
+def latent_with(latent: dict, samples: torch.Tensor) -> dict:
+    """A LATENT like ``latent`` holding other samples (a new batch: per-sample keys are dropped)."""
     out = {k: v for k, v in latent.items() if k not in ("samples", "batch_index", "noise_mask")}
-    out["samples"] = torch.cat(members)
+    out["samples"] = samples
     return out
 
 

@@ -81,14 +81,20 @@ def _metadata(d: Directions) -> dict[str, str]:
     }
 
 
-def save_directions(d: Directions, path: str | os.PathLike) -> Path:
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Writes next to ``path`` and renames into place: a failed or cancelled save never leaves a
+    half-written file under the real name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    tensors = {"directions": d.vectors.contiguous().float().cpu(), "timesteps": d.timesteps.float().cpu()}
-    save_file(tensors, str(tmp), metadata=_metadata(d))
-    os.replace(tmp, path)  # a failed save never leaves a half-written file under the real name
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
     return path
+
+
+def save_directions(d: Directions, path: str | os.PathLike) -> Path:
+    tensors = {"directions": d.vectors.contiguous().float().cpu(), "timesteps": d.timesteps.float().cpu()}
+    return write_safetensors(path, tensors, _metadata(d))
 
 
 def load_directions(path: str | os.PathLike) -> Directions:

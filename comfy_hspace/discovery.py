@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,8 +18,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
+
+from .directions import write_safetensors
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, "Callable | None"], torch.Tensor]
 
@@ -335,12 +335,8 @@ def load_state_tensors(trainer: Trainer, tensors: dict[str, torch.Tensor]) -> No
 def save_state(path: str | Path, trainer: Trainer, metadata: dict) -> None:
     """Writes the whole training state as safetensors next to ``path`` and renames it into place,
     so a cancelled or failed run never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    save_file(state_tensors(trainer), str(tmp),
-              metadata={"format": STATE_FORMAT, **{k: json.dumps(v) for k, v in metadata.items()}})
-    os.replace(tmp, path)
+    write_safetensors(path, state_tensors(trainer),
+                      {"format": STATE_FORMAT, **{k: json.dumps(v) for k, v in metadata.items()}})
 
 
 def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:

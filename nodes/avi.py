@@ -1,7 +1,6 @@
 """Paper 003: AVI Latent Merge, the Φ trainer and loader, and singular-value edits of a latent.
 All four sit between ComfyUI's own KSamplerAdvanced nodes (split sampling with leftover noise)."""
 import os
-import sys
 
 import comfy.model_management
 import comfy.utils
@@ -10,8 +9,9 @@ import torch
 from comfy_api.latest import io
 
 from comfy_hspace import avi
+from comfy_hspace.comfy_host import latent_with
 
-from .common import AVI_FOLDER, CATEGORY, TIPS, parse_floats, safe_name
+from .common import AVI_FOLDER, CATEGORY, TIPS, parse_floats, safe_name, send_progress_text
 
 Phi = io.Custom("HSPACE_AVI_PHI")
 SPLIT = ("Sample x with KSamplerAdvanced (original conditioning, steps 0 → Tx, return_with_leftover_noise on) and z "
@@ -21,12 +21,6 @@ SPLIT = ("Sample x with KSamplerAdvanced (original conditioning, steps 0 → Tx,
 
 def _k(k: int, latent) -> int:
     return k or min(latent.shape[-2:]) // 2
-
-
-def _send_text(text: str, node) -> None:
-    server = sys.modules.get("server")  # loaded when ComfyUI serves; not when the node runs in-process
-    if server is not None and getattr(server.PromptServer, "instance", None) is not None:
-        server.PromptServer.instance.send_progress_text(text, node)
 
 
 class AVITrainer(io.ComfyNode):
@@ -74,7 +68,7 @@ class AVITrainer(io.ComfyNode):
         def progress(step, total, losses):
             comfy.model_management.throw_exception_if_processing_interrupted()
             pbar.update_absolute(step, total)
-            _send_text(f"step {step}/{total}: loss {losses['loss']:.3f}", node)
+            send_progress_text(f"step {step}/{total}: loss {losses['loss']:.3f}", node)
 
         path = None
         if name.strip():
@@ -142,9 +136,7 @@ class AVILatentMerge(io.ComfyNode):
         rhos = parse_floats(rho, "rho")
         if not rhos:
             raise ValueError("rho: empty; expected a value in [0, 1] or a list like '0, 0.5, 1'")
-        merged = torch.cat([avi.merge_latents(xs, zs, _k(k, xs), r, phi) for r in rhos])
-        out = {key: v for key, v in x.items() if key not in ("samples", "batch_index", "noise_mask")}
-        return io.NodeOutput(out | {"samples": merged})
+        return io.NodeOutput(latent_with(x, torch.cat([avi.merge_latents(xs, zs, _k(k, xs), r, phi) for r in rhos])))
 
 
 class LatentSingularValues(io.ComfyNode):
@@ -180,6 +172,5 @@ class LatentSingularValues(io.ComfyNode):
         factors = parse_floats(scales, "scales")
         if not factors:
             raise ValueError("scales: empty; expected e.g. '0.8, 1, 1.2'")
-        edited = torch.cat([avi.scale_singular_values(samples, chosen, f) for f in factors])
-        out = {key: v for key, v in latent.items() if key not in ("samples", "batch_index", "noise_mask")}
-        return io.NodeOutput(out | {"samples": edited})
+        return io.NodeOutput(latent_with(latent, torch.cat([avi.scale_singular_values(samples, chosen, f)
+                                                            for f in factors])))

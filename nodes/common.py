@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 
 import folder_paths
 from comfy_api.latest import io
@@ -40,6 +41,13 @@ for folder in (DIRECTIONS_FOLDER, DISCOVERY_FOLDER, AVI_FOLDER):
         folder_paths.folder_names_and_paths[folder] = ([os.path.join(folder_paths.models_dir, folder)], {".safetensors"})
 # The shipped faces DDPM is a diffusers folder too: list it in the Pixel DDPM Loader.
 folder_paths.add_model_folder_path("diffusers", str(EMBEDDED_DIR))
+
+
+def send_progress_text(text: str, node_id) -> None:
+    """Text under the node's progress bar in the frontend; nothing when the node runs in-process."""
+    server = sys.modules.get("server")  # loaded when ComfyUI serves
+    if server is not None and getattr(server.PromptServer, "instance", None) is not None:
+        server.PromptServer.instance.send_progress_text(text, node_id)
 
 
 def parse_floats(text: str, what: str) -> list[float]:

@@ -1,5 +1,4 @@
 import os
-import sys
 from pathlib import Path
 
 import comfy.utils
@@ -9,7 +8,7 @@ from comfy_api.latest import io
 from comfy_hspace.comfy_host import train_discovery
 from comfy_hspace.discovery import DiscoverySettings
 
-from .common import CATEGORY, DISCOVERY_FOLDER, TIPS, Directions, safe_name
+from .common import CATEGORY, DISCOVERY_FOLDER, TIPS, Directions, safe_name, send_progress_text
 
 
 class DiscoveryTrainer(io.ComfyNode):
@@ -76,12 +75,9 @@ class DiscoveryTrainer(io.ComfyNode):
 
         def progress(step, total, losses):
             pbar.update_absolute(step, total)
-            server = sys.modules.get("server")  # loaded when ComfyUI serves; not when the node runs in-process
-            if server is not None and getattr(server.PromptServer, "instance", None) is not None:
-                server.PromptServer.instance.send_progress_text(
-                    f"step {step}/{total}: accuracy {losses['accuracy']:.2f}, classification "
-                    f"{losses['classification']:.3f}, regression {losses['regression']:.3f}, "
-                    f"D(real) {losses['d_real']:.2f}, D(shifted) {losses['d_fake']:.2f}", node)
+            send_progress_text(f"step {step}/{total}: accuracy {losses['accuracy']:.2f}, classification "
+                               f"{losses['classification']:.3f}, regression {losses['regression']:.3f}, "
+                               f"D(real) {losses['d_real']:.2f}, D(shifted) {losses['d_fake']:.2f}", node)
 
         per_step, time_invariant, _ = train_discovery(
             model, positive, negative, tuple(latent_image["samples"].shape), settings, steps, training_steps, seed, cfg,

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import comfy_env  # noqa: E402
 
 comfy_env.setup()
+import comfy.samplers  # noqa: E402
 import comfy.utils  # noqa: E402
 import nodes  # noqa: E402
 
@@ -119,12 +120,11 @@ def subspaces(e: Embedded, a) -> list[dict]:
     latents = [e.sample("null", empty, 0, 1, a.seed, True)]
     for i in range(1, a.steps):
         latents.append(e.sample("null", latents[-1], i, i + 1, a.seed, False))
-    sigmas = e.model.get_model_object("model_sampling")
-    import comfy.samplers
-    schedule = comfy.samplers.calculate_sigmas(sigmas, "ddim_uniform", a.steps)
+    model_sampling = e.model.get_model_object("model_sampling")
+    schedule = comfy.samplers.calculate_sigmas(model_sampling, "ddim_uniform", a.steps)
     rows = []
     for i, lat in enumerate(latents):
-        t = float(sigmas.timestep(schedule[i + 1])) if i + 1 < a.steps else 0.0
+        t = float(model_sampling.timestep(schedule[i + 1])) if i + 1 < a.steps else 0.0
         row = {"step": i + 1, "t": t}
         for r in (1, 4):
             row[f"next_r{r}"] = float(avi.grassmann_distance(lat, latents[i + 1], r).mean()) if i + 1 < len(latents) else 0.0
