@@ -117,7 +117,10 @@ def test_bad_input_names_the_input(pixel_model, tmp_path):
 
 def test_two_gloo_processes_train_what_one_process_trains(tmp_path):
     """torchrun with two CPU processes (gloo), half the batch each, against one process with the
-    whole batch: the same parameters after two steps."""
+    whole batch: after one step both runs hold the same gradient. Adam's first moment after one
+    step is exactly (1 − β1)·g of the reduced gradient, so the saved states compare the gradients
+    themselves; the parameters are not compared, since Adam's first step is about lr·sign(g) and
+    turns rounding in near-zero gradients into full-size differences."""
     import os
     import subprocess
     import sys
@@ -127,7 +130,7 @@ def test_two_gloo_processes_train_what_one_process_trains(tmp_path):
 
     folder = save_pixel_ddpm(tmp_path / "ddpm")
     common = [str(REPO / "scripts" / "train_discovery.py"), "--model", str(folder), "--count", "3", "--steps", "3",
-              "--t-edit", "600", "--batch-size", "4", "--training-steps", "2", "--direction-samples", "1"]
+              "--t-edit", "600", "--batch-size", "4", "--training-steps", "1", "--direction-samples", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, *common, "--state", str(tmp_path / "one.safetensors")], env=env,
                          capture_output=True, text=True, timeout=600)
@@ -138,12 +141,21 @@ def test_two_gloo_processes_train_what_one_process_trains(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     a, meta_a = load_state(tmp_path / "one.safetensors")
     b, meta_b = load_state(tmp_path / "two.safetensors")
-    assert meta_a["step"] == meta_b["step"] == 2 and a.keys() == b.keys()
+    assert meta_a["step"] == meta_b["step"] == 1 and a.keys() == b.keys()
+    first_moments = [k for k in a if k.endswith(".exp_avg")]
+    assert len(first_moments) == sum(1 for k in a if k.split(".")[0] in ("shift", "reconstructor", "discriminator"))
     moved = 0
-    for k in a:
-        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-6), k
-        moved += int(k.startswith("shift.out_weight"))
-    # and training did move the zero-initialised output convolutions
+    for k in first_moments:
+        g_one, g_two = a[k].double(), b[k].double()
+        # the shift block's inner layers get no gradient through its zero-initialised output yet
+        if g_one.norm() == 0:
+            assert g_two.norm() == 0, k
+            continue
+        moved += 1
+        rel = ((g_one - g_two).norm() / g_one.norm()).item()
+        assert rel <= 1e-4, (k, rel)  # float32 sums in another order; a wrong split or mean is O(1)
+    assert moved > len(first_moments) // 2
+    # and the step did move the zero-initialised output convolutions
     assert a["shift.out_weight"].abs().sum() > 0
 
 
