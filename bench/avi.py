@@ -25,7 +25,7 @@ import tiny_models  # noqa: E402
 import comfy.utils  # noqa: E402
 import nodes as comfy_nodes  # noqa: E402
 from comfy_hspace import avi  # noqa: E402
-from comfy_hspace.comfy_host import load_pixel_ddpm  # noqa: E402
+from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm  # noqa: E402
 
 
 def main() -> None:

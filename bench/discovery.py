@@ -22,8 +22,9 @@ import comfy.utils  # noqa: E402
 from comfy_hspace import discovery as dv  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
 from comfy_hspace.classifier import EMBEDDED  # noqa: E402
-from comfy_hspace.comfy_host import (CLASS_KEY, discovery_schedule, load_pixel_ddpm, new_discovery_trainer,  # noqa: E402
-                                     noise_scale, with_denoiser)
+from comfy_hspace.host.discovery import discovery_schedule, new_discovery_trainer, with_denoiser  # noqa: E402
+from comfy_hspace.host.latents import noise_scale  # noqa: E402
+from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm  # noqa: E402
 
 NULL = [[torch.zeros(1, 1, 1), {CLASS_KEY: faces.NULL_CLASS}]]
 

@@ -19,8 +19,11 @@ from bench_common import EMBEDDED_SIZE, interleaved_medians
 import tiny_models  # noqa: E402
 import comfy.utils  # noqa: E402
 import nodes as comfy_nodes  # noqa: E402
-from comfy_hspace.comfy_host import bottleneck_shape, edited_sample, load_pixel_ddpm  # noqa: E402
+from comfy_hspace.host.edited_sampling import edited_sample  # noqa: E402
+from comfy_hspace.host.model_info import bottleneck_shape  # noqa: E402
+from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm  # noqa: E402
 from comfy_hspace.directions import Directions  # noqa: E402
+from comfy_hspace.settings import SamplerSettings  # noqa: E402
 
 
 def main() -> None:
@@ -41,8 +44,8 @@ def main() -> None:
         comfy_nodes.common_ksampler(model, 1, a.steps, 1.0, "ddpm", "normal", cond, cond, latent)
 
     def edited(mode):
-        return lambda: edited_sample(model, directions, [1.0, 0.5], [1.0], 1, a.steps, 1.0, "ddpm", "normal",
-                                     cond, cond, latent, mode=mode)
+        return lambda: edited_sample(model, directions, SamplerSettings(1, a.steps, 1.0, "ddpm", "normal"), cond, cond,
+                                     latent, strengths=[1.0, 0.5], sweep=[1.0], mode=mode)
 
     stock()  # warm-up: first call loads the model
     plain, both, asyrp = interleaved_medians([stock, edited("both terms"), edited("asymmetric (Asyrp)")], a.repeats)

@@ -19,8 +19,11 @@ import comfy.sample  # noqa: E402
 import comfy.utils  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
 from comfy_hspace.classifier import EMBEDDED  # noqa: E402
-from comfy_hspace.comfy_host import CLASS_KEY, at_trajectory_steps, jacobian_maps, load_pixel_ddpm  # noqa: E402
+from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm  # noqa: E402
+from comfy_hspace.host.trajectory import at_trajectory_steps  # noqa: E402
+from comfy_hspace.jacobian import jacobian_maps  # noqa: E402
 from comfy_hspace.jacobian import top_singular_vectors  # noqa: E402
+from comfy_hspace.settings import SamplerSettings  # noqa: E402
 
 
 def main() -> None:
@@ -57,8 +60,8 @@ def main() -> None:
         return None
 
     with torch.inference_mode():  # as a running prompt
-        at_trajectory_steps(model, null, null, latent, comfy.sample.prepare_noise(latent, 0), 0, 20, 1.0, "ddim",
-                            "ddim_uniform", [8], analyse)
+        at_trajectory_steps(model, null, null, latent, comfy.sample.prepare_noise(latent, 0),
+                            SamplerSettings(0, 20, 1.0, "ddim", "ddim_uniform"), wanted=[8], analyse=analyse)
     for r in results:
         print(f"batch {r['batch']}: forward {r['forward_s'] * 1000:.1f} ms, power iteration "
               f"{r['iteration_s'] * 1000:.1f} ms: {r['ratio']:.2f}× (target ≤ 4); one-off set-up {r['setup_s']:.2f} s")

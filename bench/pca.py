@@ -26,15 +26,19 @@ import comfy.sample  # noqa: E402
 import comfy.utils  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
 from comfy_hspace.classifier import EMBEDDED  # noqa: E402
-from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm, record_activations, seed_noise  # noqa: E402
+from comfy_hspace.host.latents import seed_noise  # noqa: E402
+from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm  # noqa: E402
+from comfy_hspace.host.recording import record_activations  # noqa: E402
 from comfy_hspace.pca import StreamingPCA  # noqa: E402
+from comfy_hspace.settings import SamplerSettings  # noqa: E402
 
 NULL = [[torch.zeros(1, 1, 1), {CLASS_KEY: faces.NULL_CLASS}]]
 LATENT = {"samples": torch.zeros(1, 3, faces.SIZE, faces.SIZE)}
 
 
 def hook(model, n: int, batch: int, steps: int):
-    return record_activations(model, NULL, NULL, LATENT, n, batch, 8, 0, steps, 1.0, "ddim", "ddim_uniform")
+    return record_activations(model, NULL, NULL, LATENT, SamplerSettings(0, steps, 1.0, "ddim", "ddim_uniform"),
+                              n_samples=n, batch_size=batch, components=8)
 
 
 def plain(model, n: int, batch: int, steps: int) -> None:

@@ -10,7 +10,7 @@ from dataclasses import replace
 import torch
 
 from .directions import SPACES, Directions, check_compatible, resample_timesteps
-from .pca import HSpaceActivations
+from .recorder import HSpaceActivations
 
 
 def top_and_bottom(scores: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from .hspace import EDIT_OFF
+from .host.patch import EDIT_OFF
 
 
 def ancestral_step(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:

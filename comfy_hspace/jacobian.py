@@ -84,3 +84,58 @@ def top_singular_vectors(jvp: LinearMap, vjp: LinearMap, h_shape: tuple[int, ...
     order = values_all.argsort(descending=True)
     return SingularVectors(values_all[order], found[order].reshape(k, *h_shape), iterations,
                            torch.cat(residuals)[order])
+
+
+def mask_for_latent(mask: torch.Tensor, latent_shape: tuple[int, ...], scale: int) -> torch.Tensor:
+    """A ComfyUI MASK ([H, W] or [1, H, W]) of the image's size as a [1, 1, h, w] weight on the
+    latent, averaged down by the VAE's ``scale``. Masks of other sizes are refused, not resized."""
+    if mask.dim() == 3 and mask.shape[0] == 1:
+        mask = mask[0]
+    if mask.dim() != 2:
+        raise ValueError(f"mask: expected one mask [H, W], got shape {list(mask.shape)}")
+    height, width = latent_shape[-2:]
+    if tuple(mask.shape) != (height * scale, width * scale):
+        raise ValueError(f"mask: {mask.shape[1]}×{mask.shape[0]} does not fit the image, which is "
+                         f"{width * scale}×{height * scale}; masks are not resized, scale or crop it to the image")
+    if not mask.any():
+        raise ValueError("mask: the mask is empty, there is no region to find directions for")
+    return torch.nn.functional.avg_pool2d(mask.float()[None, None], scale)
+
+
+@dataclass
+class TrajectoryPoint:
+    """One sample at one step of its own sampling trajectory, seen from inside ComfyUI's sampler."""
+    step: int
+    timestep: float  # model timestep
+    h: torch.Tensor  # [C, H, W] bottleneck h there, unedited
+    eps: Callable[[torch.Tensor], torch.Tensor]  # δ [b, C, H, W] ↦ guided ε [b, …] with h + δ, one row per δ
+
+
+def jacobian_maps(point: TrajectoryPoint, weight: torch.Tensor | None = None) -> tuple[Callable, Callable]:
+    """(v ↦ Jv, u ↦ Jᵀu) for J = ∂(weight·ε)/∂h at ``point``, batched along dim 0. Jv is forward
+    mode, linearised once per batch size so that each product costs about one pass; Jᵀu reuses
+    one retained reverse graph per batch size (J is only ever taken at δ = 0)."""
+    region = None if weight is None else weight.to(point.h).clone()  # clone: not an inference tensor
+    h_shape = tuple(point.h.shape)
+
+    def masked_eps(delta):
+        out = point.eps(delta)
+        return out if region is None else out * region
+
+    linear, graphs = {}, {}
+
+    def jvp(v):
+        b = v.shape[0]
+        if b not in linear:
+            _, linear[b] = torch.func.linearize(masked_eps, torch.zeros(b, *h_shape).to(point.h))
+        return linear[b](v.to(point.h))
+
+    def vjp(u):
+        b = u.shape[0]
+        if b not in graphs:
+            delta = torch.zeros(b, *h_shape).to(point.h).requires_grad_(True)
+            graphs[b] = (delta, masked_eps(delta))
+        delta, out = graphs[b]
+        return torch.autograd.grad(out, delta, u.to(out), retain_graph=True)[0].double()
+
+    return jvp, vjp

@@ -9,7 +9,7 @@ import torch
 from comfy_api.latest import io
 
 from comfy_hspace import avi
-from comfy_hspace.comfy_host import latent_with
+from comfy_hspace.host.latents import latent_with
 
 from .common import AVI_FOLDER, CATEGORY, TIPS, parse_floats, safe_name, send_progress_text
 

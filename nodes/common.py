@@ -1,4 +1,4 @@
-"""What the nodes share: the socket type, the folders, parsing of list widgets."""
+"""What the nodes share: the socket types, the folders, the sampler inputs, parsing of list widgets."""
 from __future__ import annotations
 
 import math
@@ -6,6 +6,7 @@ import os
 import re
 import sys
 
+import comfy.samplers
 import folder_paths
 from comfy_api.latest import io
 
@@ -35,6 +36,27 @@ TIPS = {
     "end_percent": "End of the edit interval as a fraction of the schedule (1 = last step).",
     "learning_rate": "Adam's learning rate (paper: 1e-3).",
 }
+
+SAMPLER_INPUTS = ("seed", "steps", "cfg", "sampler_name", "scheduler")
+
+
+def sampler_inputs(sampler_name: str = "ddim", scheduler: str = "ddim_uniform", steps: int = 20,
+                   names: tuple[str, ...] = SAMPLER_INPUTS, tips: dict[str, str] | None = None) -> list:
+    """The inputs a node shares with KSampler (in KSampler's order) with their defaults and
+    tooltips; ``tips`` replaces the tooltips of the inputs it names."""
+    tip = {**TIPS, **(tips or {})}
+    made = {
+        "seed": io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip=tip["seed"]),
+        "steps": io.Int.Input("steps", default=steps, min=1, max=10000, tooltip=tip["steps"]),
+        "cfg": io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=tip["cfg"]),
+        "sampler_name": io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default=sampler_name,
+                                       tooltip=tip["sampler_name"]),
+        "scheduler": io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default=scheduler,
+                                    tooltip=tip["scheduler"]),
+    }
+    return [made[name] for name in names]
+
 
 for folder in (DIRECTIONS_FOLDER, DISCOVERY_FOLDER, AVI_FOLDER):
     if folder not in folder_paths.folder_names_and_paths:

@@ -7,7 +7,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from comfy_hspace import directions as D
-from comfy_hspace.comfy_host import bottleneck_shape, model_fingerprint
+from comfy_hspace.host.model_info import bottleneck_shape, model_fingerprint
 
 from .common import CATEGORY, DIRECTIONS_FOLDER, TIPS, Directions, parse_floats, safe_name
 

@@ -5,10 +5,10 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
-from comfy_hspace.comfy_host import train_discovery
+from comfy_hspace.host.discovery import train_discovery
 from comfy_hspace.discovery import DiscoverySettings
 
-from .common import CATEGORY, DISCOVERY_FOLDER, TIPS, Directions, safe_name, send_progress_text
+from .common import CATEGORY, DISCOVERY_FOLDER, TIPS, Directions, sampler_inputs, safe_name, send_progress_text
 
 
 class DiscoveryTrainer(io.ComfyNode):
@@ -40,9 +40,7 @@ class DiscoveryTrainer(io.ComfyNode):
                              tooltip="Total updates; with resume on, counted from the saved step."),
                 io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-4, round=1e-7,
                                tooltip=TIPS["learning_rate"]),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
-                             tooltip=TIPS["seed"]),
-                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=TIPS["cfg"]),
+                *sampler_inputs(names=("seed", "cfg")),
                 io.String.Input("name", default="discovery", tooltip="File name of the saved training state."),
                 io.Boolean.Input("resume", default=True,
                                  tooltip="On: continue from models/hspace_discovery/<name>.safetensors if it exists."),
@@ -80,7 +78,7 @@ class DiscoveryTrainer(io.ComfyNode):
                                f"D(real) {losses['d_real']:.2f}, D(shifted) {losses['d_fake']:.2f}", node)
 
         per_step, time_invariant, _ = train_discovery(
-            model, positive, negative, tuple(latent_image["samples"].shape), settings, steps, training_steps, seed, cfg,
-            state_path=Path(path), resume=resume, save_every=save_every, direction_samples=direction_samples,
+            model, positive, negative, tuple(latent_image["samples"].shape), settings, steps=steps,
+            training_steps=training_steps, seed=seed, cfg=cfg, state_path=Path(path), resume=resume, save_every=save_every, direction_samples=direction_samples,
             progress=progress)
         return io.NodeOutput(per_step, time_invariant)

@@ -1,13 +1,14 @@
-import comfy.samplers
 import torch
 from comfy_api.latest import io
 
 from comfy_hspace import directions as D
-from comfy_hspace.comfy_host import MODES, edited_sample
+from comfy_hspace.host.edited_sampling import MODES, edited_sample
 from comfy_hspace.grid import labelled_grid
-from comfy_hspace.hspace import APPLY_TO
+from comfy_hspace.host.patch import APPLY_TO
 
-from .common import CATEGORY, TIPS, Directions, parse_floats
+from comfy_hspace.settings import SamplerSettings
+
+from .common import CATEGORY, TIPS, Directions, parse_floats, sampler_inputs
 
 
 class EditedSampler(io.ComfyNode):
@@ -27,14 +28,8 @@ class EditedSampler(io.ComfyNode):
                 io.Conditioning.Input("negative", tooltip=TIPS["negative"]),
                 io.Latent.Input("latent_image", tooltip=TIPS["latent_image"]),
                 Directions.Input("directions", tooltip="The h-space directions to add."),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
-                             tooltip=TIPS["seed"]),
-                io.Int.Input("steps", default=20, min=1, max=10000, tooltip=TIPS["steps"]),
-                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=TIPS["cfg"]),
-                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddpm",
-                               tooltip="Used in 'both terms' mode; the asymmetric mode has its own DDIM(η) step."),
-                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="normal",
-                               tooltip=TIPS["scheduler"]),
+                *sampler_inputs("ddpm", "normal", tips={"sampler_name": "Used in 'both terms' mode; the asymmetric "
+                                                                        "mode has its own DDIM(η) step."}),
                 io.String.Input("strengths", default="1.0",
                                 tooltip="One strength per direction, or one for all (comma separated)."),
                 io.String.Input("sweep", default="",
@@ -70,9 +65,10 @@ class EditedSampler(io.ComfyNode):
             raise ValueError(f"strengths: expected 1 or {directions.count} values (one per direction), "
                              f"got {len(strength_list)}")
         sweep_list = parse_floats(sweep, "sweep") or [1.0]
-        out = edited_sample(model, directions, strength_list, sweep_list, seed, steps, cfg, sampler_name,
-                            scheduler, positive, negative, latent_image, start_percent, end_percent,
-                            apply_to, mode, eta, denoise, noise)
+        sampling = SamplerSettings(seed, steps, cfg, sampler_name, scheduler, denoise)
+        out = edited_sample(model, directions, sampling, positive, negative, latent_image, strengths=strength_list,
+                            sweep=sweep_list, start_percent=start_percent, end_percent=end_percent,
+                            apply_to=apply_to, mode=mode, eta=eta, noise_latent=noise)
         return io.NodeOutput(out)
 
 
@@ -93,14 +89,7 @@ class DirectionSweepGrid(io.ComfyNode):
                 io.Latent.Input("latent_image", tooltip="Size and batch; each sample of the batch gets its own rows."),
                 Directions.Input("directions",
                                  tooltip="The directions, one row of the grid each."),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
-                             tooltip=TIPS["seed"]),
-                io.Int.Input("steps", default=20, min=1, max=10000, tooltip=TIPS["steps"]),
-                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=TIPS["cfg"]),
-                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddim",
-                               tooltip=TIPS["sampler_name"]),
-                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="ddim_uniform",
-                               tooltip=TIPS["scheduler"]),
+                *sampler_inputs(),
                 io.String.Input("strengths", default="-2, -1, 0, 1, 2", tooltip="The columns."),
                 io.Combo.Input("mode", options=list(MODES), default=MODES[0],
                                tooltip="As in the Edited Sampler; asymmetric for Discovery Trainer directions."),
@@ -120,10 +109,12 @@ class DirectionSweepGrid(io.ComfyNode):
         if not columns:
             raise ValueError("strengths: empty; expected a list like '-2, -1, 0, 1, 2'")
         batch = latent_image["samples"].shape[0]
+        sampling = SamplerSettings(seed, steps, cfg, sampler_name, scheduler)
         rows, labels = [], []
         for k, name in enumerate(directions.names):
-            out = edited_sample(model, D.select(directions, [k]), [1.0], columns, seed, steps, cfg, sampler_name,
-                                scheduler, positive, negative, latent_image, start_percent, end_percent, "both", mode)
+            out = edited_sample(model, D.select(directions, [k]), sampling, positive, negative, latent_image,
+                                strengths=[1.0], sweep=columns, start_percent=start_percent, end_percent=end_percent,
+                                mode=mode)
             images = vae.decode(out["samples"])
             images = images.reshape(len(columns), batch, *images.shape[-3:]).transpose(0, 1)
             rows += list(images)

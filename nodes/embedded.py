@@ -4,7 +4,7 @@ import torch
 from comfy_api.latest import io
 
 from comfy_hspace import classifier, faces
-from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm
+from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm
 
 from .common import CATEGORY, EMBEDDED_DIR, TIPS
 

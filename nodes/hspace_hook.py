@@ -1,9 +1,10 @@
-import comfy.samplers
 from comfy_api.latest import io
 
-from comfy_hspace.comfy_host import record_activations
+from comfy_hspace.host.recording import record_activations
 
-from .common import CATEGORY, TIPS, Activations
+from comfy_hspace.settings import SamplerSettings
+
+from .common import CATEGORY, TIPS, Activations, sampler_inputs
 
 
 class HSpaceHook(io.ComfyNode):
@@ -28,14 +29,7 @@ class HSpaceHook(io.ComfyNode):
                 io.Int.Input("components", default=16, min=0, max=4096,
                              tooltip="Principal components kept per timestep (the most PCA Directions can ask for); "
                                      "0 keeps only the means."),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
-                             tooltip=TIPS["seed"]),
-                io.Int.Input("steps", default=20, min=1, max=10000, tooltip=TIPS["steps"]),
-                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=TIPS["cfg"]),
-                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddim",
-                               tooltip=TIPS["sampler_name"]),
-                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="ddim_uniform",
-                               tooltip=TIPS["scheduler"]),
+                *sampler_inputs(),
                 io.Boolean.Input("latent_is_noise", default=False,
                                  tooltip="On: sample from the latent's rows as starting noise (e.g. inverted "
                                          "images); n_samples and seed are not used."),
@@ -49,7 +43,8 @@ class HSpaceHook(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, n_samples, batch_size, components, seed, steps, cfg,
                 sampler_name, scheduler, latent_is_noise, keep_samples=False) -> io.NodeOutput:
-        activations, samples = record_activations(model, positive, negative, latent_image, n_samples, batch_size,
-                                                  components, seed, steps, cfg, sampler_name, scheduler,
-                                                  latent_is_noise, keep_samples)
+        sampling = SamplerSettings(seed, steps, cfg, sampler_name, scheduler)
+        activations, samples = record_activations(model, positive, negative, latent_image, sampling,
+                                                  n_samples=n_samples, batch_size=batch_size, components=components,
+                                                  latent_is_noise=latent_is_noise, keep_samples=keep_samples)
         return io.NodeOutput(activations, {"samples": samples})

@@ -1,9 +1,10 @@
-import comfy.samplers
 from comfy_api.latest import io
 
-from comfy_hspace.comfy_host import invert
+from comfy_hspace.host.recording import invert
 
-from .common import CATEGORY, TIPS, Activations
+from comfy_hspace.settings import SamplerSettings
+
+from .common import CATEGORY, TIPS, Activations, sampler_inputs
 
 
 class InvertImage(io.ComfyNode):
@@ -20,11 +21,8 @@ class InvertImage(io.ComfyNode):
                     io.Image.Input("images", tooltip="The real images to invert, at the model's image size."),
                     io.Conditioning.Input("positive", tooltip=TIPS["positive"]),
                     io.Conditioning.Input("negative", tooltip=TIPS["negative"]),
-                    io.Int.Input("steps", default=50, min=1, max=10000, tooltip=TIPS["steps"]),
-                    io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                                   tooltip="1 inverts best; guidance makes the inversion drift."),
-                    io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="ddim_uniform",
-                                   tooltip=TIPS["scheduler"]),
+                    *sampler_inputs(steps=50, names=("steps", "cfg", "scheduler"),
+                                    tips={"cfg": "1 inverts best; guidance makes the inversion drift."}),
                     io.Int.Input("batch_size", default=16, min=1, max=4096,
                                  tooltip="Images inverted per run."),
                     io.Boolean.Input("keep_samples", default=False,
@@ -36,6 +34,7 @@ class InvertImage(io.ComfyNode):
     def execute(cls, model, vae, images, positive, negative, steps, cfg, scheduler, batch_size,
                 keep_samples) -> io.NodeOutput:
         latent = {"samples": vae.encode(images[:, :, :, :3])}
-        noise, activations = invert(model, positive, negative, latent, steps, cfg, scheduler, batch_size,
+        sampling = SamplerSettings(0, steps, cfg, "ddim", scheduler)
+        noise, activations = invert(model, positive, negative, latent, sampling, batch_size=batch_size,
                                     keep_samples=keep_samples)
         return io.NodeOutput({"samples": noise}, activations)

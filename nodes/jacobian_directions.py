@@ -1,9 +1,10 @@
-import comfy.samplers
 from comfy_api.latest import io
 
-from comfy_hspace.comfy_host import jacobian_directions
+from comfy_hspace.host.trajectory import jacobian_directions
 
-from .common import CATEGORY, TIPS, Directions
+from comfy_hspace.settings import SamplerSettings
+
+from .common import CATEGORY, TIPS, Directions, sampler_inputs
 
 
 class JacobianDirections(io.ComfyNode):
@@ -20,14 +21,7 @@ class JacobianDirections(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip=TIPS["positive"]),
                 io.Conditioning.Input("negative", tooltip=TIPS["negative"]),
                 io.Latent.Input("latent_image", tooltip="One sample (batch 1); its size is the image size."),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
-                             tooltip="The sample's seed, as in KSampler."),
-                io.Int.Input("steps", default=20, min=1, max=10000, tooltip=TIPS["steps"]),
-                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=TIPS["cfg"]),
-                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddim",
-                               tooltip=TIPS["sampler_name"]),
-                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="ddim_uniform",
-                               tooltip=TIPS["scheduler"]),
+                *sampler_inputs(tips={"seed": "The sample's seed, as in KSampler."}),
                 io.Int.Input("step", default=5, min=0, max=9999,
                              tooltip="Where on the trajectory: 0 is the first (noisiest) step, steps − 1 the last."),
                 io.Boolean.Input("each_step", default=False,
@@ -53,6 +47,8 @@ class JacobianDirections(io.ComfyNode):
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, step,
                 each_step, n_directions, batch_size, tolerance, max_iterations, scale_by_singular_value,
                 mask=None) -> io.NodeOutput:
-        return io.NodeOutput(jacobian_directions(model, positive, negative, latent_image, seed, steps, cfg,
-                                                 sampler_name, scheduler, step, each_step, n_directions, batch_size,
-                                                 tolerance, max_iterations, mask, scale_by_singular_value))
+        sampling = SamplerSettings(seed, steps, cfg, sampler_name, scheduler)
+        return io.NodeOutput(jacobian_directions(
+            model, positive, negative, latent_image, sampling, step=step, each_step=each_step,
+            n_directions=n_directions, batch_size=batch_size, tolerance=tolerance, max_iterations=max_iterations,
+            mask=mask, scale_by_singular_value=scale_by_singular_value))

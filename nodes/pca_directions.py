@@ -1,6 +1,6 @@
 from comfy_api.latest import io
 
-from comfy_hspace.comfy_host import pca_directions
+from comfy_hspace.pca import pca_directions
 
 from .common import CATEGORY, Activations, Directions
 

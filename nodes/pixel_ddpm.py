@@ -6,7 +6,7 @@ import torch
 import folder_paths
 from comfy_api.latest import io
 
-from comfy_hspace.comfy_host import load_pixel_ddpm
+from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 
 from .common import CATEGORY
 

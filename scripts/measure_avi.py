@@ -34,7 +34,7 @@ import nodes  # noqa: E402
 from comfy_hspace import avi  # noqa: E402
 from comfy_hspace import classifier as C  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
-from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm  # noqa: E402
+from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm  # noqa: E402
 
 IDENTITY = ("x", "y", "size", "skin_hue")
 COARSE, FINE = ("x", "y", "size", "skin_hue", "bg_hue"), ("smile", "eyes_open", "glasses", "blond")

@@ -26,7 +26,7 @@ import comfy.utils  # noqa: E402
 
 from comfy_hspace import classifier as C  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
-from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm  # noqa: E402
+from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm  # noqa: E402
 
 EMBEDDED_DDPM = C.EMBEDDED.parent / "faces-ddpm"
 

@@ -35,7 +35,10 @@ from comfy_hspace import classifier as C  # noqa: E402
 from comfy_hspace import directions as D  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
 from comfy_hspace.attribute import attribute_direction, disentangle_directions  # noqa: E402
-from comfy_hspace.comfy_host import CLASS_KEY, edited_sample, invert, load_pixel_ddpm, record_activations  # noqa: E402
+from comfy_hspace.host.edited_sampling import edited_sample  # noqa: E402
+from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm  # noqa: E402
+from comfy_hspace.host.recording import invert, record_activations  # noqa: E402
+from comfy_hspace.settings import SamplerSettings  # noqa: E402
 
 EMBEDDED_DDPM = C.EMBEDDED.parent / "faces-ddpm"
 STEPS, SCHEDULER = 20, "ddim_uniform"
@@ -43,7 +46,8 @@ STEPS, SCHEDULER = 20, "ddim_uniform"
 
 def edit_scores(model, vae, clf, d, strengths, sweep, latent, null, sampler) -> torch.Tensor:
     """Classifier scores [len(sweep), N, factors] of the latent's samples edited along ``d``."""
-    out = edited_sample(model, d, strengths, sweep, 5000, STEPS, 1.0, sampler, SCHEDULER, null, null, latent)
+    out = edited_sample(model, d, SamplerSettings(5000, STEPS, 1.0, sampler, SCHEDULER), null, null, latent,
+                        strengths=strengths, sweep=sweep)
     scores = C.score_images(clf, vae.decode(out["samples"]).clamp(0, 1))
     return scores.reshape(len(sweep), -1, scores.shape[-1]) / C.SCALES
 
@@ -72,8 +76,9 @@ def main() -> None:
     report: dict = {"settings": vars(a)}
 
     t = time.monotonic()
-    activations, samples = record_activations(model, null, null, {"samples": torch.zeros(1, 3, 32, 32)}, a.samples,
-                                              64, 0, 0, STEPS, 1.0, a.sampler, SCHEDULER, keep_samples=True)
+    activations, samples = record_activations(model, null, null, {"samples": torch.zeros(1, 3, 32, 32)},
+                                              SamplerSettings(0, STEPS, 1.0, a.sampler, SCHEDULER), n_samples=a.samples,
+                                              batch_size=64, components=0, keep_samples=True)
     scores = C.score_images(clf, vae.decode(samples).clamp(0, 1))
     print(f"{a.samples} annotated samples: {time.monotonic() - t:.0f} s", file=sys.stderr)
     columns = [C.NAMES.index(k) for k in ATTRIBUTES]
@@ -184,7 +189,8 @@ def main() -> None:
     pixels = torch.from_numpy((images.transpose(0, 2, 3, 1) + 1) / 2)
     report["inversion_psnr"] = {}
     for steps in (20, 50):
-        noise, _ = invert(model, null, null, {"samples": vae.encode(pixels)}, steps, 1.0, SCHEDULER, batch_size=32)
+        noise, _ = invert(model, null, null, {"samples": vae.encode(pixels)},
+                          SamplerSettings(0, steps, 1.0, "ddim", SCHEDULER), batch_size=32)
         rec = comfy.sample.sample(model, noise, steps, 1.0, "ddim", SCHEDULER, null, null, torch.zeros_like(noise),
                                   seed=0, disable_pbar=True)
         psnr = 10 * torch.log10(1 / ((vae.decode(rec).clamp(0, 1) - pixels) ** 2).mean(dim=(1, 2, 3)))

@@ -30,8 +30,12 @@ import comfy.utils  # noqa: E402
 from comfy_hspace import classifier as C  # noqa: E402
 from comfy_hspace import directions as D  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
-from comfy_hspace.comfy_host import (CLASS_KEY, edited_sample, jacobian_directions, load_pixel_ddpm,  # noqa: E402
-                                     pca_directions, record_activations)
+from comfy_hspace.host.edited_sampling import edited_sample  # noqa: E402
+from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm  # noqa: E402
+from comfy_hspace.host.recording import record_activations  # noqa: E402
+from comfy_hspace.host.trajectory import jacobian_directions  # noqa: E402
+from comfy_hspace.pca import pca_directions  # noqa: E402
+from comfy_hspace.settings import SamplerSettings  # noqa: E402
 
 EMBEDDED_DDPM = C.EMBEDDED.parent / "faces-ddpm"
 STEPS, SAMPLER, SCHEDULER = 20, "ddim", "ddim_uniform"
@@ -43,8 +47,8 @@ def to_image(vae, latent: torch.Tensor) -> torch.Tensor:
 
 def factor_change(model, vae, clf, d: D.Directions, k: int, strength: float, latent: dict, seed: int, null):
     """Per factor, mean |score(+strength) − score(−strength)| / scale over the latent's samples."""
-    out = edited_sample(model, D.select(d, [k]), [1.0], [-strength, strength], seed, STEPS, 1.0, SAMPLER, SCHEDULER,
-                        null, null, latent, eta=0.0)
+    out = edited_sample(model, D.select(d, [k]), SamplerSettings(seed, STEPS, 1.0, SAMPLER, SCHEDULER), null, null,
+                        latent, strengths=[1.0], sweep=[-strength, strength], eta=0.0)
     n = latent["samples"].shape[0]
     scores = C.score_images(clf, to_image(vae, out["samples"]))
     return ((scores[n:] - scores[:n]).abs().mean(0) / C.SCALES), (scores[n:] - scores[:n]).mean(0)
@@ -53,7 +57,8 @@ def factor_change(model, vae, clf, d: D.Directions, k: int, strength: float, lat
 def measure_pca(model, vae, clf, null, a) -> dict:
     t = time.monotonic()
     activations, _ = record_activations(model, null, null, {"samples": torch.zeros(1, 3, faces.SIZE, faces.SIZE)},
-                                     a.samples, 64, 8, 0, STEPS, 1.0, SAMPLER, SCHEDULER)
+                                        SamplerSettings(0, STEPS, 1.0, SAMPLER, SCHEDULER), n_samples=a.samples,
+                                        batch_size=64, components=8)
     pcs = pca_directions(activations, 5)
     baseline = D.random_like(pcs, seed=1)
     print(f"PCA over {a.samples} samples: {time.monotonic() - t:.0f} s", file=sys.stderr)
@@ -85,12 +90,13 @@ def measure_jacobian(model, vae, clf, null, a) -> dict:
         mask = torch.from_numpy(faces.region_mask("mouth", s["x"], s["y"], s["size"]))
         cases = [(step, True) for step in a.jacobian_steps] + [(a.jacobian_steps[0], False)]
         for step, masked in cases:
-            d = jacobian_directions(model, null, null, latent, seed, STEPS, 1.0, SAMPLER, SCHEDULER, step, False, 2, 2,
-                                    1e-3, 60, mask[None] if masked else None)
+            d = jacobian_directions(model, null, null, latent, SamplerSettings(seed, STEPS, 1.0, SAMPLER, SCHEDULER),
+                                    step=step, each_step=False, n_directions=2, batch_size=2, tolerance=1e-3,
+                                    max_iterations=60, mask=mask[None] if masked else None)
             for start in (0.0, step / STEPS):
-                out = edited_sample(model, D.select(d, [0]), [1.0], [-a.jacobian_strength, a.jacobian_strength],
-                                    seed, STEPS, 1.0, SAMPLER, SCHEDULER, null, null, latent, start_percent=start,
-                                    eta=0.0)
+                out = edited_sample(model, D.select(d, [0]), SamplerSettings(seed, STEPS, 1.0, SAMPLER, SCHEDULER),
+                                    null, null, latent, strengths=[1.0],
+                                    sweep=[-a.jacobian_strength, a.jacobian_strength], start_percent=start, eta=0.0)
                 images = to_image(vae, out["samples"])
                 change = (images[1] - images[0]).abs().mean(-1)  # per pixel
                 rows.append({"seed": seed, "step": step, "masked": masked, "from_step": start > 0,

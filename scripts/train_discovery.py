@@ -1,5 +1,5 @@
 """Discovery Trainer from the command line, for long runs outside ComfyUI: the same code as the
-node (comfy_hspace.comfy_host.train_discovery), single process, or data-parallel over several
+node (comfy_hspace.host.discovery.train_discovery), single process, or data-parallel over several
 processes / GPUs with torchrun (torch.distributed; gloo on the CPU, nccl on GPUs). The batch is
 split over the processes and every process draws the same full batch, so N processes train the
 parameters one process would with the whole batch.
@@ -60,7 +60,8 @@ def main() -> None:
     import comfy.utils
 
     from comfy_hspace import classifier, directions, faces
-    from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm, train_discovery
+    from comfy_hspace.host.discovery import train_discovery
+    from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm
     from comfy_hspace.discovery import DiscoverySettings
 
     rank = 0
@@ -98,8 +99,8 @@ def main() -> None:
                 with a.log.open("a") as f:
                     f.write(json.dumps(line) + "\n")
 
-    per_step, _, _ = train_discovery(model, positive, negative, latent_shape, settings, a.steps, a.training_steps,
-                                     a.seed, a.cfg, state_path=a.state, resume=not a.fresh, save_every=a.save_every,
+    per_step, _, _ = train_discovery(model, positive, negative, latent_shape, settings, steps=a.steps,
+                                     training_steps=a.training_steps, seed=a.seed, cfg=a.cfg, state_path=a.state, resume=not a.fresh, save_every=a.save_every,
                                      direction_samples=a.direction_samples, progress=progress, rank=rank,
                                      world_size=world_size)
     if a.directions and rank == 0:

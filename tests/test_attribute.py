@@ -50,7 +50,7 @@ def test_disentangle_directions_refuse_other_models_and_spaces():
 
 @pytest.fixture(scope="module")
 def faces_model(pack):
-    from comfy_hspace.comfy_host import load_pixel_ddpm
+    from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 
     return load_pixel_ddpm(pack.nodes.embedded.EMBEDDED_DDPM)
 

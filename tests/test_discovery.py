@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from comfy_hspace import discovery
-from comfy_hspace.comfy_host import (discovery_schedule, load_pixel_ddpm, new_discovery_trainer, noise_scale,
-                                     with_denoiser)
+from comfy_hspace.host.discovery import discovery_schedule, new_discovery_trainer, with_denoiser
+from comfy_hspace.host.latents import noise_scale
+from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 from conftest import cancel_in_inference_mode
 from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
 
@@ -55,7 +56,7 @@ def test_checkpointed_gradients_equal_plain_backprop(kind, pixel_model):
 
 
 def test_training_saves_resumes_and_gives_directions(pixel_model, tmp_path):
-    from comfy_hspace.comfy_host import train_discovery
+    from comfy_hspace.host.discovery import train_discovery
 
     cond = conditioning("pixel")
     settings = discovery.DiscoverySettings(count=3, magnitude=1.0, t_edit=600, batch_size=2)
@@ -86,7 +87,7 @@ def test_training_saves_resumes_and_gives_directions(pixel_model, tmp_path):
 
 
 def test_bad_input_names_the_input(pixel_model, tmp_path):
-    from comfy_hspace.comfy_host import train_discovery
+    from comfy_hspace.host.discovery import train_discovery
 
     cond = conditioning("pixel")
 

@@ -3,10 +3,11 @@ import pytest
 import torch
 
 import nodes as comfy_nodes  # ComfyUI's nodes.py (the stock KSampler)
-from comfy_hspace.comfy_host import bottleneck_shape, load_pixel_ddpm
+from comfy_hspace.host.model_info import bottleneck_shape
+from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 from comfy_hspace.directions import Directions, DirectionsError
 from comfy_hspace.editing import sample_asyrp
-from comfy_hspace.hspace import EDIT_OFF
+from comfy_hspace.host.patch import EDIT_OFF
 from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
 
 

@@ -1,5 +1,6 @@
 """The embedded default: the procedural faces, the shipped DDPM and classifier, their nodes,
 and smoke runs of the scripts that made them."""
+import json
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import torch
 
 from comfy_hspace import classifier as C
 from comfy_hspace import faces
-from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm
+from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm
 from comfy_env import REPO
 
 EMBEDDED_DDPM = C.EMBEDDED.parent / "faces-ddpm"
@@ -91,11 +92,12 @@ def test_label_nodes(pack):
 
 
 @pytest.mark.parametrize("script,args", [
-    ("train_ddpm.py", ["--steps", "2", "--images", "64", "--batch", "8"]),
+    ("train_ddpm.py", ["--steps", "2", "--images", "64", "--batch", "8", "--state", "STATE"]),
     ("train_classifier.py", ["--images", "256", "--epochs", "1", "--batch", "32"]),
 ])
 def test_training_scripts_run_a_few_steps(tmp_path, script, args):
     out = tmp_path / "out"
+    args = [str(tmp_path / "state.safetensors") if a == "STATE" else a for a in args]
     r = subprocess.run([sys.executable, str(REPO / "scripts" / script), *args, "--out",
                         str(out if script == "train_ddpm.py" else out / "c.safetensors")],
                        capture_output=True, text=True, timeout=600)
@@ -105,3 +107,39 @@ def test_training_scripts_run_a_few_steps(tmp_path, script, args):
         assert model.get_model_object("diffusion_model").unet.config.num_class_embeds == faces.NULL_CLASS + 1
     else:
         C.load_classifier(out / "c.safetensors")
+
+
+def test_ddpm_training_resumes_where_it_was_saved_and_refuses_bad_states(tmp_path):
+    """A run in two chunks (the first stopped by its time limit) ends with the weights of one
+    uninterrupted run; a truncated state or one of another run is refused, naming the file."""
+    from safetensors.torch import load_file
+
+    def train(state, out, *extra):
+        return subprocess.run([sys.executable, str(REPO / "scripts" / "train_ddpm.py"), "--steps", "4", "--images",
+                               "64", "--batch", "4", "--warmup", "2", "--save-every", "10", "--state", str(state),
+                               "--out", str(out), *extra], capture_output=True, text=True, timeout=600)
+
+    chunked, straight = tmp_path / "chunked.safetensors", tmp_path / "straight.safetensors"
+    first = train(chunked, tmp_path / "a", "--max-minutes", "0")  # saves after its first step and stops
+    assert first.returncode == 0 and "stopped at step 1 of 4" in first.stdout, first.stderr[-2000:]
+    second = train(chunked, tmp_path / "a")
+    assert second.returncode == 0 and "resumed" in second.stdout and "stopped at step 4 of 4" in second.stdout
+    assert train(straight, tmp_path / "b").returncode == 0
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    a, b = load_file(str(tmp_path / "a" / weights)), load_file(str(tmp_path / "b" / weights))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not list(tmp_path.glob("*.partial"))
+
+    other = train(chunked, tmp_path / "a", "--lr", "1e-3")
+    assert other.returncode != 0 and f"--state: {chunked} was trained with other settings" in other.stderr
+    chunked.write_bytes(chunked.read_bytes()[:5000])
+    truncated = train(chunked, tmp_path / "a")
+    assert truncated.returncode != 0 and f"--state: {chunked} is not a readable safetensors file" in truncated.stderr
+    from comfy_hspace.files import write_safetensors
+
+    foreign = tmp_path / "foreign.safetensors"  # a state of a wider UNet
+    write_safetensors(foreign, {"model.x": torch.zeros(1)}, {
+        "format": "comfy-hspace/ddpm-training/1", "step": "1", "recipe": "{}",
+        "unet_config": json.dumps({"block_out_channels": [64, 128, 192]})})
+    wider = train(foreign, tmp_path / "a")
+    assert wider.returncode != 0 and f"--state: {foreign} was trained with another architecture" in wider.stderr

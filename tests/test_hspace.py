@@ -5,8 +5,10 @@ import torch
 
 import comfy.sample
 import comfy.samplers
-from comfy_hspace.comfy_host import bottleneck_shape, load_pixel_ddpm
-from comfy_hspace.hspace import HSpaceEdit, HSpaceRecorder, hspace_clone
+from comfy_hspace.host.model_info import bottleneck_shape
+from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
+from comfy_hspace.host.patch import HSpaceEdit, hspace_clone
+from comfy_hspace.recorder import HSpaceRecorder
 from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
 
 KINDS = ["sd15", "sdxl", "pixel"]

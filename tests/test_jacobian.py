@@ -6,8 +6,10 @@ import pytest
 import torch
 
 import comfy.sample
-from comfy_hspace.comfy_host import at_trajectory_steps, jacobian_directions, load_pixel_ddpm
+from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
+from comfy_hspace.host.trajectory import at_trajectory_steps, jacobian_directions
 from comfy_hspace.jacobian import top_singular_vectors
+from comfy_hspace.settings import SamplerSettings
 from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
 
 
@@ -56,7 +58,8 @@ def test_power_iteration_matches_explicit_jacobian_of_a_tiny_unet(kind, tmp_path
     noise = comfy.sample.prepare_noise(latent, 5)
     with torch.inference_mode():  # as the ComfyUI executor runs every prompt
         result = at_trajectory_steps(model, cond, conditioning(kind, seed=1) if kind == "sd15" else cond, latent,
-                                     noise, 5, 10, cfg, "euler", "normal", [4], explicit_check)
+                                     noise, SamplerSettings(5, 10, cfg, "euler", "normal"), wanted=[4],
+                                     analyse=explicit_check)
     exact_values, exact_vectors, found = result[4]
     assert torch.allclose(found.values[:3], exact_values, rtol=0.01), (found.values, exact_values)
     cos = (found.vectors[:3].reshape(3, -1) * exact_vectors).sum(1).abs()
@@ -69,7 +72,7 @@ def test_jacobian_directions_leave_the_model_as_it_was(tmp_path):
         before = {k: v.clone() for k, v in model.model.state_dict().items()}
         params = [p for p in model.model.parameters()]
         directions = jacobian_directions(model, conditioning("pixel"), conditioning("pixel"),
-                                         {"samples": torch.zeros(1, 3, 16, 16)}, 0, 10, 1.0, "euler", "normal",
+                                         {"samples": torch.zeros(1, 3, 16, 16)}, SamplerSettings(0, 10, 1.0, "euler"),
                                          step=3, each_step=False, n_directions=4, batch_size=2)
         assert [p for p in model.model.parameters()] == params and all(p.is_inference() for p in params)
         assert all(torch.equal(before[k], v) for k, v in model.model.state_dict().items())

@@ -52,8 +52,9 @@ def test_pca_directions_node_on_the_embedded_model(pack):
     """Streaming per-timestep PCA inside real ComfyUI sampling agrees with a PCA of all recorded h."""
     import comfy.sample
 
-    from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm
-    from comfy_hspace.hspace import HSpaceRecorder, hspace_clone
+    from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm
+    from comfy_hspace.host.patch import hspace_clone
+    from comfy_hspace.recorder import HSpaceRecorder
 
     model, _ = load_pixel_ddpm(pack.nodes.embedded.EMBEDDED_DDPM)
     null = [[torch.zeros(1, 1, 1), {CLASS_KEY: 8}]]
@@ -91,7 +92,7 @@ def test_pca_directions_node_on_the_embedded_model(pack):
 
 
 def test_hook_over_given_noises_and_bad_counts(pack):
-    from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm
+    from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm
 
     model, _ = load_pixel_ddpm(pack.nodes.embedded.EMBEDDED_DDPM)
     null = [[torch.zeros(1, 1, 1), {CLASS_KEY: 8}]]
@@ -115,7 +116,7 @@ def test_cancelled_hook_leaves_the_model_without_patches(pack):
     import comfy.model_management
     import comfy.utils
 
-    from comfy_hspace.comfy_host import CLASS_KEY, load_pixel_ddpm
+    from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm
 
     model, _ = load_pixel_ddpm(pack.nodes.embedded.EMBEDDED_DDPM)
     null = [[torch.zeros(1, 1, 1), {CLASS_KEY: 8}]]

@@ -1,4 +1,4 @@
-"""Reading and writing the UNet bottleneck h on a clone of a ComfyUI MODEL.
+"""ComfyUI's patch protocol at the UNet bottleneck: reading and writing h on a clone of a MODEL.
 
 The patch goes through ``set_model_output_block_patch`` and acts only at block ("output", 0),
 where h is exactly the middle block's output (see DESIGN.md §3). Nothing here imports ComfyUI:
@@ -62,27 +62,6 @@ class HSpaceEdit:
         return out
 
 
-class HSpaceRecorder:
-    """Keeps every bottleneck h seen during sampling, with its model timestep and chunk
-    (0 = cond, 1 = uncond), on ``device`` (ComfyUI's intermediate device)."""
-
-    def __init__(self, device: torch.device | str = "cpu", chunks: tuple[int, ...] = (0, 1)):
-        self.device = device
-        self.chunks = chunks
-        self.records: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-
-    def record(self, h: torch.Tensor, row_timesteps: torch.Tensor, row_chunks: torch.Tensor) -> None:
-        keep = torch.isin(row_chunks, torch.tensor(self.chunks, device=row_chunks.device))
-        if keep.any():
-            k = keep.to(h.device)
-            self.records.append((h[k].detach().float().to(self.device), row_timesteps[keep].cpu(),
-                                 row_chunks[keep].cpu()))
-
-    def stacked(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(h [N, C, H, W], timesteps [N], chunks [N]) over all calls so far."""
-        return tuple(torch.cat(x) for x in zip(*self.records))  # type: ignore[return-value]
-
-
 def row_layout(h: torch.Tensor, options: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row of h: its sigma and its chunk. ComfyUI batches cond and uncond rows in one
     forward; ``sigmas`` has one entry per latent, ``cond_or_uncond`` lists the chunks."""
@@ -95,8 +74,9 @@ def row_layout(h: torch.Tensor, options: dict[str, Any]) -> tuple[torch.Tensor, 
     return sigmas, row_chunks
 
 
-def hspace_clone(model: Any, edit: HSpaceEdit | None = None, recorder: HSpaceRecorder | None = None) -> Any:
-    """A clone of a ComfyUI MODEL whose bottleneck h is recorded and/or offset.
+def hspace_clone(model: Any, edit: HSpaceEdit | None = None, recorder: Any = None) -> Any:
+    """A clone of a ComfyUI MODEL whose bottleneck h is recorded (``recorder.record(h,
+    row_timesteps, row_chunks)``, see ``comfy_hspace.recorder``) and/or offset.
     The input model is never touched and no global hook is registered."""
     model_sampling = model.get_model_object("model_sampling")
     clone = model.clone()

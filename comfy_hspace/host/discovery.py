@@ -1,0 +1,158 @@
+"""The Discovery Trainer (paper 001) through ComfyUI's denoiser: the chain's schedule, the
+networks sized from the model, and the training loop with its saved state."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+
+from .. import discovery as dv
+from ..directions import Directions
+from .autograd import autograd_context
+from ..settings import SamplerSettings
+from .latents import noise_scale, sampler_sigmas
+from .model_info import bottleneck_shape, encoder_levels, model_fingerprint
+from .patch import DELTA, hspace_clone
+
+
+def with_denoiser(model: Any, positive: Any, negative: Any, latent_shape: tuple[int, ...], cfg: float,
+                  fn: Callable[[Callable, torch.device], Any]) -> Any:
+    """Calls ``fn(denoise, device)`` from inside one ComfyUI sampling run, where the model is loaded
+    and the conditioning prepared, with autograd working. ``denoise(x, sigma, shift)`` is ComfyUI's
+    guided x0 prediction (cfg included) with the bottleneck callback ``shift`` (or None).
+    Returns what ``fn`` returns; the model is left as it was."""
+    clone = hspace_clone(model)
+    diffusion_model = model.get_model_object("diffusion_model")
+    result: dict = {}
+
+    def sampler_function(model_fn, x, sigmas, extra_args=None, callback=None, disable=None):
+        extra_args = extra_args or {}
+
+        def denoise(x, sigma, shift=None):
+            if shift is None:
+                return model_fn(x, sigma, **extra_args)
+            options = dict(extra_args.get("model_options", {}))
+            options["transformer_options"] = {**options.get("transformer_options", {}), DELTA: shift}
+            return model_fn(x, sigma, **{**extra_args, "model_options": options})
+
+        with autograd_context(diffusion_model):
+            result["value"] = fn(denoise, x.device)
+        return x
+
+    latent = torch.zeros(latent_shape)
+    sigmas = sampler_sigmas(model, chain_settings(1))
+    comfy.sample.sample_custom(clone, latent, cfg, comfy.samplers.KSAMPLER(sampler_function), sigmas, positive,
+                               negative, latent, disable_pbar=True, seed=0)
+    return result["value"]
+
+
+def chain_settings(steps: int) -> SamplerSettings:
+    """The Discovery chain's schedule: DDIM over a uniform stride of the model's timesteps."""
+    return SamplerSettings(seed=0, steps=steps, cfg=1.0, sampler_name="ddim", scheduler="ddim_uniform")
+
+
+def discovery_schedule(model: Any, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chain's sigmas (DDIM, uniform stride, M steps) and the model timestep of each step."""
+    if steps < 1:
+        raise ValueError(f"steps: expected at least 1 sampling step, got {steps}")
+    sigmas = sampler_sigmas(model, chain_settings(steps))
+    return sigmas, model.get_model_object("model_sampling").timestep(sigmas[:-1]).float()
+
+
+def new_discovery_trainer(model: Any, latent_shape: tuple[int, ...], settings: dv.DiscoverySettings,
+                          seed: int) -> dv.Trainer:
+    channels = bottleneck_shape(model, latent_shape)[0]
+    in_channels, levels, layers = encoder_levels(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return dv.Trainer(dv.ShiftBlock(channels, settings.count),
+                          dv.Reconstructor(in_channels, settings.count, levels, layers),
+                          dv.Encoder(in_channels, levels, layers, 1), settings)
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    # one generator per training step, so a resumed run draws what an uninterrupted one would
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+# ComfyUI runs nodes in inference mode; the trainer's networks, their state and the schedule must
+# be ordinary tensors for autograd.
+@torch.inference_mode(False)
+def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tuple[int, ...],
+                    settings: dv.DiscoverySettings, *, steps: int, training_steps: int, seed: int, cfg: float,
+                    state_path: Path | None = None,
+                    resume: bool = False, save_every: int = 50, direction_samples: int = 16,
+                    progress: Callable[[int, int, dict], None] | None = None, rank: int = 0, world_size: int = 1
+                    ) -> tuple[Directions, Directions, list[dict]]:
+    """Discovery Trainer (paper 001): trains shift block, reconstructor and discriminator through
+    the M-step chain for ``training_steps`` updates of ``settings.batch_size`` samples (split over
+    ``world_size`` torch.distributed processes), saving the state to ``state_path`` every
+    ``save_every`` steps and at the end (rank 0; written whole, never half). Returns the per-step
+    and the time-invariant directions (mean unit shift over ``direction_samples`` samples) and the
+    loss history."""
+    if settings.count < 2:
+        raise ValueError(f"count: expected K ≥ 2 directions to tell apart, got {settings.count}")
+    if not settings.magnitude > 0:
+        raise ValueError(f"magnitude: expected S > 0 (ε is drawn from [−S, S]), got {settings.magnitude}")
+    if settings.batch_size % world_size:
+        raise ValueError(f"batch_size: {settings.batch_size} does not split over {world_size} processes")
+    latent_shape = (settings.batch_size, *latent_shape[1:])
+    h_shape = bottleneck_shape(model, latent_shape)
+    sigmas, timesteps = discovery_schedule(model, steps)
+    shifted = dv.shifted_step_count(timesteps, settings.t_edit)
+    trainer = new_discovery_trainer(model, latent_shape, settings, seed)
+    fingerprint = model_fingerprint(model)
+    meta = {"model_fingerprint": fingerprint, "count": settings.count, "h_shape": list(h_shape),
+            "latent_shape": list(latent_shape[1:])}
+    resumed: dict[str, torch.Tensor] = {}
+    if resume and state_path is not None and state_path.exists():
+        resumed, saved = dv.load_state(state_path)
+        for key, value in meta.items():
+            if saved.get(key) != value:
+                raise ValueError(f"resume: {state_path.name} was trained with {key} {saved.get(key)}, "
+                                 f"this run has {value}; use another name or turn resume off")
+        trainer.step = int(saved["step"])
+    scale = noise_scale(model, float(sigmas[0]))
+    history: list[dict] = []
+
+    def save() -> None:
+        if state_path is not None and rank == 0:
+            dv.save_state(state_path, trainer, {**meta, "step": trainer.step, "settings": vars(settings),
+                                                "steps": steps, "seed": seed, "cfg": cfg})
+
+    def run(denoise, device):
+        for m in trainer.modules().values():
+            m.to(device)
+        if resumed:  # after the move, so Adam puts the saved moments on their parameters' device
+            dv.load_state_tensors(trainer, resumed)
+        chain = sigmas.to(device)
+        while trainer.step < training_steps:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            batch = dv.draw_batch(_step_generator(seed, trainer.step), latent_shape, settings.count,
+                                  settings.magnitude, scale, rank, world_size)
+            batch = dv.Batch(batch.noise.to(device), batch.index.to(device), batch.magnitude.to(device))
+            losses = dv.train_step(denoise, trainer, batch, chain, shifted, distributed=world_size > 1)
+            history.append({"step": trainer.step, **losses})
+            if trainer.step % save_every == 0 or trainer.step == training_steps:
+                save()
+            if progress is not None:
+                progress(trainer.step, training_steps, losses)
+        g = torch.Generator().manual_seed(seed + 7)
+        noise = (torch.randn((direction_samples, *latent_shape[1:]), generator=g) * scale).to(device)
+        return dv.mean_shifts(denoise, trainer.shift, noise, chain, shifted)
+
+    per_step, time_invariant = with_denoiser(model, positive, negative, (1, *latent_shape[1:]), cfg, run)
+    parameters = {"settings": vars(settings), "steps": steps, "training_steps": training_steps, "seed": seed,
+                  "cfg": cfg, "shifted_steps": shifted, "state": state_path.name if state_path else None}
+    names = [f"discovered {k}" for k in range(settings.count)]
+
+    def directions(vectors: torch.Tensor, kind: str) -> Directions:
+        return Directions(vectors.float().cpu(), timesteps.cpu(), names, method=f"discovery ({kind})",
+                          model_fingerprint=fingerprint, units="shift ε", parameters=parameters)
+
+    return directions(per_step, "per timestep"), directions(time_invariant, "time-invariant"), history

@@ -1,0 +1,88 @@
+"""The Edited Sampler over ComfyUI's own samplers: h ← h + m·Σ strength_k·direction_k(t)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+
+from ..directions import Directions, DirectionsError
+from ..editing import sample_asyrp
+from ..settings import SamplerSettings
+from .latents import latent_with, sampler_sigmas
+from .model_info import check_directions_fit
+from .patch import APPLY_TO, HSpaceEdit, hspace_clone
+
+MODES = ("both terms", "asymmetric (Asyrp)")
+
+
+def edited_sample(model: Any, directions: Directions, sampling: SamplerSettings, positive: Any, negative: Any,
+                  latent: dict, *, strengths: list[float], sweep: list[float], start_percent: float = 0.0,
+                  end_percent: float = 1.0, apply_to: str = "both", mode: str = "both terms", eta: float = 1.0,
+                  noise_latent: dict | None = None) -> dict:
+    """Samples ``latent`` once per sweep multiplier m with h ← h + m·Σ strength_k·direction_k(t)
+    inside the edit interval (x_T-space directions: x_T ← x_T + m·Σ …). Every member gets the same
+    noise (one sampling run each, with the same seed; or ``noise_latent``, e.g. an inverted
+    image's), so a member whose edit is zero is exactly the stock KSampler's output.
+    Returns a LATENT whose batch is the sweep members one after another."""
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    if apply_to not in APPLY_TO:
+        raise ValueError(f"apply_to: expected one of {APPLY_TO}, got {apply_to!r}")
+    if not 0.0 <= start_percent <= end_percent <= 1.0:
+        raise ValueError(f"edit interval: expected 0 ≤ start ≤ end ≤ 1, got {start_percent} … {end_percent}")
+    if len(strengths) == 1 and directions.count > 1:
+        strengths = strengths * directions.count
+    offsets_per_unit = directions.combined(strengths)  # checks the count
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    if directions.space == "x_T":
+        if tuple(directions.h_shape) != tuple(latent_image.shape[1:]):
+            raise DirectionsError(f"directions: x_T shape {list(directions.h_shape)} does not match the latent's "
+                                  f"{list(latent_image.shape[1:])}")
+    else:
+        check_directions_fit(model, directions, latent_image.shape)
+    if noise_latent is None:
+        noise = comfy.sample.prepare_noise(latent_image, sampling.seed, latent.get("batch_index"))
+    else:
+        noise = noise_latent["samples"]
+        if noise.shape != latent_image.shape:
+            raise ValueError(f"noise: shape {list(noise.shape)} does not match latent_image {list(latent_image.shape)}"
+                             f" (connect an empty latent of the noise's size and batch)")
+    model_sampling = model.get_model_object("model_sampling")
+    sigma_start = model_sampling.percent_to_sigma(start_percent)
+    sigma_end = model_sampling.percent_to_sigma(end_percent)
+    steps = sampling.steps
+    pbar = comfy.utils.ProgressBar(steps * len(sweep))
+
+    members = []
+    for m, multiplier in enumerate(sweep):
+        member_noise, edit = noise, None
+        if multiplier == 0 or not offsets_per_unit.any():
+            pass  # the unedited model: bit-for-bit the stock sampler
+        elif directions.space == "x_T":
+            member_noise = noise + multiplier * offsets_per_unit[0].to(noise)
+        else:
+            edit = HSpaceEdit(offsets_per_unit * multiplier, directions.timesteps, sigma_start, sigma_end, apply_to)
+        patched = model if edit is None else hspace_clone(model, edit=edit)
+
+        def callback(step, x0, x, total, m=m):
+            pbar.update_absolute(m * steps + step + 1)
+
+        if mode == "both terms":
+            samples = comfy.sample.sample(patched, member_noise, steps, sampling.cfg, sampling.sampler_name,
+                                          sampling.scheduler, positive, negative, latent_image,
+                                          denoise=sampling.denoise, noise_mask=latent.get("noise_mask"),
+                                          callback=callback, disable_pbar=True, seed=sampling.seed)
+        else:
+            sigmas = sampler_sigmas(patched, sampling, patched.load_device)
+            interval = (sigma_start, sigma_end) if edit is not None else (-1.0, 0.0)  # no edit: one pass a step
+            sampler = comfy.samplers.KSAMPLER(sample_asyrp, extra_options={
+                "eta": eta, "sigma_start": interval[0], "sigma_end": interval[1]})
+            samples = comfy.sample.sample_custom(patched, member_noise, sampling.cfg, sampler, sigmas, positive,
+                                                 negative, latent_image, noise_mask=latent.get("noise_mask"),
+                                                 callback=callback, disable_pbar=True, seed=sampling.seed)
+        members.append(samples)
+    return latent_with(latent, torch.cat(members))

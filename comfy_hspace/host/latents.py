@@ -1,0 +1,39 @@
+"""Latents, noise and schedules as ComfyUI's samplers make them."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+import comfy.sample
+import comfy.samplers
+
+from ..settings import SamplerSettings
+
+
+def latent_with(latent: dict, samples: torch.Tensor) -> dict:
+    """A LATENT like ``latent`` holding other samples (a new batch: per-sample keys are dropped)."""
+    out = {k: v for k, v in latent.items() if k not in ("samples", "batch_index", "noise_mask")}
+    out["samples"] = samples
+    return out
+
+
+def seed_noise(latent_image: torch.Tensor, first_seed: int) -> torch.Tensor:
+    """Noise for each row i of ``latent_image`` as KSampler draws it for seed first_seed + i alone,
+    so any sample of a large run can be reproduced by itself."""
+    return torch.cat([comfy.sample.prepare_noise(latent_image[i:i + 1], first_seed + i)
+                      for i in range(latent_image.shape[0])])
+
+
+def noise_scale(model: Any, first_sigma: float) -> float:
+    """What sampling multiplies unit noise by at the first sigma (ComfyUI's noise_scaling with max_denoise)."""
+    sigma_max = float(model.get_model_object("model_sampling").sigma_max)
+    full = math.isclose(first_sigma, sigma_max, rel_tol=1e-5) or first_sigma > sigma_max
+    return (1 + first_sigma ** 2) ** 0.5 if full else first_sigma
+
+
+def sampler_sigmas(model: Any, sampling: SamplerSettings, device: str | torch.device = "cpu") -> torch.Tensor:
+    """The sigmas KSampler runs for these settings (``steps`` + 1 values, the last 0)."""
+    return comfy.samplers.KSampler(model, steps=sampling.steps, device=device, sampler=sampling.sampler_name,
+                                   scheduler=sampling.scheduler, denoise=sampling.denoise).sigmas

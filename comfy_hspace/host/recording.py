@@ -1,0 +1,100 @@
+"""The HSpace Hook's sampling and Invert Image's DDIM inversion, both streaming h into an
+``HSpaceActivations`` recorder."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+
+from ..recorder import HSpaceActivations
+from ..settings import SamplerSettings
+from .latents import noise_scale, sampler_sigmas, seed_noise
+from .model_info import bottleneck_shape, model_fingerprint
+from .patch import hspace_clone
+
+
+def record_activations(model: Any, positive: Any, negative: Any, latent: dict, sampling: SamplerSettings, *,
+                       n_samples: int, batch_size: int, components: int, latent_is_noise: bool = False,
+                       keep_samples: bool = False) -> tuple[HSpaceActivations, torch.Tensor]:
+    """HSpace Hook (paper 000 §III): samples and streams the h of every UNet call into running
+    statistics per model timestep (``HSpaceActivations``). Sample i starts from the noise
+    KSampler draws for seed + i alone; with ``latent_is_noise`` the latent's rows are the
+    starting noises instead (e.g. inverted images) and n_samples is their number.
+    Returns the activations and the samples [N, C, H, W]."""
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    channels, height, width = bottleneck_shape(model, latent_image.shape)
+    if latent_is_noise:
+        n_samples = latent_image.shape[0]
+    if components > n_samples:
+        raise ValueError(f"components: {components} is more than the {n_samples} samples")
+    if components > channels * height * width:
+        raise ValueError(f"components: {components} is more than the h dimension {channels * height * width}")
+    activations = HSpaceActivations(components, min_batch=batch_size, keep_samples=keep_samples,
+                                    storage_device=comfy.model_management.intermediate_device(),
+                                    compute_device=model.load_device)
+    patched = hspace_clone(model, recorder=activations)
+    seed, steps = sampling.seed, sampling.steps
+    starts = list(range(0, n_samples, batch_size))
+    pbar = comfy.utils.ProgressBar(len(starts) * steps)
+    samples = []
+    for b, start in enumerate(starts):
+        n = min(batch_size, n_samples - start)
+        if latent_is_noise:
+            noise, empty = latent_image[start:start + n], torch.zeros_like(latent_image[start:start + n])
+        else:
+            empty = torch.zeros((n, *latent_image.shape[1:]), dtype=latent_image.dtype)
+            noise = seed_noise(empty, seed + start)
+        activations.begin_batch(start, noise)
+        samples.append(comfy.sample.sample(
+            patched, noise, steps, sampling.cfg, sampling.sampler_name, sampling.scheduler, positive, negative, empty,
+            callback=lambda step, x0, x, total, b=b: pbar.update_absolute(b * steps + step + 1),
+            disable_pbar=True, seed=seed + start).to(comfy.model_management.intermediate_device()))
+    activations.finish()
+    activations.parameters = {"n_samples": n_samples, **sampling.as_dict(), "seed": None if latent_is_noise else seed,
+                              "model_fingerprint": model_fingerprint(model)}
+    return activations, torch.cat(samples)
+
+
+def invert(model: Any, positive: Any, negative: Any, latent: dict, sampling: SamplerSettings, *,
+           batch_size: int = 16, components: int = 0, keep_samples: bool = False
+           ) -> tuple[torch.Tensor, HSpaceActivations]:
+    """Deterministic DDIM inversion of a LATENT (an encoded image) over the schedule of the
+    settings' steps and scheduler (its seed and sampler are not used), recording h on the way up. Returns the starting noise in the form
+    ComfyUI's samplers take it (unit variance; sampling it with the ddim sampler, the same steps
+    and scheduler and a zero edit gives the image back) and the recorded activations."""
+    from ..inversion import sample_ddim_inversion
+
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    bottleneck_shape(model, latent_image.shape)
+    steps = sampling.steps
+    sigmas = sampler_sigmas(model, SamplerSettings(0, steps, sampling.cfg, "ddim", sampling.scheduler))
+    to_noise = noise_scale(model, float(sigmas[0]))
+    activations = HSpaceActivations(components, min_batch=batch_size, keep_samples=keep_samples,
+                                    storage_device=comfy.model_management.intermediate_device(),
+                                    compute_device=model.load_device)
+    patched = hspace_clone(model, recorder=activations)
+    sampler = comfy.samplers.KSAMPLER(sample_ddim_inversion)
+    n = latent_image.shape[0]
+    starts = list(range(0, n, batch_size))
+    pbar = comfy.utils.ProgressBar(len(starts) * steps)
+    noises = []
+    for b, start in enumerate(starts):
+        part = latent_image[start:start + batch_size]
+        activations.begin_batch(start)
+        x_top = comfy.sample.sample_custom(
+            patched, torch.zeros_like(part), sampling.cfg, sampler, sigmas.flip(0), positive, negative, part,
+            callback=lambda step, x0, x, total, b=b: pbar.update_absolute(b * steps + step + 1),
+            disable_pbar=True, seed=0)
+        # sample_custom hands back process_latent_out(x); the sampler's noise lives before that
+        noise = model.model.process_latent_in(x_top) / to_noise
+        activations.add_noise(noise)
+        noises.append(noise.to(comfy.model_management.intermediate_device()))
+    activations.finish()
+    activations.parameters = {"n_samples": n, **sampling.as_dict(), "sampler": "ddim inversion", "seed": None,
+                              "model_fingerprint": model_fingerprint(model)}
+    return torch.cat(noises), activations
