@@ -10,7 +10,7 @@ import comfy.samplers
 import folder_paths
 from comfy_api.latest import io
 
-from comfy_hspace.classifier import EMBEDDED
+from comfy_hspace.host import embedded
 
 Directions = io.Custom("HSPACE_DIRECTIONS")
 Activations = io.Custom("HSPACE_ACTIVATIONS")
@@ -18,7 +18,6 @@ CATEGORY = "h-space"
 DIRECTIONS_FOLDER = "hspace_directions"
 DISCOVERY_FOLDER = "hspace_discovery"  # Discovery Trainer states
 AVI_FOLDER = "hspace_avi"  # AVI Φ networks
-EMBEDDED_DIR = EMBEDDED.parent
 # Tooltips of the inputs many nodes share with ComfyUI's own samplers.
 TIPS = {
     "model": "The diffusion model (SD1.x/SD2.x/SDXL checkpoint or a pixel DDPM).",
@@ -62,7 +61,7 @@ for folder in (DIRECTIONS_FOLDER, DISCOVERY_FOLDER, AVI_FOLDER):
     if folder not in folder_paths.folder_names_and_paths:
         folder_paths.folder_names_and_paths[folder] = ([os.path.join(folder_paths.models_dir, folder)], {".safetensors"})
 # The shipped faces DDPM is a diffusers folder too: list it in the Pixel DDPM Loader.
-folder_paths.add_model_folder_path("diffusers", str(EMBEDDED_DIR))
+folder_paths.add_model_folder_path("diffusers", str(embedded.FOLDER))
 
 
 def send_progress_text(text: str, node_id) -> None:

@@ -4,11 +4,10 @@ import torch
 from comfy_api.latest import io
 
 from comfy_hspace import classifier, faces
-from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm
+from comfy_hspace.host import embedded
 
-from .common import CATEGORY, EMBEDDED_DIR, TIPS
+from .common import CATEGORY, TIPS
 
-EMBEDDED_DDPM = EMBEDDED_DIR / "faces-ddpm"
 Scores = io.Custom("HSPACE_SCORES")
 
 
@@ -27,7 +26,7 @@ class EmbeddedFacesModel(io.ComfyNode):
 
     @classmethod
     def execute(cls) -> io.NodeOutput:
-        return io.NodeOutput(*load_pixel_ddpm(EMBEDDED_DDPM))
+        return io.NodeOutput(*embedded.load_model())
 
 
 class FaceLabels(io.ComfyNode):
@@ -45,7 +44,7 @@ class FaceLabels(io.ComfyNode):
 
     @classmethod
     def execute(cls, labels) -> io.NodeOutput:
-        return io.NodeOutput([[torch.zeros(1, 1, 1), {CLASS_KEY: faces.parse_labels(labels)}]])
+        return io.NodeOutput(embedded.conditioning(labels))
 
 
 class FaceScores(io.ComfyNode):
@@ -62,8 +61,7 @@ class FaceScores(io.ComfyNode):
 
     @classmethod
     def execute(cls, images) -> io.NodeOutput:
-        model, _ = classifier.load_classifier()
-        values = classifier.score_images(model, images)
+        values = embedded.score(images)
         header = "  ".join(f"{n:>9}" for n in classifier.NAMES)
         rows = ["  ".join(f"{v:9.3f}" for v in row.tolist()) for row in values]
         table = "\n".join([header, *rows])
@@ -87,8 +85,7 @@ class FaceRegionMask(io.ComfyNode):
     def execute(cls, image, region) -> io.NodeOutput:
         if image.shape[0] != 1:
             raise ValueError(f"image: expected one image, got a batch of {image.shape[0]}")
-        model, _ = classifier.load_classifier()
-        scores = dict(zip(classifier.NAMES, classifier.score_images(model, image)[0].tolist()))
+        scores = dict(zip(classifier.NAMES, embedded.score(image)[0].tolist()))
         mask = faces.region_mask(region, scores["x"], scores["y"], scores["size"])
         return io.NodeOutput(torch.from_numpy(mask)[None])
 
@@ -114,4 +111,4 @@ class FaceImages(io.ComfyNode):
     @classmethod
     def execute(cls, count, seed, factors) -> io.NodeOutput:
         images, _ = faces.images_with(count, seed % 2 ** 32, faces.parse_settings(factors))
-        return io.NodeOutput(torch.from_numpy((images.transpose(0, 2, 3, 1) + 1) / 2))
+        return io.NodeOutput(embedded.to_image(images))

@@ -50,9 +50,9 @@ def test_disentangle_directions_refuse_other_models_and_spaces():
 
 @pytest.fixture(scope="module")
 def faces_model(pack):
-    from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
+    from comfy_hspace.host import embedded
 
-    return load_pixel_ddpm(pack.nodes.embedded.EMBEDDED_DDPM)
+    return embedded.load_model()
 
 
 def labels(pack, text):

@@ -10,10 +10,10 @@ import torch
 
 from comfy_hspace import classifier as C
 from comfy_hspace import faces
+from comfy_hspace.host import embedded
 from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm
 from comfy_env import REPO
 
-EMBEDDED_DDPM = C.EMBEDDED.parent / "faces-ddpm"
 
 
 def test_faces_are_seeded_and_labelled():
@@ -68,16 +68,15 @@ def test_shipped_ddpm_follows_labels_through_comfyui():
     """A small version of scripts/measure_embedded.py: with cfg 2 the samples obey the smile label."""
     import comfy.sample
 
-    model, vae = load_pixel_ddpm(EMBEDDED_DDPM)
-    clf, _ = C.load_classifier()
-    negative = [[torch.zeros(1, 1, 1), {CLASS_KEY: faces.NULL_CLASS}]]
+    model, vae = embedded.load_model()
+    negative = embedded.conditioning("null")
     found = {}
     for labels in ("smile", ""):
         latent = torch.zeros(8, 3, faces.SIZE, faces.SIZE)
-        positive = [[torch.zeros(1, 1, 1), {CLASS_KEY: faces.parse_labels(labels)}]]
+        positive = embedded.conditioning(labels)
         x = comfy.sample.sample(model, comfy.sample.prepare_noise(latent, 5), 20, 2.0, "ddpm", "normal",
                                 positive, negative, latent, seed=5, disable_pbar=True)
-        found[labels] = (C.score_images(clf, vae.decode(x))[:, C.NAMES.index("smile")] > 0.5).float().mean().item()
+        found[labels] = (embedded.score(vae.decode(x))[:, C.NAMES.index("smile")] > 0.5).float().mean().item()
     assert found["smile"] >= 0.75 and found[""] <= 0.25
 
 

@@ -52,12 +52,12 @@ def test_pca_directions_node_on_the_embedded_model(pack):
     """Streaming per-timestep PCA inside real ComfyUI sampling agrees with a PCA of all recorded h."""
     import comfy.sample
 
-    from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm
+    from comfy_hspace.host import embedded
     from comfy_hspace.host.patch import hspace_clone
     from comfy_hspace.recorder import HSpaceRecorder
 
-    model, _ = load_pixel_ddpm(pack.nodes.embedded.EMBEDDED_DDPM)
-    null = [[torch.zeros(1, 1, 1), {CLASS_KEY: 8}]]
+    model, _ = embedded.load_model()
+    null = embedded.conditioning("null")
     activations = hook(pack, model, null)
     assert activations.n_samples == 24 and activations.h_shape == (96, 8, 8)
     d = pack.nodes.PCADirections.execute(activations=activations, n_components=3).args[0]
@@ -92,10 +92,10 @@ def test_pca_directions_node_on_the_embedded_model(pack):
 
 
 def test_hook_over_given_noises_and_bad_counts(pack):
-    from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm
+    from comfy_hspace.host import embedded
 
-    model, _ = load_pixel_ddpm(pack.nodes.embedded.EMBEDDED_DDPM)
-    null = [[torch.zeros(1, 1, 1), {CLASS_KEY: 8}]]
+    model, _ = embedded.load_model()
+    null = embedded.conditioning("null")
     noises = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     a = hook(pack, model, null, latent_image={"samples": noises}, latent_is_noise=True, n_samples=999, batch_size=4,
              components=2, steps=3)
@@ -116,10 +116,10 @@ def test_cancelled_hook_leaves_the_model_without_patches(pack):
     import comfy.model_management
     import comfy.utils
 
-    from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm
+    from comfy_hspace.host import embedded
 
-    model, _ = load_pixel_ddpm(pack.nodes.embedded.EMBEDDED_DDPM)
-    null = [[torch.zeros(1, 1, 1), {CLASS_KEY: 8}]]
+    model, _ = embedded.load_model()
+    null = embedded.conditioning("null")
     options = repr(model.model_options)
 
     def cancel(value, total, preview=None, node_id=None):
