@@ -6,26 +6,34 @@ Prints, as ratios to a plain KSamplerAdvanced run over all steps (batch B, DDIM)
 and Φ's training time on the CPU at the paper's settings (N 5,000 pairs, batch 256, 5 epochs), scaled
 to the embedded model (3×32×32 latents, width H·W = 1,024); for SD1.5 latents (4×64×64, width 4,096,
 the paper's net) the time of one update, times the paper's 100 updates.
-The model is a pixel-space UNet2DModel the size of the embedded default with random weights.
+The model is a pixel-space UNet2DModel of the embedded default's architecture with random weights.
 Usage: .venv/bin/python bench/avi.py [--steps 20] [--batch 8] [--repeats 7]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
-from pathlib import Path
 
 import torch
+from bench_common import interleaved_medians, random_embedded_model
 
-from bench_common import EMBEDDED_SIZE, interleaved_medians
-
-import tiny_models  # noqa: E402
-import comfy.utils  # noqa: E402
 import nodes as comfy_nodes  # noqa: E402
 from comfy_hspace import avi  # noqa: E402
-from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm  # noqa: E402
+
+
+def phi_training(g: torch.Generator, pairs: int) -> tuple[float, int, float]:
+    """(seconds, updates) of Φ's training at the paper's N, batch and epochs on embedded-size pairs, and
+    the seconds of one update of the paper's own net on SD1.5-size latents."""
+    xs, zs = torch.randn(pairs, 3, 32, 32, generator=g), torch.randn(pairs, 3, 32, 32, generator=g)
+    t0 = time.perf_counter()
+    avi.train_phi(xs, zs, 16, epochs=5, batch_size=256)
+    t_train = time.perf_counter() - t0
+    # the paper's own net on SD1.5-size latents: a few updates, timed
+    xs, zs = torch.randn(256, 4, 64, 64, generator=g), torch.randn(256, 4, 64, 64, generator=g)
+    t0 = time.perf_counter()
+    avi.train_phi(xs, zs, 32, epochs=2, batch_size=256)
+    return t_train, 5 * -(-pairs // 256), (time.perf_counter() - t0) / 2
 
 
 def main() -> None:
@@ -35,10 +43,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--pairs", type=int, default=5000)
     a = parser.parse_args()
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    folder = tiny_models.save_pixel_ddpm(Path(tempfile.mkdtemp()), config=EMBEDDED_SIZE)
-    model, _ = load_pixel_ddpm(folder)
-    cond = tiny_models.conditioning("pixel")
+    model, cond = random_embedded_model()
     latent = {"samples": torch.zeros(a.batch, 3, 32, 32)}
     tx, tz = round(0.2 * a.steps), round(0.5 * a.steps)  # paper: Tx = 0.8T, Tz = Tx − 0.3T
     sampler = comfy_nodes.KSamplerAdvanced()
@@ -68,18 +73,7 @@ def main() -> None:
     plain()  # warm-up: the first call loads the model
     t_plain, t_edit, t_merge, t_whole = interleaved_medians([plain, edit_path, merge, whole], a.repeats)
 
-    # Φ training: the paper's N, batch and epochs on embedded-size pairs
-    xs, zs = torch.randn(a.pairs, 3, 32, 32, generator=g), torch.randn(a.pairs, 3, 32, 32, generator=g)
-    t0 = time.perf_counter()
-    _, history = avi.train_phi(xs, zs, 16, epochs=5, batch_size=256)
-    t_train = time.perf_counter() - t0
-    updates = 5 * -(-a.pairs // 256)
-    # the paper's own net on SD1.5-size latents: a few updates, timed
-    xs, zs = torch.randn(256, 4, 64, 64, generator=g), torch.randn(256, 4, 64, 64, generator=g)
-    t0 = time.perf_counter()
-    avi.train_phi(xs, zs, 32, epochs=2, batch_size=256)
-    t_sd_update = (time.perf_counter() - t0) / 2
-
+    t_train, updates, t_sd_update = phi_training(g, a.pairs)
     result = {"device": "cpu", "threads": torch.get_num_threads(), "steps": a.steps, "batch": a.batch, "tx": tx,
               "tz": tz, "plain_s": round(t_plain, 3), "edit_path_ratio": round(t_edit / t_plain, 3),
               "merge_ratio": round(t_merge / t_plain, 4), "whole_graph_ratio": round(t_whole / t_plain, 3),
@@ -90,7 +84,8 @@ def main() -> None:
     print(f"merge alone (with Φ)       {t_merge / t_plain:.4f}×")
     print(f"whole graph incl. z branch {t_whole / t_plain:.3f}×  (z runs to step {tz} of {a.steps})")
     print(f"Φ training, embedded size  {t_train:.1f} s  ({a.pairs} pairs, batch 256, 5 epochs = {updates} updates)")
-    print(f"Φ on SD1.5 latents         {t_sd_update:.2f} s per update of 256 pairs → ≈ {t_sd_update * 100 / 60:.1f} min "
+    print(f"Φ on SD1.5 latents         {t_sd_update:.2f} s per update of 256 pairs → "
+          f"≈ {t_sd_update * 100 / 60:.1f} min "
           f"for the paper's ~100 updates")
     print(json.dumps(result))
 

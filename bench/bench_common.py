@@ -1,25 +1,33 @@
-"""What the benches share: ComfyUI on the path, interleaved timing, the embedded model's size."""
+"""What the benches share: ComfyUI on the path in CPU mode with progress bars off (by
+scripts/measure_common.py, on import), the embedded model's architecture with random weights,
+interleaved timing, and peak resident memory, in-process and in a fresh process."""
 from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
-import comfy_env  # noqa: E402
+import measure_common  # noqa: E402,F401  (ComfyUI on the path, CPU mode, progress bars off)
+import tiny_models  # noqa: E402
+from train_ddpm import UNET_CONFIG  # noqa: E402
 
-comfy_env.setup()
+from comfy_hspace.host import embedded  # noqa: E402
 
-EMBEDDED_SIZE = {
-    "_class_name": "UNet2DModel", "sample_size": 32, "in_channels": 3, "out_channels": 3,
-    "block_out_channels": [32, 64, 96], "layers_per_block": 1,
-    "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "AttnUpBlock2D", "UpBlock2D"], "norm_num_groups": 8, "attention_head_dim": 8,
-}
+
+def random_embedded_model() -> tuple[Any, list]:
+    """(MODEL, conditioning) of a UNet2DModel of the embedded default's architecture (scripts/train_ddpm.py's
+    UNET_CONFIG) with random weights, unconditional (its null class): timing does not depend on the weights."""
+    folder = tiny_models.save_pixel_ddpm(Path(tempfile.mkdtemp()), config=UNET_CONFIG)
+    model, _ = embedded.load_model(folder)
+    return model, tiny_models.conditioning("pixel")
 
 
 def interleaved_medians(fns: list, repeats: int) -> list[float]:
@@ -55,3 +63,16 @@ def peak_during(fn) -> tuple[float, float]:
         done.set()
         thread.join()
     return max(peak[0], rss_mb()), before
+
+
+def print_peak(peak_before: tuple[float, float]) -> None:
+    """In the child process of ``peak_in_child``: its answer, peak_during's (peak, before), as the last line."""
+    print(*peak_before)
+
+
+def peak_in_child(script: str | Path, args: list[str]) -> tuple[float, float]:
+    """(peak RSS in MiB, RSS before) of a run of ``script args`` in a fresh process, which answers with
+    ``print_peak``: a fresh process, so that what an earlier run allocated does not hide a run's working set."""
+    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True)
+    peak, before = map(float, out.stdout.strip().splitlines()[-1].split())
+    return peak, before

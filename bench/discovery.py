@@ -11,51 +11,61 @@ Usage: .venv/bin/python bench/discovery.py [--batch 8] [--repeats 3]
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 
 import torch
+from bench_common import interleaved_medians, peak_during, peak_in_child, print_peak
+from measure_common import DiscoveryRun, discovery_run, markdown_row, markdown_table  # noqa: E402
 
-from bench_common import interleaved_medians, peak_during
-
-import comfy.utils  # noqa: E402
 from comfy_hspace import discovery as dv  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
-from comfy_hspace.classifier import EMBEDDED  # noqa: E402
-from comfy_hspace.host.discovery import discovery_schedule, new_discovery_trainer, with_denoiser  # noqa: E402
-from comfy_hspace.host.latents import noise_scale  # noqa: E402
-from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm  # noqa: E402
-
-NULL = [[torch.zeros(1, 1, 1), {CLASS_KEY: faces.NULL_CLASS}]]
+from comfy_hspace.host import embedded  # noqa: E402
 
 
-def setup(model, steps: int, batch: int, checkpointed: bool):
+def setup(model, steps: int, batch: int, checkpointed: bool) -> tuple[DiscoveryRun, dv.Batch]:
+    """A fresh trainer (K 8, S 2, t_edit 400) on the model's ``steps``-step chain and one batch for it."""
     settings = dv.DiscoverySettings(count=8, magnitude=2.0, t_edit=400, batch_size=batch, checkpointed=checkpointed)
-    shape = (batch, 3, faces.SIZE, faces.SIZE)
-    sigmas, timesteps = discovery_schedule(model, steps)
-    trainer = new_discovery_trainer(model, shape, settings, 0)
-    shifted = dv.shifted_step_count(timesteps, settings.t_edit)
-    batch_ = dv.draw_batch(torch.Generator().manual_seed(0), shape, 8, 2.0, noise_scale(model, float(sigmas[0])))
-    return trainer, sigmas, shifted, batch_
+    run = discovery_run(model, settings, (batch, 3, faces.SIZE, faces.SIZE), steps)
+    return run, dv.draw_batch(torch.Generator().manual_seed(0), run.latent_shape, 8, 2.0, run.noise_scale)
+
+
+def train_step(denoise, run: DiscoveryRun, batch: dv.Batch):
+    return dv.train_step(denoise, run.trainer, batch, run.sigmas, run.shifted)
 
 
 def child(model, steps: int, batch: int, checkpointed: bool) -> None:
-    trainer, sigmas, shifted, b = setup(model, steps, batch, checkpointed)
+    run, b = setup(model, steps, batch, checkpointed)
 
-    def run(denoise, device):
+    def measure(denoise, device):
         # two steps (the first makes the optimiser state) measured from before the first: the
         # allocator keeps what a step freed, so a second step alone would hide its working set
-        return peak_during(lambda: [dv.train_step(denoise, trainer, b, sigmas, shifted) for _ in range(2)])
+        return peak_during(lambda: [train_step(denoise, run, b) for _ in range(2)])
 
-    peak, before = with_denoiser(model, NULL, NULL, (1, 3, faces.SIZE, faces.SIZE), 1.0, run)
-    print(peak, before)
+    print_peak(run.with_denoiser(model, 1.0, measure))
 
 
 def step_memory(steps: int, batch: int, checkpointed: bool) -> float:
-    out = subprocess.run([sys.executable, __file__, "--child", str(steps), "--batch", str(batch)]
-                         + ([] if checkpointed else ["--vanilla"]), capture_output=True, text=True, check=True)
-    peak, before = map(float, out.stdout.strip().splitlines()[-1].split())
+    peak, before = peak_in_child(__file__, ["--child", str(steps), "--batch", str(batch)]
+                                 + ([] if checkpointed else ["--vanilla"]))
     return peak - before
+
+
+def timings(model, batch: int, repeats: int) -> list[float]:
+    """Medians of a training step at M = 10, checkpointed and vanilla, and of plain sampling of the batch."""
+    runs = {c: setup(model, 10, batch, c) for c in (True, False)}
+
+    def measure(denoise, device):
+        def train(c):
+            return lambda: train_step(denoise, *runs[c])
+
+        def plain():
+            with torch.no_grad():
+                dv.run_chain(denoise, runs[True][1].noise, runs[True][0].sigmas, 0)
+
+        for fn in (train(True), train(False), plain):
+            fn()  # warm-up
+        return interleaved_medians([train(True), train(False), plain], repeats)
+
+    return runs[True][0].with_denoiser(model, 1.0, measure)
 
 
 def main() -> None:
@@ -65,37 +75,21 @@ def main() -> None:
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--vanilla", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    model, _ = load_pixel_ddpm(EMBEDDED.parent / "faces-ddpm")
+    model, _ = embedded.load_model()
     if a.child:
         child(model, a.child, a.batch, not a.vanilla)
         return
 
     print(f"Peak memory of two training steps above the process's RSS before them (MiB), batch {a.batch}, K 8:\n")
-    print("| M | checkpointed | vanilla |\n| --- | --- | --- |")
+    print(markdown_table(["M", "checkpointed", "vanilla"]))
     memory = {}
     for steps in (10, 20, 50):
         memory[steps] = (step_memory(steps, a.batch, True), step_memory(steps, a.batch, False))
-        print(f"| {steps} | {memory[steps][0]:.0f} | {memory[steps][1]:.0f} |", flush=True)
+        print(markdown_row([steps, f"{memory[steps][0]:.0f}", f"{memory[steps][1]:.0f}"]), flush=True)
     print(f"\ncheckpointed M = 50 ÷ M = 10: {memory[50][0] / memory[10][0]:.2f}× (target ≤ 1.1); "
           f"vanilla: {memory[50][1] / memory[10][1]:.2f}×")
 
-    runs = {c: setup(model, 10, a.batch, c) for c in (True, False)}
-
-    def timings(denoise, device):
-        def train(c):
-            trainer, sigmas, shifted, b = runs[c]
-            return lambda: dv.train_step(denoise, trainer, b, sigmas, shifted)
-
-        def plain():
-            with torch.no_grad():
-                dv.run_chain(denoise, runs[True][3].noise, runs[True][1], 0)
-
-        for fn in (train(True), train(False), plain):
-            fn()  # warm-up
-        return interleaved_medians([train(True), train(False), plain], a.repeats)
-
-    t_ckpt, t_vanilla, t_plain = with_denoiser(model, NULL, NULL, (1, 3, faces.SIZE, faces.SIZE), 1.0, timings)
+    t_ckpt, t_vanilla, t_plain = timings(model, a.batch, a.repeats)
     print(f"\nM = 10, batch {a.batch}: training step checkpointed {t_ckpt:.2f} s, vanilla {t_vanilla:.2f} s, "
           f"plain sampling of the batch {t_plain:.2f} s (medians of {a.repeats})")
     print(f"throughput checkpointed ÷ vanilla: {t_vanilla / t_ckpt:.2f} (target ≥ 0.5); "

@@ -1,28 +1,25 @@
 """Edited Sampler vs the stock KSampler on the same model, settings and seed, in one run.
 
 Prints the time ratio of each injection mode to plain sampling (targets: both terms ≤ 1.05×,
-asymmetric ≤ 2.1×). The model is a pixel-space UNet2DModel the size of the embedded default
-(block channels 32/64/96, 32×32 images) with random weights: timing does not depend on them.
+asymmetric ≤ 2.1×). The model is a pixel-space UNet2DModel of the embedded default's architecture
+(scripts/train_ddpm.py's UNET_CONFIG, 32×32 images) with random weights: timing does not depend on them.
 Usage: .venv/bin/python bench/edited_sampler.py [--steps 20] [--batch 8] [--repeats 9]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from pathlib import Path
 
 import torch
+from bench_common import interleaved_medians, random_embedded_model
 
-from bench_common import EMBEDDED_SIZE, interleaved_medians
-
-import tiny_models  # noqa: E402
-import comfy.utils  # noqa: E402
 import nodes as comfy_nodes  # noqa: E402
+from comfy_hspace.directions import (
+    TIME_INVARIANT,  # noqa: E402
+    Directions,  # noqa: E402
+)
 from comfy_hspace.host.edited_sampling import edited_sample  # noqa: E402
 from comfy_hspace.host.model_info import bottleneck_shape  # noqa: E402
-from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm  # noqa: E402
-from comfy_hspace.directions import Directions  # noqa: E402
 from comfy_hspace.settings import SamplerSettings  # noqa: E402
 
 
@@ -32,13 +29,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=9)
     a = parser.parse_args()
-    comfy.utils.PROGRESS_BAR_ENABLED = False  # the stock path would otherwise pay for a tqdm bar
-    folder = tiny_models.save_pixel_ddpm(Path(tempfile.mkdtemp()), config=EMBEDDED_SIZE)
-    model, _ = load_pixel_ddpm(folder)
-    cond = tiny_models.conditioning("pixel")
+    model, cond = random_embedded_model()  # progress bars are off: the stock path would pay for a tqdm bar
     latent = {"samples": torch.zeros(a.batch, 3, 32, 32)}
     shape = bottleneck_shape(model, latent["samples"].shape)
-    directions = Directions(torch.randn(2, 1, *shape), torch.tensor([500.0]), ["a", "b"])
+    directions = Directions(torch.randn(2, 1, *shape), torch.tensor([TIME_INVARIANT]), ["a", "b"])
 
     def stock():
         comfy_nodes.common_ksampler(model, 1, a.steps, 1.0, "ddpm", "normal", cond, cond, latent)

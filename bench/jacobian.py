@@ -11,18 +11,17 @@ import argparse
 import json
 import time
 
+from bench_common import interleaved_medians  # first: ComfyUI on the path
+import comfy.sample  # noqa: E402
 import torch
 
-from bench_common import interleaved_medians
-
-import comfy.sample  # noqa: E402
-import comfy.utils  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
-from comfy_hspace.classifier import EMBEDDED  # noqa: E402
-from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm  # noqa: E402
+from comfy_hspace.host import embedded  # noqa: E402
 from comfy_hspace.host.trajectory import at_trajectory_steps  # noqa: E402
-from comfy_hspace.jacobian import jacobian_maps  # noqa: E402
-from comfy_hspace.jacobian import top_singular_vectors  # noqa: E402
+from comfy_hspace.jacobian import (
+    jacobian_maps,  # noqa: E402
+    top_singular_vectors,  # noqa: E402
+)
 from comfy_hspace.settings import SamplerSettings  # noqa: E402
 
 
@@ -31,9 +30,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, nargs="+", default=[4, 8])
     p.add_argument("--repeats", type=int, default=5)
     a = p.parse_args()
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    model, _ = load_pixel_ddpm(EMBEDDED.parent / "faces-ddpm")
-    null = [[torch.zeros(1, 1, 1), {CLASS_KEY: faces.NULL_CLASS}]]
+    model, _ = embedded.load_model()
+    null = embedded.conditioning("null")
     latent = torch.zeros(1, 3, faces.SIZE, faces.SIZE)
     results = []
 

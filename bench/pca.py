@@ -14,25 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 
+from bench_common import interleaved_medians, peak_during, peak_in_child, print_peak  # first: ComfyUI on the path
+import comfy.sample  # noqa: E402
 import numpy as np
 import torch
 
-from bench_common import interleaved_medians, peak_during
-
-import comfy.sample  # noqa: E402
-import comfy.utils  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
-from comfy_hspace.classifier import EMBEDDED  # noqa: E402
+from comfy_hspace.host import embedded  # noqa: E402
 from comfy_hspace.host.latents import seed_noise  # noqa: E402
-from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm  # noqa: E402
 from comfy_hspace.host.recording import record_activations  # noqa: E402
 from comfy_hspace.pca import StreamingPCA  # noqa: E402
 from comfy_hspace.settings import SamplerSettings  # noqa: E402
 
-NULL = [[torch.zeros(1, 1, 1), {CLASS_KEY: faces.NULL_CLASS}]]
+NULL = embedded.conditioning("null")
 LATENT = {"samples": torch.zeros(1, 3, faces.SIZE, faces.SIZE)}
 
 
@@ -52,10 +47,7 @@ def plain(model, n: int, batch: int, steps: int) -> None:
 
 
 def peak_rss_mb(what: str, n: int, batch: int, steps: int) -> tuple[float, float]:
-    out = subprocess.run([sys.executable, __file__, "--peak", what, "--samples", str(n), "--batch", str(batch),
-                          "--steps", str(steps)], capture_output=True, text=True, check=True)
-    peak, before = out.stdout.strip().splitlines()[-1].split()
-    return float(peak), float(before)
+    return peak_in_child(__file__, ["--peak", what, "--samples", str(n), "--batch", str(batch), "--steps", str(steps)])
 
 
 def principal_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
@@ -99,12 +91,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--peak", choices=["hook", "plain"], help=argparse.SUPPRESS)
     a = p.parse_args()
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    model, _ = load_pixel_ddpm(EMBEDDED.parent / "faces-ddpm")
+    model, _ = embedded.load_model()
     if a.peak:  # child process: warm up on one batch, then run once and print peak and starting RSS
         plain(model, a.batch, a.batch, a.steps)
-        peak, before = peak_during(lambda: (hook if a.peak == "hook" else plain)(model, a.samples, a.batch, a.steps))
-        print(peak, before)
+        print_peak(peak_during(lambda: (hook if a.peak == "hook" else plain)(model, a.samples, a.batch, a.steps)))
         return
 
     plain(model, a.batch, a.batch, a.steps)  # warm-up

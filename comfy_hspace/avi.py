@@ -23,10 +23,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .directions import write_safetensors
+from .files import read_safetensors, write_safetensors
 
 PHI_FORMAT = "comfy-hspace avi phi"
 LOSS_WEIGHTS = (3.0, 10.0, 10.0, 10.0)  # λ1 … λ4, paper §5
@@ -124,7 +123,7 @@ def phi_losses(phi: SingularValueNet, x: torch.Tensor, z: torch.Tensor, k: int, 
 
 
 @torch.inference_mode(False)  # ComfyUI runs nodes in inference mode, where nothing could be trained
-def train_phi(x: torch.Tensor, z: torch.Tensor, k: int, epochs: int = 5, batch_size: int = 256,
+def train_phi(x: torch.Tensor, z: torch.Tensor, k: int, *, epochs: int = 5, batch_size: int = 256,
               learning_rate: float = 1e-3, weights: tuple[float, float, float, float] = LOSS_WEIGHTS,
               hidden: int = 0, seed: int = 0, rho: float = 1.0, device: torch.device | str = "cpu",
               progress: Callable[[int, int, dict[str, float]], None] | None = None
@@ -189,14 +188,7 @@ def save_phi(phi: SingularValueNet, path: str | os.PathLike, info: dict | None =
 
 def load_phi(path: str | os.PathLike) -> SingularValueNet:
     """Reads a Φ written by ``save_phi``; never unpickles anything."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"phi file {path}: not a readable safetensors file ({e})") from None
-    if meta.get("format") != PHI_FORMAT:
-        raise ValueError(f"phi file {path}: safetensors, but not an AVI Φ (format {meta.get('format')!r})")
+    tensors, meta = read_safetensors(path, "phi file", PHI_FORMAT, "an AVI Φ")
     try:
         phi = SingularValueNet(int(meta["height"]), int(meta["width"]), int(meta["hidden"]))
         phi.load_state_dict(tensors)

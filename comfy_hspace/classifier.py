@@ -25,7 +25,8 @@ class FaceClassifier(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(3, w, 3, padding=1), nn.SiLU(), nn.Conv2d(w, w, 3, padding=1, stride=2), nn.SiLU(),
             nn.Conv2d(w, 2 * w, 3, padding=1), nn.SiLU(), nn.Conv2d(2 * w, 2 * w, 3, padding=1, stride=2), nn.SiLU(),
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.SiLU(), nn.Conv2d(4 * w, 4 * w, 3, padding=1, stride=2), nn.SiLU(),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(4 * w, 4 * w, 3, padding=1, stride=2), nn.SiLU(),
         )
         self.head = nn.Linear(4 * w * 4 * 4, len(NAMES))
 
@@ -52,7 +53,8 @@ def targets_from_factors(factors: dict) -> torch.Tensor:
 
 def loss(out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     nb = len(faces.BINARY)
-    return F.binary_cross_entropy_with_logits(out[:, :nb], targets[:, :nb]) + 10 * F.mse_loss(out[:, nb:], targets[:, nb:])
+    return (F.binary_cross_entropy_with_logits(out[:, :nb], targets[:, :nb])
+            + 10 * F.mse_loss(out[:, nb:], targets[:, nb:]))
 
 
 def load_classifier(path: str | Path = EMBEDDED) -> tuple[FaceClassifier, dict]:
@@ -93,3 +95,23 @@ def rerender_psnr(model: FaceClassifier, images: torch.Tensor) -> torch.Tensor:
     drawn = (torch.from_numpy(faces.render(factors)).permute(0, 2, 3, 1) + 1) / 2
     mse = ((drawn - images.float().cpu()) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
     return -10 * torch.log10(mse)
+
+
+@torch.no_grad()
+def face_found(model: FaceClassifier, images: torch.Tensor) -> torch.Tensor:
+    """Per image (IMAGE [N, H, W, 3] in 0…1), whether it shows a face: inside the face disk that
+    the classifier reads, the image is closer to the face drawn from the classifier's reading than
+    to the plain background of the hue it reads. A faceless sample fails either way: the drawn
+    face lands on background, or on a blot that is no face."""
+    scores = score_images(model, images)
+    factors = {k: ((scores[:, j] > 0.5) if k in faces.BINARY else scores[:, j].clamp(*faces.RANGES[k])).numpy()
+               for j, k in enumerate(NAMES)}
+    drawn = (torch.from_numpy(faces.render(factors)).permute(0, 2, 3, 1) + 1) / 2
+    found = []
+    for i, image in enumerate(images.float().cpu()):
+        disk = torch.from_numpy(faces.region_mask("face", *(float(factors[k][i]) for k in ("x", "y", "size")))) > 0
+        background = torch.from_numpy(faces.background_rgb(float(factors["bg_hue"][i])))
+        to_face = ((image - drawn[i]) ** 2)[disk].mean()
+        to_background = ((image - background) ** 2)[disk].mean()
+        found.append(bool(to_face < to_background))
+    return torch.tensor(found)

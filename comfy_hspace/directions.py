@@ -12,10 +12,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+
+from .files import read_safetensors, write_safetensors
 
 FORMAT = "comfy-hspace/directions/1"
+# The one stored timestep of a time-invariant direction (T = 1). Any value would do: at edit
+# time every step looks up its nearest stored timestep.
+TIME_INVARIANT = 500.0
 SPACES = ("h", "x_T")
 
 
@@ -81,35 +84,17 @@ def _metadata(d: Directions) -> dict[str, str]:
     }
 
 
-def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    """Writes next to ``path`` and renames into place: a failed or cancelled save never leaves a
-    half-written file under the real name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-    return path
-
-
 def save_directions(d: Directions, path: str | os.PathLike) -> Path:
     tensors = {"directions": d.vectors.contiguous().float().cpu(), "timesteps": d.timesteps.float().cpu()}
     return write_safetensors(path, tensors, _metadata(d))
 
 
 def load_directions(path: str | os.PathLike) -> Directions:
-    path = Path(path)
-    if not path.is_file():
-        raise DirectionsError(f"direction file {path}: no such file")
-    try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise DirectionsError(f"direction file {path}: not a readable safetensors file ({e})") from None
-    if meta.get("format") != FORMAT or "directions" not in tensors or "timesteps" not in tensors:
+    tensors, meta = read_safetensors(path, "direction file", FORMAT, "a comfy-hspace direction file",
+                                     DirectionsError)
+    if "directions" not in tensors or "timesteps" not in tensors:
         raise DirectionsError(f"direction file {path}: safetensors, but not a comfy-hspace direction file "
-                              f"(expected format {FORMAT!r} with tensors 'directions' and 'timesteps')")
+                              f"(no tensors 'directions' and 'timesteps')")
     try:
         return Directions(
             vectors=tensors["directions"].float(),
@@ -208,6 +193,17 @@ def resize(d: Directions, height: int, width: int) -> Directions:
     flat = d.vectors.reshape(k * t, c, h, w)
     out = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
     return replace(d, vectors=out.reshape(k, t, c, height, width))
+
+
+def random_directions(count: int, h_shape: tuple[int, int, int], seed: int, rms: float = 1.0,
+                      model_fingerprint: str = "") -> Directions:
+    """``count`` random Gaussian time-invariant directions of h shape ``h_shape``, each with
+    root-mean-square ``rms`` per element: the baseline a found direction should beat."""
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn((count, 1, *h_shape), generator=g)
+    v = v * (rms / v.pow(2).mean(dim=(1, 2, 3, 4), keepdim=True).sqrt())
+    return Directions(v, torch.tensor([TIME_INVARIANT]), [f"random{i}" for i in range(count)], method="random",
+                      model_fingerprint=model_fingerprint, units="raw", parameters={"seed": seed, "rms": rms})
 
 
 def random_like(d: Directions, seed: int) -> Directions:

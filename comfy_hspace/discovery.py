@@ -17,10 +17,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .directions import write_safetensors
+from .files import read_safetensors, write_safetensors
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, "Callable | None"], torch.Tensor]
 
@@ -68,8 +67,10 @@ class ShiftBlock(nn.Module):
 class ResBlock(nn.Module):
     def __init__(self, channels_in: int, channels_out: int):
         super().__init__()
-        self.norm1, self.conv1 = nn.GroupNorm(_groups(channels_in), channels_in), nn.Conv2d(channels_in, channels_out, 3, padding=1)
-        self.norm2, self.conv2 = nn.GroupNorm(_groups(channels_out), channels_out), nn.Conv2d(channels_out, channels_out, 3, padding=1)
+        self.norm1, self.conv1 = (nn.GroupNorm(_groups(channels_in), channels_in),
+                                  nn.Conv2d(channels_in, channels_out, 3, padding=1))
+        self.norm2, self.conv2 = (nn.GroupNorm(_groups(channels_out), channels_out),
+                                  nn.Conv2d(channels_out, channels_out, 3, padding=1))
         self.skip = nn.Identity() if channels_in == channels_out else nn.Conv2d(channels_in, channels_out, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +133,7 @@ class Batch:
 
 
 def draw_batch(generator: torch.Generator, shape: tuple[int, ...], count: int, magnitude: float,
-               noise_scale: float, rank: int = 0, world_size: int = 1) -> Batch:
+               noise_scale: float, *, rank: int = 0, world_size: int = 1) -> Batch:
     """One training batch of ``shape[0]`` samples. Every process draws the whole batch and keeps its
     slice, so data-parallel training sees exactly the batch one process would."""
     n = shape[0]
@@ -200,14 +201,16 @@ class Trainer:
         lr = self.settings.learning_rate
         if not self.optimizers:
             self.optimizers = {
-                "generator": torch.optim.Adam(list(self.shift.parameters()) + list(self.reconstructor.parameters()), lr),
+                "generator": torch.optim.Adam(list(self.shift.parameters())
+                                              + list(self.reconstructor.parameters()), lr),
                 "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr)}
 
     def modules(self) -> dict[str, nn.Module]:
         return {"shift": self.shift, "reconstructor": self.reconstructor, "discriminator": self.discriminator}
 
 
-def generator_losses(trainer: Trainer, x0: torch.Tensor, x0_shifted: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+def generator_losses(trainer: Trainer, x0: torch.Tensor, x0_shifted: torch.Tensor,
+                     batch: Batch) -> dict[str, torch.Tensor]:
     logits, magnitude = trainer.reconstructor(x0, x0_shifted)
     fake = trainer.discriminator(x0_shifted).reshape(-1)
     losses = {"classification": F.cross_entropy(logits, batch.index.to(logits.device)),
@@ -281,7 +284,8 @@ def train_step(denoise: Denoiser, trainer: Trainer, batch: Batch, sigmas: torch.
     trainer.step += 1
     out = {k: float(v.detach()) for k, v in losses.items()}
     out["discriminator"] = float(d_loss.detach())
-    out["d_real"], out["d_fake"] = float(torch.sigmoid(real.detach()).mean()), float(torch.sigmoid(fake.detach()).mean())
+    out["d_real"], out["d_fake"] = (float(torch.sigmoid(real.detach()).mean()),
+                                    float(torch.sigmoid(fake.detach()).mean()))
     return out
 
 
@@ -341,12 +345,5 @@ def save_state(path: str | Path, trainer: Trainer, metadata: dict) -> None:
 
 def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, metadata) of a saved training state; never unpickles anything."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"resume: {path} is not a readable safetensors file ({e})") from e
-    if header.get("format") != STATE_FORMAT:
-        raise ValueError(f"resume: {path} is not a Discovery Trainer state (format {header.get('format')!r})")
+    tensors, header = read_safetensors(path, "resume: state file", STATE_FORMAT, "a Discovery Trainer state")
     return tensors, {k: json.loads(v) for k, v in header.items() if k != "format"}

@@ -51,13 +51,18 @@ def _rgb(h: float, s: float, v: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v), dtype=np.float32)
 
 
+def background_rgb(bg_hue: float) -> np.ndarray:
+    """The background colour for a hue, RGB in 0…1."""
+    return _rgb(bg_hue, 0.45, 0.85)
+
+
 def render_one(f: dict[str, float]) -> np.ndarray:
     """One image [3, SIZE, SIZE] in [-1, 1] from scalar factors."""
     n = SIZE * SUPERSAMPLE
     yy, xx = (np.mgrid[0:n, 0:n].astype(np.float32) + 0.5) / SUPERSAMPLE
     cx, cy, r = f["x"], f["y"], f["size"]
     img = np.empty((n, n, 3), np.float32)
-    img[:] = _rgb(f["bg_hue"], 0.45, 0.85)
+    img[:] = background_rgb(f["bg_hue"])
 
     def paint(mask, color):
         img[mask] = color

@@ -22,20 +22,21 @@ def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     return path
 
 
-def read_safetensors(path: str | os.PathLike, what: str, file_format: str, kind: str
-                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a file written with metadata ``format`` = ``file_format``. ``what``
-    starts every error message (the input or the kind of file), ``kind`` says what was expected."""
+def read_safetensors(path: str | os.PathLike, what: str, file_format: str, kind: str,
+                     error: type[ValueError] = ValueError) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a file written with metadata ``format`` = ``file_format``, read once.
+    Errors read "<what> <path>: <problem>": ``what`` names the input or the kind of file, ``kind``
+    says what was expected; they are raised as ``error``."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{what}: {path} does not exist")
+        raise error(f"{what} {path}: no such file")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{what}: {path} is not a readable safetensors file ({e})") from None
+        raise error(f"{what} {path}: not a readable safetensors file ({e})") from None
     if metadata.get("format") != file_format:
-        raise ValueError(f"{what}: {path} is safetensors, but not {kind} "
-                         f"(format {metadata.get('format')!r}, expected {file_format!r})")
+        raise error(f"{what} {path}: safetensors, but not {kind} (format {metadata.get('format')!r}, "
+                    f"expected {file_format!r})")
     return tensors, metadata

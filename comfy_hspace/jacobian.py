@@ -33,7 +33,7 @@ def _orthonormal_rows(w: torch.Tensor, found: torch.Tensor | None) -> torch.Tens
     return (q * signs).T
 
 
-def top_singular_vectors(jvp: LinearMap, vjp: LinearMap, h_shape: tuple[int, ...], k: int,
+def top_singular_vectors(jvp: LinearMap, vjp: LinearMap, h_shape: tuple[int, ...], k: int, *,
                          batch_size: int | None = None, tol: float = 1e-3, max_iters: int = 50,
                          seed: int = 0, progress: Callable[[int], None] | None = None) -> SingularVectors:
     """Top-k right singular vectors of the linear map J given by ``jvp`` (v ↦ Jv) and ``vjp``

@@ -1,7 +1,14 @@
 from .attribute_direction import AttributeDirection, Disentangle
 from .avi import AVILatentMerge, AVITrainer, LatentSingularValues, LoadAVIPhi
-from .directions_nodes import (CombineDirections, LoadDirections, RandomDirections, ResizeDirections,
-                               SaveDirections, ScaleDirections, SelectDirections)
+from .directions_nodes import (
+                               CombineDirections,
+                               LoadDirections,
+                               RandomDirections,
+                               ResizeDirections,
+                               SaveDirections,
+                               ScaleDirections,
+                               SelectDirections,
+)
 from .discovery_trainer import DiscoveryTrainer
 from .edited_sampler import DirectionSweepGrid, EditedSampler
 from .embedded import EmbeddedFacesModel, FaceImages, FaceLabels, FaceRegionMask, FaceScores

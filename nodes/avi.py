@@ -1,6 +1,5 @@
 """Paper 003: AVI Latent Merge, the Φ trainer and loader, and singular-value edits of a latent.
 All four sit between ComfyUI's own KSamplerAdvanced nodes (split sampling with leftover noise)."""
-import os
 
 import comfy.model_management
 import comfy.utils
@@ -11,7 +10,16 @@ from comfy_api.latest import io
 from comfy_hspace import avi
 from comfy_hspace.host.latents import latent_with
 
-from .common import AVI_FOLDER, CATEGORY, TIPS, parse_floats, safe_name, send_progress_text
+from .common import (
+    AVI_FOLDER,
+    CATEGORY,
+    TIPS,
+    model_file,
+    model_file_changed,
+    output_path,
+    parse_floats,
+    send_progress_text,
+)
 
 Phi = io.Custom("HSPACE_AVI_PHI")
 SPLIT = ("Sample x with KSamplerAdvanced (original conditioning, steps 0 → Tx, return_with_leftover_noise on) and z "
@@ -46,8 +54,10 @@ class AVITrainer(io.ComfyNode):
                 io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-4, round=1e-7,
                                tooltip=TIPS["learning_rate"]),
                 io.Float.Input("target_weight", default=3.0, min=0.0, max=1000.0, step=0.1, tooltip="λ1, on ‖ŷ − z‖²."),
-                io.Float.Input("original_weight", default=10.0, min=0.0, max=1000.0, step=0.1, tooltip="λ2, on ‖ỹ − x‖²."),
-                io.Float.Input("values_weight", default=10.0, min=0.0, max=1000.0, step=0.1, tooltip="λ3, on ‖S − Sz‖²."),
+                io.Float.Input("original_weight", default=10.0, min=0.0, max=1000.0, step=0.1,
+                               tooltip="λ2, on ‖ỹ − x‖²."),
+                io.Float.Input("values_weight", default=10.0, min=0.0, max=1000.0, step=0.1,
+                               tooltip="λ3, on ‖S − Sz‖²."),
                 io.Float.Input("correction_weight", default=10.0, min=0.0, max=1000.0, step=0.1,
                                tooltip="λ4, on ‖S + Δs − Sx‖²."),
                 io.Int.Input("hidden", default=0, min=0, max=65536, tooltip="Width of Φ's layers; 0 = H·W (paper)."),
@@ -72,10 +82,11 @@ class AVITrainer(io.ComfyNode):
 
         path = None
         if name.strip():
-            path = os.path.join(folder_paths.get_folder_paths(AVI_FOLDER)[0], safe_name(name, "name") + ".safetensors")
-        phi, history = avi.train_phi(xs, zs, _k(k, xs), epochs, batch_size, learning_rate,
-                                     (target_weight, original_weight, values_weight, correction_weight), hidden, seed,
-                                     device=comfy.model_management.get_torch_device(), progress=progress)
+            path = output_path(AVI_FOLDER, name)
+        phi, history = avi.train_phi(
+            xs, zs, _k(k, xs), epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            weights=(target_weight, original_weight, values_weight, correction_weight), hidden=hidden, seed=seed,
+            device=comfy.model_management.get_torch_device(), progress=progress)
         if path is not None:
             avi.save_phi(phi, path, {"pairs": xs.shape[0], "k": _k(k, xs), "epochs": epochs, "history": history})
         table = "\n".join(f"epoch {i + 1}: " + ", ".join(f"{n} {v:.4f}" for n, v in h.items())
@@ -96,15 +107,11 @@ class LoadAVIPhi(io.ComfyNode):
 
     @classmethod
     def execute(cls, filename) -> io.NodeOutput:
-        path = folder_paths.get_full_path(AVI_FOLDER, filename)
-        if path is None:
-            raise ValueError(f"filename: {filename!r} is not in {folder_paths.get_folder_paths(AVI_FOLDER)}")
-        return io.NodeOutput(avi.load_phi(path))
+        return io.NodeOutput(avi.load_phi(model_file(AVI_FOLDER, filename)))
 
     @classmethod
     def fingerprint_inputs(cls, filename):
-        path = folder_paths.get_full_path(AVI_FOLDER, filename)
-        return os.path.getmtime(path) if path else filename
+        return model_file_changed(AVI_FOLDER, filename)
 
 
 class AVILatentMerge(io.ComfyNode):
@@ -152,8 +159,10 @@ class LatentSingularValues(io.ComfyNode):
                         "per scale, one after another (use a deterministic sampler after it to compare them).",
             inputs=[
                 io.Latent.Input("latent",
-                                tooltip="Latent from a KSamplerAdvanced that stopped at the chosen step with leftover noise."),
-                io.String.Input("indices", default="0", tooltip="Singular values to scale, 0 = the largest; e.g. '0, 1'."),
+                                tooltip="Latent from a KSamplerAdvanced that stopped at the chosen step "
+                                        "with leftover noise."),
+                io.String.Input("indices", default="0",
+                                tooltip="Singular values to scale, 0 = the largest; e.g. '0, 1'."),
                 io.String.Input("scales", default="0.8, 0.9, 1.0, 1.1, 1.2",
                                 tooltip="Multipliers; one batch of the latent per value."),
             ],

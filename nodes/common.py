@@ -59,7 +59,8 @@ def sampler_inputs(sampler_name: str = "ddim", scheduler: str = "ddim_uniform", 
 
 for folder in (DIRECTIONS_FOLDER, DISCOVERY_FOLDER, AVI_FOLDER):
     if folder not in folder_paths.folder_names_and_paths:
-        folder_paths.folder_names_and_paths[folder] = ([os.path.join(folder_paths.models_dir, folder)], {".safetensors"})
+        folder_paths.folder_names_and_paths[folder] = ([os.path.join(folder_paths.models_dir, folder)],
+                                                       {".safetensors"})
 # The shipped faces DDPM is a diffusers folder too: list it in the Pixel DDPM Loader.
 folder_paths.add_model_folder_path("diffusers", str(embedded.FOLDER))
 
@@ -91,3 +92,22 @@ def safe_name(name: str, what: str) -> str:
     if not stem:
         raise ValueError(f"{what}: {name!r} has no usable characters (letters, digits, '.', '_', '-')")
     return stem
+
+
+def model_file(folder: str, filename: str) -> str:
+    """The full path of a file a loader lists from a models folder, or a message naming the input."""
+    path = folder_paths.get_full_path(folder, filename)
+    if path is None:
+        raise ValueError(f"filename: {filename!r} is not in {folder_paths.get_folder_paths(folder)}")
+    return path
+
+
+def model_file_changed(folder: str, filename: str):
+    """A loader's fingerprint_inputs: the file's modification time, so a rewritten file reloads."""
+    path = folder_paths.get_full_path(folder, filename)
+    return os.path.getmtime(path) if path else filename
+
+
+def output_path(folder: str, name: str, what: str = "name") -> str:
+    """Where a trainer writes ``<name>.safetensors`` in its models folder (first of its paths)."""
+    return os.path.join(folder_paths.get_folder_paths(folder)[0], safe_name(name, what) + ".safetensors")

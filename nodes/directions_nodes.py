@@ -1,15 +1,22 @@
 """Nodes that make, save, load and reshape HSPACE_DIRECTIONS values."""
 import os
 
-import torch
-
 import folder_paths
 from comfy_api.latest import io
 
 from comfy_hspace import directions as D
 from comfy_hspace.host.model_info import bottleneck_shape, model_fingerprint
 
-from .common import CATEGORY, DIRECTIONS_FOLDER, TIPS, Directions, parse_floats, safe_name
+from .common import (
+    CATEGORY,
+    DIRECTIONS_FOLDER,
+    TIPS,
+    Directions,
+    model_file,
+    model_file_changed,
+    parse_floats,
+    safe_name,
+)
 
 
 class SaveDirections(io.ComfyNode):
@@ -56,15 +63,11 @@ class LoadDirections(io.ComfyNode):
 
     @classmethod
     def execute(cls, filename) -> io.NodeOutput:
-        path = folder_paths.get_full_path(DIRECTIONS_FOLDER, filename)
-        if path is None:
-            raise ValueError(f"filename: {filename!r} is not in {folder_paths.get_folder_paths(DIRECTIONS_FOLDER)}")
-        return io.NodeOutput(D.load_directions(path))
+        return io.NodeOutput(D.load_directions(model_file(DIRECTIONS_FOLDER, filename)))
 
     @classmethod
     def fingerprint_inputs(cls, filename):
-        path = folder_paths.get_full_path(DIRECTIONS_FOLDER, filename)
-        return os.path.getmtime(path) if path else filename
+        return model_file_changed(DIRECTIONS_FOLDER, filename)
 
 
 class RandomDirections(io.ComfyNode):
@@ -92,12 +95,7 @@ class RandomDirections(io.ComfyNode):
         if like is not None:
             return io.NodeOutput(D.random_like(like, seed))
         shape = bottleneck_shape(model, latent_image["samples"].shape)
-        g = torch.Generator().manual_seed(seed)
-        v = torch.randn((count, 1, *shape), generator=g)
-        v = v * (rms / v.pow(2).mean(dim=(1, 2, 3, 4), keepdim=True).sqrt())
-        return io.NodeOutput(D.Directions(v, torch.tensor([500.0]), [f"random{i}" for i in range(count)],
-                                          method="random", model_fingerprint=model_fingerprint(model),
-                                          units="raw", parameters={"seed": seed, "rms": rms}))
+        return io.NodeOutput(D.random_directions(count, shape, seed, rms, model_fingerprint(model)))
 
 
 class SelectDirections(io.ComfyNode):
@@ -142,8 +140,9 @@ class CombineDirections(io.ComfyNode):
             description="stack: all of a, then all of b. sum: direction k = weight_a·a_k + weight_b·b_k. "
                         "b is looked up at a's timesteps.",
             inputs=[Directions.Input("a",
-                                     tooltip="First set of directions."), Directions.Input("b",
-                                                                                           tooltip="Second set: same model, space and h shape as a."),
+                                     tooltip="First set of directions."),
+                    Directions.Input("b",
+                                     tooltip="Second set: same model, space and h shape as a."),
                     io.Combo.Input("mode", options=["stack", "sum"], default="stack",
                                    tooltip="stack: a's directions then b's; weighted sum: weight_a·a + weight_b·b."),
                     io.Float.Input("weight_a", default=1.0, min=-100.0, max=100.0, step=0.01,
@@ -168,7 +167,8 @@ class ResizeDirections(io.ComfyNode):
             description="Resizes directions to the h of another latent size (e.g. found at 512 px, used at 768 px); "
                         "per-position values are kept.",
             inputs=[Directions.Input("directions",
-                                     tooltip="Directions from any h-space node (HSPACE_DIRECTIONS)."), io.Model.Input("model", tooltip=TIPS["model"]),
+                                     tooltip="Directions from any h-space node (HSPACE_DIRECTIONS)."),
+                    io.Model.Input("model", tooltip=TIPS["model"]),
                     io.Latent.Input("latent_image", tooltip="A latent of the size the directions will be used at.")],
             outputs=[Directions.Output()],
         )

@@ -1,14 +1,12 @@
-import os
 from pathlib import Path
 
 import comfy.utils
-import folder_paths
 from comfy_api.latest import io
 
-from comfy_hspace.host.discovery import train_discovery
 from comfy_hspace.discovery import DiscoverySettings
+from comfy_hspace.host.discovery import train_discovery
 
-from .common import CATEGORY, DISCOVERY_FOLDER, TIPS, Directions, sampler_inputs, safe_name, send_progress_text
+from .common import CATEGORY, DISCOVERY_FOLDER, TIPS, Directions, output_path, sampler_inputs, send_progress_text
 
 
 class DiscoveryTrainer(io.ComfyNode):
@@ -33,7 +31,8 @@ class DiscoveryTrainer(io.ComfyNode):
                                tooltip="S: each training shift has ε uniform in [−S, S]."),
                 io.Int.Input("steps", default=20, min=1, max=1000, tooltip="M, DDIM steps of the sampling chain."),
                 io.Float.Input("t_edit", default=400.0, min=0.0, max=10000.0, step=1.0,
-                               tooltip="End of the shifting interval in model timesteps (0 … 999 for a 1000-step DDPM)."),
+                               tooltip="End of the shifting interval in model timesteps "
+                                       "(0 … 999 for a 1000-step DDPM)."),
                 io.Int.Input("batch_size", default=16, min=1, max=4096,
                              tooltip="Samples per training step (paper: 128 for MNIST)."),
                 io.Int.Input("training_steps", default=200, min=0, max=1000000,
@@ -53,10 +52,12 @@ class DiscoveryTrainer(io.ComfyNode):
                 io.Int.Input("direction_samples", default=16, min=1, max=4096,
                              tooltip="Samples averaged for the output directions (mean shift per timestep)."),
                 io.Boolean.Input("checkpointed", default=True,
-                                 tooltip="Off: plain backprop through the chain (same gradients, memory grows with M)."),
+                                 tooltip="Off: plain backprop through the chain "
+                                         "(same gradients, memory grows with M)."),
             ],
             outputs=[Directions.Output("directions", tooltip="Mean shift per timestep, zero after t_edit."),
-                     Directions.Output("time_invariant", tooltip="The mean over the shifting interval at each of its steps.")],
+                     Directions.Output("time_invariant",
+                                       tooltip="The mean over the shifting interval at each of its steps.")],
             hidden=[io.Hidden.unique_id],
         )
 
@@ -67,7 +68,7 @@ class DiscoveryTrainer(io.ComfyNode):
         settings = DiscoverySettings(count=count, magnitude=magnitude, t_edit=t_edit, batch_size=batch_size,
                                      learning_rate=learning_rate, regression_weight=regression_weight,
                                      adversarial_weight=adversarial_weight, checkpointed=checkpointed)
-        path = os.path.join(folder_paths.get_folder_paths(DISCOVERY_FOLDER)[0], safe_name(name, "name") + ".safetensors")
+        path = output_path(DISCOVERY_FOLDER, name)
         pbar = comfy.utils.ProgressBar(max(training_steps, 1))
         node = cls.hidden.unique_id if cls.hidden is not None else None
 
@@ -79,6 +80,7 @@ class DiscoveryTrainer(io.ComfyNode):
 
         per_step, time_invariant, _ = train_discovery(
             model, positive, negative, tuple(latent_image["samples"].shape), settings, steps=steps,
-            training_steps=training_steps, seed=seed, cfg=cfg, state_path=Path(path), resume=resume, save_every=save_every, direction_samples=direction_samples,
+            training_steps=training_steps, seed=seed, cfg=cfg, state_path=Path(path),
+            resume=resume, save_every=save_every, direction_samples=direction_samples,
             progress=progress)
         return io.NodeOutput(per_step, time_invariant)

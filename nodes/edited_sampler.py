@@ -2,10 +2,9 @@ import torch
 from comfy_api.latest import io
 
 from comfy_hspace import directions as D
-from comfy_hspace.host.edited_sampling import MODES, edited_sample
 from comfy_hspace.grid import labelled_grid
+from comfy_hspace.host.edited_sampling import MODES, edited_sample
 from comfy_hspace.host.patch import APPLY_TO
-
 from comfy_hspace.settings import SamplerSettings
 
 from .common import CATEGORY, TIPS, Directions, parse_floats, sampler_inputs

@@ -1,6 +1,5 @@
 """The embedded default: the procedural-faces DDPM, its label conditioning and its classifier."""
 import torch
-
 from comfy_api.latest import io
 
 from comfy_hspace import classifier, faces

@@ -1,7 +1,6 @@
 from comfy_api.latest import io
 
 from comfy_hspace.host.recording import record_activations
-
 from comfy_hspace.settings import SamplerSettings
 
 from .common import CATEGORY, TIPS, Activations, sampler_inputs

@@ -1,7 +1,6 @@
 from comfy_api.latest import io
 
 from comfy_hspace.host.trajectory import jacobian_directions
-
 from comfy_hspace.settings import SamplerSettings
 
 from .common import CATEGORY, TIPS, Directions, sampler_inputs

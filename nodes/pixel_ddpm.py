@@ -1,9 +1,8 @@
 """Loading pixel-space diffusers DDPMs (the papers' google/ddpm-ema-celebahq-256 layout)."""
 import os
 
-import torch
-
 import folder_paths
+import torch
 from comfy_api.latest import io
 
 from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
@@ -17,7 +16,8 @@ def model_folders() -> list[str]:
     for root in folder_paths.get_folder_paths("diffusers"):
         if os.path.isdir(root):
             for name in sorted(os.listdir(root)):
-                if any(os.path.exists(os.path.join(root, name, *p)) for p in (("unet", "config.json"), ("config.json",))):
+                if any(os.path.exists(os.path.join(root, name, *p))
+                       for p in (("unet", "config.json"), ("config.json",))):
                     found.append(name)
     return found
 
@@ -31,7 +31,8 @@ class PixelDDPMLoader(io.ComfyNode):
                         "safetensors weights, scheduler config) as a MODEL for the stock samplers, with the "
                         "pixel-space VAE for VAE Decode/Encode. Use EmptyChromaRadianceLatentImage for empty latents.",
             inputs=[io.Combo.Input("folder", options=model_folders(),
-                                   tooltip="A diffusers DDPM folder in models/diffusers (unet/config.json + safetensors weights).")],
+                                   tooltip="A diffusers DDPM folder in models/diffusers "
+                                           "(unet/config.json + safetensors weights).")],
             outputs=[io.Model.Output(), io.Vae.Output()],
         )
 

@@ -19,7 +19,7 @@ def comfyui_path() -> Path:
 def setup(cpu: bool = True) -> Path:
     comfy = comfyui_path()
     # ComfyUI first: our repo has a ``nodes`` package that must not shadow ComfyUI's nodes.py.
-    for p in (str(REPO / "scripts"), str(REPO / "tests"), str(REPO), str(comfy)):
+    for p in (str(REPO / "scripts"), str(REPO), str(comfy)):
         if p not in sys.path:
             sys.path.insert(0, p)
     from comfy.cli_args import args

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import requests
-
 from comfy_env import comfyui_path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,7 +89,8 @@ class ComfyServer:
                 continue
             missing = [n for n in pack_node_ids() if n not in info]
             if missing:
-                raise RuntimeError(f"The server does not list the pack's nodes {missing}; its log:\n{self.log()[-6000:]}")
+                raise RuntimeError(f"The server does not list the pack's nodes {missing}; "
+                                   f"its log:\n{self.log()[-6000:]}")
             self.object_info = info
             return
         raise RuntimeError(f"ComfyUI did not answer within {self.timeout:.0f} s; its log:\n{self.log()[-4000:]}")

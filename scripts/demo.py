@@ -91,7 +91,8 @@ def main() -> None:
             entry = server.run(prompt)
             pictures = []
             for node_id, node_output in sorted(entry["outputs"].items(), key=lambda item: int(item[0])):
-                files = [base / "output" / i.get("subfolder", "") / i["filename"] for i in node_output.get("images", [])]
+                files = [base / "output" / i.get("subfolder", "") / i["filename"]
+                         for i in node_output.get("images", [])]
                 if files:
                     name = prompt[node_id]["inputs"].get("filename_prefix", node_id)
                     pictures.append(grid(files, columns_for(prompt, node_id)))

@@ -16,57 +16,42 @@ Usage: .venv/bin/python scripts/measure_avi.py [--attributes smile,glasses,blond
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
+from measure_common import markdown_row, markdown_table, spearman, write_report  # first: ComfyUI on the path
+import comfy.samplers  # noqa: E402
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import comfy_env  # noqa: E402
-
-comfy_env.setup()
-import comfy.samplers  # noqa: E402
-import comfy.utils  # noqa: E402
 import nodes  # noqa: E402
-
-from comfy_hspace import avi  # noqa: E402
+from comfy_hspace import (
+    avi,  # noqa: E402
+    faces,  # noqa: E402
+)
 from comfy_hspace import classifier as C  # noqa: E402
-from comfy_hspace import faces  # noqa: E402
-from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm  # noqa: E402
+from comfy_hspace.host import embedded  # noqa: E402
 
 IDENTITY = ("x", "y", "size", "skin_hue")
 COARSE, FINE = ("x", "y", "size", "skin_hue", "bg_hue"), ("smile", "eyes_open", "glasses", "blond")
 RHOS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def spearman(values: list[float]) -> float:
-    ranks = torch.tensor(values).argsort().argsort().double()
-    ideal = torch.arange(len(values)).double()
-    return float(torch.corrcoef(torch.stack([ranks, ideal]))[0, 1])
-
-
 class Embedded:
     def __init__(self, steps: int, cfg: float):
-        self.model, self.vae = load_pixel_ddpm(C.EMBEDDED.parent / "faces-ddpm")
-        self.clf, _ = C.load_classifier()
+        self.model, self.vae = embedded.load_model()
         self.sampler, self.steps, self.cfg = nodes.KSamplerAdvanced(), steps, cfg
-        self.null = self.cond("null")
-
-    @staticmethod
-    def cond(labels: str) -> list:
-        return [[torch.zeros(1, 1, 1), {CLASS_KEY: faces.parse_labels(labels)}]]
+        self.null = embedded.conditioning("null")
 
     def sample(self, labels: str, latent: torch.Tensor, start: int, end: int, seed: int, fresh: bool) -> torch.Tensor:
         """KSamplerAdvanced from step ``start`` to ``end``: fresh noise at the start, leftover noise at the end."""
         out = self.sampler.sample(self.model, "enable" if fresh else "disable", seed, self.steps, self.cfg, "ddim",
-                                  "ddim_uniform", self.cond(labels), self.null, {"samples": latent}, start, end,
+                                  "ddim_uniform", embedded.conditioning(labels), self.null,
+                                  {"samples": latent}, start, end,
                                   "enable" if end < self.steps else "disable")
         return out[0]["samples"]
 
     def scores(self, latent: torch.Tensor) -> torch.Tensor:
-        return C.score_images(self.clf, self.vae.decode(self.model.model.process_latent_out(latent)))
+        return embedded.score(self.vae.decode(self.model.model.process_latent_out(latent)))
 
 
 def roughness(latent: torch.Tensor) -> float:
@@ -94,7 +79,7 @@ def fidelity(e: Embedded, original: str, attribute: str, a) -> dict:
     zs = e.sample(target, pairs, 0, a.tz, a.seed + 1, True)
     pair_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    phi, history = avi.train_phi(xs, zs, faces.SIZE // 2, a.epochs, 256, seed=a.seed)
+    phi, history = avi.train_phi(xs, zs, faces.SIZE // 2, epochs=a.epochs, batch_size=256, seed=a.seed)
     train_s = time.perf_counter() - t0
     row = {"target": target, "original_hit": float((s_orig[:, col] > 0.5).float().mean()),
            "regenerated_hit": float((s_regen[:, col] > 0.5).float().mean()),
@@ -111,7 +96,8 @@ def fidelity(e: Embedded, original: str, attribute: str, a) -> dict:
             hits.append(float((s[:, col] > 0.5).float().mean()))
             ids.append(change(s, s_orig, IDENTITY))
             noise.append(roughness(final) / row["original_roughness"])
-        row[name] = {"mean": means, "hit": hits, "identity": ids, "roughness": noise, "spearman": spearman(means)}
+        row[name] = {"mean": means, "hit": hits, "identity": ids, "roughness": noise,
+                     "spearman": spearman(torch.tensor(means), torch.tensor(RHOS))}
     return row
 
 
@@ -127,7 +113,8 @@ def subspaces(e: Embedded, a) -> list[dict]:
         t = float(model_sampling.timestep(schedule[i + 1])) if i + 1 < a.steps else 0.0
         row = {"step": i + 1, "t": t}
         for r in (1, 4):
-            row[f"next_r{r}"] = float(avi.grassmann_distance(lat, latents[i + 1], r).mean()) if i + 1 < len(latents) else 0.0
+            row[f"next_r{r}"] = (float(avi.grassmann_distance(lat, latents[i + 1], r).mean())
+                                 if i + 1 < len(latents) else 0.0)
             row[f"final_r{r}"] = float(avi.grassmann_distance(lat, latents[-1], r).mean())
         rows.append(row)
     return rows
@@ -147,6 +134,48 @@ def value_edits(e: Embedded, a) -> list[dict]:
     return rows
 
 
+def print_fidelity(e: Embedded, a) -> dict:
+    """Measures and prints fidelity for each attribute as it goes: {attribute: fidelity(…)}."""
+    print(f"## AVI fidelity ({a.samples} seeds, DDIM {a.steps} steps, x at step {a.tx}, z at step {a.tz}, "
+          f"original labels '{a.original}', Φ on {a.pairs} pairs × {a.epochs} epochs)\n")
+    print(markdown_table(["target", "original hit", "regenerated hit", "identity", "AVI hit (ρ 1)", "identity",
+                          "AVI + Φ hit (ρ 1)", "identity", "score along ρ 0…1 (no Φ)", "Spearman", "with Φ",
+                          "Spearman"]))
+    rows = {}
+    for attribute in a.attributes.split(","):
+        r = rows[attribute] = fidelity(e, a.original, attribute, a)
+        pl, ph = r["plain"], r["phi"]
+        print(markdown_row([r["target"], f"{r['original_hit']:.2f}", f"{r['regenerated_hit']:.2f}",
+                            f"{r['regenerated_identity']:.3f}", f"{pl['hit'][-1]:.2f}", f"{pl['identity'][-1]:.3f}",
+                            f"{ph['hit'][-1]:.2f}", f"{ph['identity'][-1]:.3f}",
+                            " ".join(f"{m:.2f}" for m in pl["mean"]), f"{pl['spearman']:.2f}",
+                            " ".join(f"{m:.2f}" for m in ph["mean"]), f"{ph['spearman']:.2f}"]), flush=True)
+    print("\nPer ρ (0 … 1): hit rate / identity / roughness ÷ the original samples' (residual noise)\n")
+    print(markdown_table(["target", "AVI", *(f"ρ {r}" for r in RHOS)],
+                         [[attribute, "x values" if name == "plain" else "Φ",
+                           *(f"{h:.2f} / {i:.3f} / {n:.2f}" for h, i, n in
+                             zip(r[name]["hit"], r[name]["identity"], r[name]["roughness"]))]
+                          for attribute, r in rows.items() for name in ("plain", "phi")]))
+    print("\nΦ: pairs generated in " + ", ".join(f"{r['pairs_s']:.0f} s" for r in rows.values())
+          + "; trained in " + ", ".join(f"{r['train_s']:.1f} s" for r in rows.values()))
+    return rows
+
+
+def print_subspaces(rows: list[dict], a) -> None:
+    print(f"\n## Grassmann distance of top-r singular subspaces along the schedule (mean over {a.samples} samples "
+          f"× 3 channels; max √r·π/2)\n")
+    print(markdown_table(["step", "t", "to next step, r 1", "r 4", "to final sample, r 1", "r 4"],
+                         [[row["step"], f"{row['t']:.0f}", f"{row['next_r1']:.3f}", f"{row['next_r4']:.3f}",
+                           f"{row['final_r1']:.3f}", f"{row['final_r4']:.3f}"] for row in rows]))
+
+
+def print_value_edits(rows: list[dict]) -> None:
+    print("\n## Largest singular value of every channel × 0.8 / × 1.2 at one step: mean |change| ÷ factor range\n")
+    print(markdown_table(["step", "scale", *COARSE, *FINE],
+                         [[row["step"], factor, *(f"{row[factor][n]:.3f}" for n in COARSE + FINE)]
+                          for row in rows for factor in (0.8, 1.2)]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--attributes", default="smile,glasses,blond")
@@ -162,46 +191,14 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
-    comfy.utils.PROGRESS_BAR_ENABLED = False
     e = Embedded(a.steps, a.cfg)
-    result = {"settings": vars(a) | {"json": None}, "fidelity": {}}
-    print(f"## AVI fidelity ({a.samples} seeds, DDIM {a.steps} steps, x at step {a.tx}, z at step {a.tz}, "
-          f"original labels '{a.original}', Φ on {a.pairs} pairs × {a.epochs} epochs)\n")
-    print("| target | original hit | regenerated hit | identity | AVI hit (ρ 1) | identity | AVI + Φ hit (ρ 1) | identity "
-          "| score along ρ 0…1 (no Φ) | Spearman | with Φ | Spearman |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for attribute in a.attributes.split(","):
-        r = fidelity(e, a.original, attribute, a)
-        result["fidelity"][attribute] = r
-        pl, ph = r["plain"], r["phi"]
-        print(f"| {r['target']} | {r['original_hit']:.2f} | {r['regenerated_hit']:.2f} | {r['regenerated_identity']:.3f} "
-              f"| {pl['hit'][-1]:.2f} | {pl['identity'][-1]:.3f} | {ph['hit'][-1]:.2f} | {ph['identity'][-1]:.3f} "
-              f"| {' '.join(f'{m:.2f}' for m in pl['mean'])} | {pl['spearman']:.2f} "
-              f"| {' '.join(f'{m:.2f}' for m in ph['mean'])} | {ph['spearman']:.2f} |", flush=True)
-    print("\nPer ρ (0 … 1): hit rate / identity / roughness ÷ the original samples' (residual noise)\n")
-    print("| target | AVI | " + " | ".join(f"ρ {r}" for r in RHOS) + " |\n|---|---|" + "---|" * len(RHOS))
-    for attribute, r in result["fidelity"].items():
-        for name in ("plain", "phi"):
-            v = r[name]
-            print(f"| {attribute} | {'x values' if name == 'plain' else 'Φ'} | " + " | ".join(
-                f"{h:.2f} / {i:.3f} / {n:.2f}" for h, i, n in zip(v["hit"], v["identity"], v["roughness"])) + " |")
-    print("\nΦ: pairs generated in " + ", ".join(f"{r['pairs_s']:.0f} s" for r in result["fidelity"].values())
-          + "; trained in " + ", ".join(f"{r['train_s']:.1f} s" for r in result["fidelity"].values()))
+    result = {"settings": vars(a) | {"json": None}}
+    result["fidelity"] = print_fidelity(e, a)
     result["subspaces"] = subspaces(e, a)
-    print(f"\n## Grassmann distance of top-r singular subspaces along the schedule (mean over {a.samples} samples "
-          f"× 3 channels; max √r·π/2)\n")
-    print("| step | t | to next step, r 1 | r 4 | to final sample, r 1 | r 4 |\n|---|---|---|---|---|---|")
-    for row in result["subspaces"]:
-        print(f"| {row['step']} | {row['t']:.0f} | {row['next_r1']:.3f} | {row['next_r4']:.3f} | {row['final_r1']:.3f} "
-              f"| {row['final_r4']:.3f} |")
+    print_subspaces(result["subspaces"], a)
     result["value_edits"] = value_edits(e, a)
-    print("\n## Largest singular value of every channel × 0.8 / × 1.2 at one step: mean |change| ÷ factor range\n")
-    print("| step | scale | " + " | ".join(COARSE + FINE) + " |\n|---|---|" + "---|" * len(COARSE + FINE))
-    for row in result["value_edits"]:
-        for factor in (0.8, 1.2):
-            print(f"| {row['step']} | {factor} | " + " | ".join(f"{row[factor][n]:.3f}" for n in COARSE + FINE) + " |")
-    if a.json:
-        a.json.write_text(json.dumps(result, indent=1))
+    print_value_edits(result["value_edits"])
+    write_report(a.json, result)
 
 
 if __name__ == "__main__":

@@ -65,14 +65,14 @@ def main() -> None:
             idx = perm[i:i + a.batch]
             x = train_x[idx]
             x = x + torch.randn_like(x) * torch.rand(len(x), 1, 1, 1) * a.max_noise
-            l = C.loss(model(x), targets[idx])
+            loss_value = C.loss(model(x), targets[idx])
             opt.zero_grad()
-            l.backward()
+            loss_value.backward()
             opt.step()
             sched.step()
             step += 1
         model.eval()
-        print(f"epoch {epoch + 1}: loss {l.item():.4f} held-out {evaluate(model, test_x, test_f)}", flush=True)
+        print(f"epoch {epoch + 1}: loss {loss_value.item():.4f} held-out {evaluate(model, test_x, test_f)}", flush=True)
         model.train()
     model.eval()
     metrics = evaluate(model, test_x, test_f)

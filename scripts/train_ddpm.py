@@ -22,6 +22,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:  # run as a script; imported (bench/bench_common.py), the importer's order stands
+    sys.path.insert(0, str(REPO))
 from comfy_hspace import faces  # noqa: E402
 from comfy_hspace.files import read_safetensors, write_safetensors  # noqa: E402
 
@@ -90,7 +92,8 @@ def load_training_state(path: Path, unet, ema, opt, generator: torch.Generator, 
     another architecture or recipe, or a damaged one, is refused with a message naming it."""
     tensors, meta = read_safetensors(path, "--state", STATE_FORMAT, "a DDPM training state")
     try:
-        saved_config, saved_recipe, step = json.loads(meta["unet_config"]), json.loads(meta["recipe"]), int(meta["step"])
+        saved_config, saved_recipe, step = (json.loads(meta["unet_config"]), json.loads(meta["recipe"]),
+                                            int(meta["step"]))
     except (KeyError, ValueError) as e:
         raise ValueError(f"--state: {path} has damaged metadata ({e})") from None
     if saved_config != UNET_CONFIG:
@@ -115,7 +118,7 @@ def load_training_state(path: Path, unet, ema, opt, generator: torch.Generator, 
     return step
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=6000, help="total steps of the run (the cosine ends here)")
     p.add_argument("--max-minutes", type=float, default=90.0, help="stop this chunk after so many minutes")
@@ -131,15 +134,40 @@ def main() -> None:
     p.add_argument("--init", type=Path, default=None,
                    help="start a new run from the weights of a diffusers folder (e.g. an earlier model)")
     p.add_argument("--state", type=Path, default=None,
-                   help="training state (.safetensors), resumed if it exists (default: runs/<out folder>-training.safetensors)")
+                   help="training state (.safetensors), resumed if it exists "
+                        "(default: runs/<out folder>-training.safetensors)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = p.parse_args()
     a.state = a.state or REPO / "runs" / f"{a.out.name}-training.safetensors"
+    return a
+
+
+@dataclass
+class Training:
+    """What a run trains and carries from chunk to chunk: the UNet, its EMA, the optimiser, the
+    generator of the batches and noise, the step reached and the recipe."""
+    unet: torch.nn.Module
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    generator: torch.Generator
+    step: int
+    recipe: dict
+
+    def save(self, a: argparse.Namespace, losses: list[float], minutes: float) -> None:
+        meta = {"format": STATE_FORMAT, "step": str(self.step), "unet_config": json.dumps(UNET_CONFIG),
+                "recipe": json.dumps(self.recipe)}
+        write_safetensors(a.state, state_tensors(self.unet, self.ema, self.opt, self.generator), meta)
+        save_model(self.ema, a.out, {**self.recipe, "step": self.step,
+                                     "loss_last_50": float(np.mean(losses[-50:] or [0]))})
+        print(f"saved step {self.step} ({minutes:.1f} min this chunk)", flush=True)
+
+
+def start_training(a: argparse.Namespace) -> Training:
+    """A new run (random or --init weights), or the one saved in --state, resumed."""
+    from diffusers import UNet2DModel
+
     recipe = {k: getattr(a, k) for k in RECIPE}
-
-    from diffusers import DDPMScheduler, UNet2DModel
-
     torch.manual_seed(a.seed)
     unet = UNet2DModel.from_config(UNET_CONFIG)
     if a.init is not None:
@@ -156,54 +184,61 @@ def main() -> None:
         print(f"resumed {a.state} at step {step}", flush=True)
     elif a.init is not None:
         recipe["init"] = str(a.init)
+    return Training(unet, ema, opt, g, step, recipe)
 
+
+def train_step(run: Training, a: argparse.Namespace, data: torch.Tensor, labels: torch.Tensor,
+               alphas: torch.Tensor, weights: torch.Tensor) -> float:
+    """One update of the UNet and its EMA on a random batch; the batch's mean (unweighted) MSE."""
+    g, unet, opt = run.generator, run.unet, run.opt
+    for group in opt.param_groups:
+        group["lr"] = learning_rate(run.step, a.lr, a.warmup, a.steps)
+    idx = torch.randint(0, len(data), (a.batch,), device=a.device, generator=g)
+    x0, y = data[idx], labels[idx].clone()
+    y[torch.rand(a.batch, device=a.device, generator=g) < a.label_dropout] = faces.NULL_CLASS
+    t = torch.randint(0, 1000, (a.batch,), device=a.device, generator=g)
+    noise = torch.randn(x0.shape, device=a.device, generator=g)
+    ab = alphas[t].view(-1, 1, 1, 1)
+    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    per_sample = F.mse_loss(unet(xt, t, class_labels=y).sample, noise, reduction="none").mean((1, 2, 3))
+    loss = (weights[t] * per_sample).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    run.step += 1
+    decay = min(a.ema, (1 + run.step) / (10 + run.step))
+    with torch.no_grad():
+        for pe, pm in zip(run.ema.parameters(), unet.parameters()):
+            pe.lerp_(pm, 1 - decay)
+    return per_sample.mean().item()
+
+
+def main() -> None:
+    a = arguments()
+    from diffusers import DDPMScheduler
+
+    run = start_training(a)
     t0 = time.monotonic()
     images, factors = faces.dataset(a.images, seed=a.seed)
     data = torch.from_numpy(images).to(a.device)
     labels = torch.from_numpy(faces.class_index(factors)).to(a.device)
     print(f"rendered {a.images} images in {time.monotonic() - t0:.0f} s; "
-          f"UNet parameters: {sum(q.numel() for q in unet.parameters()) / 1e6:.2f} M", flush=True)
+          f"UNet parameters: {sum(q.numel() for q in run.unet.parameters()) / 1e6:.2f} M", flush=True)
     alphas = DDPMScheduler.from_config(SCHEDULER_CONFIG).alphas_cumprod.to(a.device)
     weights = loss_weights(alphas, a.min_snr)
 
-    def save(minutes: float) -> None:
-        meta = {"format": STATE_FORMAT, "step": str(step), "unet_config": json.dumps(UNET_CONFIG),
-                "recipe": json.dumps(recipe)}
-        write_safetensors(a.state, state_tensors(unet, ema, opt, g), meta)
-        save_model(ema, a.out, {**recipe, "step": step, "loss_last_50": float(np.mean(losses[-50:] or [0]))})
-        print(f"saved step {step} ({minutes:.1f} min this chunk)", flush=True)
-
     start, losses = time.monotonic(), []
-    while step < a.steps:
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(step, a.lr, a.warmup, a.steps)
-        idx = torch.randint(0, len(data), (a.batch,), device=a.device, generator=g)
-        x0, y = data[idx], labels[idx].clone()
-        y[torch.rand(a.batch, device=a.device, generator=g) < a.label_dropout] = faces.NULL_CLASS
-        t = torch.randint(0, 1000, (a.batch,), device=a.device, generator=g)
-        noise = torch.randn(x0.shape, device=a.device, generator=g)
-        ab = alphas[t].view(-1, 1, 1, 1)
-        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-        per_sample = F.mse_loss(unet(xt, t, class_labels=y).sample, noise, reduction="none").mean((1, 2, 3))
-        loss = (weights[t] * per_sample).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        decay = min(a.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), unet.parameters()):
-                pe.lerp_(pm, 1 - decay)
-        losses.append(per_sample.mean().item())
+    while run.step < a.steps:
+        losses.append(train_step(run, a, data, labels, alphas, weights))
         minutes = (time.monotonic() - start) / 60
-        if step % 50 == 0:
-            print(f"step {step} mse {np.mean(losses[-50:]):.4f} lr {opt.param_groups[0]['lr']:.2e} "
+        if run.step % 50 == 0:
+            print(f"step {run.step} mse {np.mean(losses[-50:]):.4f} lr {run.opt.param_groups[0]['lr']:.2e} "
                   f"{minutes:.1f} min", flush=True)
-        if step % a.save_every == 0 or step == a.steps or minutes >= a.max_minutes:
-            save(minutes)
+        if run.step % a.save_every == 0 or run.step == a.steps or minutes >= a.max_minutes:
+            run.save(a, losses, minutes)
             if minutes >= a.max_minutes:
                 break
-    print(f"stopped at step {step} of {a.steps} after {(time.monotonic() - start) / 60:.1f} min", flush=True)
+    print(f"stopped at step {run.step} of {a.steps} after {(time.monotonic() - start) / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import comfy_env  # noqa: E402
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=None,
                    help="a diffusers pixel DDPM folder (default: the embedded faces model) or an SD checkpoint file")
     p.add_argument("--prompt", default="", help="SD checkpoints: the prompt the chain samples with")
-    p.add_argument("--label", default="null", help="the embedded model: face labels, e.g. 'smile, glasses' (default: none)")
+    p.add_argument("--label", default="null",
+                   help="the embedded model: face labels, e.g. 'smile, glasses' (default: none)")
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("WIDTH", "HEIGHT"),
                    help="image size (default: the pixel model's sample size; 512 512 for SD)")
     p.add_argument("--count", type=int, default=16, help="K directions")
@@ -50,19 +51,39 @@ def main() -> None:
     p.add_argument("--directions", type=Path, default=None, help="write the per-timestep directions here")
     p.add_argument("--log", type=Path, default=None, help="append each step's losses here (JSON lines)")
     p.add_argument("--gpu", action="store_true", help="use the GPU (one per process under torchrun)")
-    a = p.parse_args()
+    return p.parse_args()
 
+
+def model_and_conditioning(a: argparse.Namespace):
+    """(MODEL, positive, negative, latent shape [1, C, H, W]) of --model (default: the embedded model)."""
+    import comfy.sd
+
+    from comfy_hspace.host import embedded
+
+    if a.model is None or a.model.is_dir():
+        model, _ = embedded.load_model(a.model or embedded.DDPM_FOLDER)
+        # the embedded model's label; another pixel DDPM folder's class embedding (if any) its default
+        positive = negative = embedded.conditioning(a.label) if a.model is None else [[torch.zeros(1, 1, 1), {}]]
+        size = a.size or [model.get_model_object("diffusion_model").unet.config.sample_size] * 2
+        return model, positive, negative, (1, 3, size[1], size[0])
+    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(a.model), output_vae=False, output_clip=True)[:4]
+    positive = clip.encode_from_tokens_scheduled(clip.tokenize(a.prompt))
+    negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    size = a.size or [512, 512]
+    return model, positive, negative, (1, 4, size[1] // 8, size[0] // 8)
+
+
+def main() -> None:
+    a = arguments()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if a.gpu and world_size > 1:  # each process sees only its own GPU
         os.environ["CUDA_VISIBLE_DEVICES"] = os.environ.get("LOCAL_RANK", "0")
     comfy_env.setup(cpu=not a.gpu)
-    import comfy.sd
     import comfy.utils
 
-    from comfy_hspace import classifier, directions, faces
-    from comfy_hspace.host.discovery import train_discovery
-    from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm
+    from comfy_hspace import directions
     from comfy_hspace.discovery import DiscoverySettings
+    from comfy_hspace.host.discovery import train_discovery
 
     rank = 0
     if world_size > 1:
@@ -71,20 +92,7 @@ def main() -> None:
         dist.init_process_group("nccl" if a.gpu else "gloo")
         rank = dist.get_rank()
     comfy.utils.PROGRESS_BAR_ENABLED = False
-
-    if a.model is None or a.model.is_dir():
-        folder = a.model or classifier.EMBEDDED.parent / "faces-ddpm"
-        model, _ = load_pixel_ddpm(folder)
-        extra = {CLASS_KEY: faces.parse_labels(a.label)} if a.model is None else {}
-        positive = negative = [[torch.zeros(1, 1, 1), extra]]
-        size = a.size or [model.get_model_object("diffusion_model").unet.config.sample_size] * 2
-        latent_shape = (1, 3, size[1], size[0])
-    else:
-        model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(a.model), output_vae=False, output_clip=True)[:4]
-        positive = clip.encode_from_tokens_scheduled(clip.tokenize(a.prompt))
-        negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
-        size = a.size or [512, 512]
-        latent_shape = (1, 4, size[1] // 8, size[0] // 8)
+    model, positive, negative, latent_shape = model_and_conditioning(a)
 
     settings = DiscoverySettings(count=a.count, magnitude=a.magnitude, t_edit=a.t_edit, batch_size=a.batch_size,
                                  learning_rate=a.learning_rate, regression_weight=a.regression_weight,
@@ -100,7 +108,8 @@ def main() -> None:
                     f.write(json.dumps(line) + "\n")
 
     per_step, _, _ = train_discovery(model, positive, negative, latent_shape, settings, steps=a.steps,
-                                     training_steps=a.training_steps, seed=a.seed, cfg=a.cfg, state_path=a.state, resume=not a.fresh, save_every=a.save_every,
+                                     training_steps=a.training_steps, seed=a.seed, cfg=a.cfg, state_path=a.state,
+                                     resume=not a.fresh, save_every=a.save_every,
                                      direction_samples=a.direction_samples, progress=progress, rank=rank,
                                      world_size=world_size)
     if a.directions and rank == 0:

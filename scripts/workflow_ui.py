@@ -3,7 +3,8 @@
 The API files in api_workflows/ are the source; `python scripts/workflow_ui.py` starts the real
 server, takes its /object_info, and writes each `<name>.api.json` as `example_workflows/<name>.json`
 for the frontend, where ComfyUI lists it as one of the pack's templates (thumbnail `<name>.jpg`,
-written by `scripts/demo.py --thumbnails`). ``ui_to_api`` reads a UI file back the way the frontend queues it, which the tests use
+written by `scripts/demo.py --thumbnails`).
+``ui_to_api`` reads a UI file back the way the frontend queues it, which the tests use
 to check that both files describe the same graph.
 
 Widget values follow the frontend's rule: inputs in the node's input order, and an INT input

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,20 +33,30 @@ def pack():
     return load_pack()
 
 
-def cancel_in_inference_mode(node, args: dict, at_step: int) -> None:
-    """Runs a node in inference mode, as ComfyUI does, and cancels it when its progress bar
-    reaches ``at_step``, as the server's Cancel button does."""
+@contextmanager
+def cancelled_at(at_step: int, seen: list | None = None):
+    """Cancels what runs inside when a progress bar reaches ``at_step``, as the server's Cancel
+    button does, and expects the interrupt; ``seen`` collects the progress values."""
     import comfy.model_management
     import comfy.utils
-    import torch
 
     def cancel(value, total, preview=None, node_id=None):
+        if seen is not None:
+            seen.append(value)
         if value >= at_step:
             raise comfy.model_management.InterruptProcessingException()
 
     comfy.utils.set_progress_bar_global_hook(cancel)
     try:
-        with pytest.raises(comfy.model_management.InterruptProcessingException), torch.inference_mode():
-            node.execute(**args)
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            yield
     finally:
         comfy.utils.set_progress_bar_global_hook(None)
+
+
+def cancel_in_inference_mode(node, args: dict, at_step: int) -> None:
+    """Runs a node in inference mode, as ComfyUI does, and cancels it at ``at_step``."""
+    import torch
+
+    with cancelled_at(at_step), torch.inference_mode():
+        node.execute(**args)

@@ -4,6 +4,7 @@ import torch
 
 from comfy_hspace import directions as D
 from comfy_hspace.attribute import disentangle, disentangle_directions, mean_difference, top_and_bottom
+from comfy_hspace.directions import TIME_INVARIANT
 
 
 def test_mean_difference_and_top_bottom():
@@ -38,7 +39,7 @@ def test_disentangle_is_the_joint_projection():
 
 def test_disentangle_directions_refuse_other_models_and_spaces():
     a = D.Directions(torch.randn(1, 2, 4, 2, 2), torch.tensor([900.0, 100.0]), ["a"], model_fingerprint="m1")
-    b = D.Directions(torch.randn(2, 1, 4, 2, 2), torch.tensor([500.0]), ["b", "c"], model_fingerprint="m1")
+    b = D.Directions(torch.randn(2, 1, 4, 2, 2), torch.tensor([TIME_INVARIANT]), ["b", "c"], model_fingerprint="m1")
     out = disentangle_directions(a, b)
     assert out.names == ["a ⊥ b, c"] and out.vectors.shape == a.vectors.shape
     assert (out.vectors[0].flatten(1) @ b.vectors[:, 0].flatten(1).T).abs().max() < 1e-5
@@ -109,7 +110,7 @@ def test_inversion_gives_the_image_back_and_edits_start_from_it(pack, faces_mode
                                                         negative=null, steps=30, cfg=1.0, scheduler="ddim_uniform",
                                                         batch_size=2, keep_samples=True).args
     assert activations.n_samples == 2 and torch.allclose(activations.sample_noises(), noise["samples"])
-    d = D.Directions(torch.zeros(1, 1, 96, 8, 8), torch.tensor([500.0]), ["zero"])
+    d = D.Directions(torch.zeros(1, 1, 96, 8, 8), torch.tensor([TIME_INVARIANT]), ["zero"])
     inputs = dict(model=model, positive=null, negative=null, latent_image={"samples": torch.zeros(2, 3, 32, 32)},
                   directions=d, seed=0, steps=30, cfg=1.0, sampler_name="ddim", scheduler="ddim_uniform",
                   strengths="1", sweep="", start_percent=0.0, end_percent=1.0, apply_to="both", mode="both terms",

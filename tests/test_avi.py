@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cancel_in_inference_mode
 
 from comfy_hspace import avi
-from conftest import cancel_in_inference_mode
 
 
 @pytest.mark.parametrize("shape", [(4, 8, 8), (2, 3, 32, 32), (3, 12, 16)])
@@ -58,7 +58,8 @@ def pairs(n=64, shape=(3, 8, 8), seed=3):
     g = torch.Generator().manual_seed(seed)
     pattern = torch.randn(shape, generator=g)
     clean = torch.randn(n, *shape, generator=g)
-    return clean * 0.3 + torch.randn(n, *shape, generator=g) * 5.0, clean + pattern + torch.randn(n, *shape, generator=g)
+    return (clean * 0.3 + torch.randn(n, *shape, generator=g) * 5.0,
+            clean + pattern + torch.randn(n, *shape, generator=g))
 
 
 def test_phi_training_lowers_the_loss_and_is_repeatable():

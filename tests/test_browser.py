@@ -7,7 +7,6 @@ import time
 
 import pytest
 import requests
-
 from chromium import Chromium
 from comfy_server import REPO, ComfyServer
 
@@ -24,7 +23,8 @@ def page(tmp_path_factory):
         # a first visit would open the template browser over the canvas
         requests.post(server.url + "/settings/Comfy.TutorialCompleted", json=True, timeout=10).raise_for_status()
         browser.open(server.url)
-        browser.wait_for("!!(window.app && window.app.graph && window.LiteGraph && window.LiteGraph.registered_node_types"
+        browser.wait_for("!!(window.app && window.app.graph && window.LiteGraph && "
+                         "window.LiteGraph.registered_node_types"
                          "['HSpaceEditedSampler'])")
         yield server, browser
 

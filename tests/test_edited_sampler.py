@@ -1,14 +1,15 @@
 """The Edited Sampler node against ComfyUI's own KSampler, in-process on real models."""
 import pytest
 import torch
+from conftest import cancelled_at
+from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
 
 import nodes as comfy_nodes  # ComfyUI's nodes.py (the stock KSampler)
-from comfy_hspace.host.model_info import bottleneck_shape
-from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
-from comfy_hspace.directions import Directions, DirectionsError
+from comfy_hspace.directions import TIME_INVARIANT, Directions, DirectionsError
 from comfy_hspace.editing import sample_asyrp
+from comfy_hspace.host.model_info import bottleneck_shape
 from comfy_hspace.host.patch import EDIT_OFF
-from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
+from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,8 @@ def pixel(tmp_path_factory):
 def random_directions(model, lat, k=2, seed=0):
     shape = bottleneck_shape(model, lat["samples"].shape)
     g = torch.Generator().manual_seed(seed)
-    return Directions(torch.randn(k, 1, *shape, generator=g), torch.tensor([500.0]), [f"r{i}" for i in range(k)])
+    return Directions(torch.randn(k, 1, *shape, generator=g), torch.tensor([TIME_INVARIANT]),
+                      [f"r{i}" for i in range(k)])
 
 
 def run(pack, model, kind, lat, directions, **kw):
@@ -58,9 +60,11 @@ def test_strength_zero_is_the_stock_ksampler_bit_for_bit(pack, sd15, pixel, kind
 def test_sweep_is_ordered_and_linear_in_the_multiplier(pack, pixel):
     lat = {"samples": torch.zeros(1, 3, 16, 16)}
     d = random_directions(pixel, lat)
-    swept = run(pack, pixel, "pixel", lat, d, sweep="-1, 1", strengths="0.5, 0.25")
-    single = run(pack, pixel, "pixel", lat, d, strengths="-0.5, -0.25")
-    assert torch.equal(swept[:1], single)
+    swept = run(pack, pixel, "pixel", lat, d, sweep="-1, 0, 1", strengths="0.5, 0.25")
+    assert swept.shape[0] == 3
+    for member, strengths in enumerate(("-0.5, -0.25", "0", "0.5, 0.25")):
+        assert torch.equal(swept[member:member + 1], run(pack, pixel, "pixel", lat, d, strengths=strengths)), member
+    assert (swept[0] - swept[1]).abs().mean() > 1e-3 and (swept[2] - swept[1]).abs().mean() > 1e-3
 
 
 def test_asymmetric_without_edit_is_ddim(pack, pixel):
@@ -100,8 +104,9 @@ def test_wrong_h_shape_fails_before_sampling_naming_both_shapes(pack, sd15):
     lat = {"samples": torch.zeros(1, 4, 16, 16)}
     before = stock(sd15, "sd15", lat)
     options = repr(sd15.model_options)
-    big = Directions(torch.randn(1, 1, 1280, 8, 8), torch.tensor([500.0]), ["sdxl-ish"])
-    with pytest.raises(DirectionsError, match=r"h shape \[1280, 8, 8\] does not fit this model, whose h is \[64, 8, 8\]"):
+    big = Directions(torch.randn(1, 1, 1280, 8, 8), torch.tensor([TIME_INVARIANT]), ["sdxl-ish"])
+    with pytest.raises(DirectionsError,
+                       match=r"h shape \[1280, 8, 8\] does not fit this model, whose h is \[64, 8, 8\]"):
         run(pack, sd15, "sd15", lat, big)
     assert repr(sd15.model_options) == options
     assert torch.equal(stock(sd15, "sd15", lat), before)
@@ -119,26 +124,13 @@ def test_bad_strength_lists_name_the_input(pack, sd15):
 
 
 def test_cancel_mid_sweep_leaves_the_input_model_as_it_was(pack, pixel):
-    import comfy.model_management
-    import comfy.utils
-
     lat = {"samples": torch.zeros(1, 3, 16, 16)}
     d = random_directions(pixel, lat)
     before = stock(pixel, "pixel", lat)
     options = repr(pixel.model_options)
     calls = []
-
-    def cancel_at_step_6(value, total, preview=None, node_id=None):
-        calls.append(value)
-        if value >= 6:  # in the second sweep member: its patched clone is in use
-            raise comfy.model_management.InterruptProcessingException()
-
-    comfy.utils.set_progress_bar_global_hook(cancel_at_step_6)
-    try:
-        with pytest.raises(comfy.model_management.InterruptProcessingException):
-            run(pack, pixel, "pixel", lat, d, sweep="1, 2")
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
+    with cancelled_at(6, calls):  # in the second sweep member: its patched clone is in use
+        run(pack, pixel, "pixel", lat, d, sweep="1, 2")
     assert calls[-1] == 6 and calls[0] <= 1
     assert repr(pixel.model_options) == options
     assert torch.equal(stock(pixel, "pixel", lat), before)

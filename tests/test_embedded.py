@@ -7,13 +7,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from comfy_env import REPO
 
 from comfy_hspace import classifier as C
 from comfy_hspace import faces
 from comfy_hspace.host import embedded
 from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm
-from comfy_env import REPO
-
 
 
 def test_faces_are_seeded_and_labelled():
@@ -133,7 +132,7 @@ def test_ddpm_training_resumes_where_it_was_saved_and_refuses_bad_states(tmp_pat
     assert other.returncode != 0 and f"--state: {chunked} was trained with other settings" in other.stderr
     chunked.write_bytes(chunked.read_bytes()[:5000])
     truncated = train(chunked, tmp_path / "a")
-    assert truncated.returncode != 0 and f"--state: {chunked} is not a readable safetensors file" in truncated.stderr
+    assert truncated.returncode != 0 and f"--state {chunked}: not a readable safetensors file" in truncated.stderr
     from comfy_hspace.files import write_safetensors
 
     foreign = tmp_path / "foreign.safetensors"  # a state of a wider UNet
@@ -142,3 +141,20 @@ def test_ddpm_training_resumes_where_it_was_saved_and_refuses_bad_states(tmp_pat
         "unet_config": json.dumps({"block_out_channels": [64, 128, 192]})})
     wider = train(foreign, tmp_path / "a")
     assert wider.returncode != 0 and f"--state: {foreign} was trained with another architecture" in wider.stderr
+
+
+def test_face_found_tells_faces_from_faceless_images():
+    """The faceless-sample test of scripts/measure_embedded.py: every real face passes; plain
+    backgrounds, noise, and faces painted over with their own background fail."""
+    images, factors = faces.dataset(64, seed=11)
+    real = embedded.to_image(images)
+    assert embedded.face_found(real).all()
+    backgrounds = torch.stack([torch.from_numpy(faces.background_rgb(float(h))).expand(32, 32, 3)
+                               for h in factors["bg_hue"][:16]]).float()
+    assert not embedded.face_found(backgrounds).any()
+    assert embedded.face_found(torch.rand(16, 32, 32, 3, generator=torch.Generator().manual_seed(0))).sum() <= 1
+    erased = real[:16].clone()
+    for i in range(16):
+        disk = torch.from_numpy(faces.region_mask("face", factors["x"][i], factors["y"][i], 1.3 * factors["size"][i]))
+        erased[i][disk > 0] = torch.from_numpy(faces.background_rgb(float(factors["bg_hue"][i])))
+    assert not embedded.face_found(erased).any()

@@ -1,15 +1,16 @@
 """h-space access on clones of real ComfyUI models: SD1.5- and SDXL-shaped UNets built by
 ComfyUI's own classes, and a pixel-space diffusers DDPM loaded through the pack's loader."""
-import pytest
-import torch
-
 import comfy.sample
 import comfy.samplers
-from comfy_hspace.host.model_info import bottleneck_shape
-from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
-from comfy_hspace.host.patch import HSpaceEdit, hspace_clone
-from comfy_hspace.recorder import HSpaceRecorder
+import pytest
+import torch
 from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
+
+from comfy_hspace.directions import TIME_INVARIANT
+from comfy_hspace.host.model_info import bottleneck_shape
+from comfy_hspace.host.patch import HSpaceEdit, hspace_clone
+from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
+from comfy_hspace.recorder import HSpaceRecorder
 
 KINDS = ["sd15", "sdxl", "pixel"]
 
@@ -54,7 +55,7 @@ def test_edited_clone_changes_output_and_leaves_the_original_alone(models, kind)
     model = models[kind]
     before = sample(model, kind)
     shape = bottleneck_shape(model, latent(kind).shape)
-    edit = HSpaceEdit(torch.randn(1, *shape), torch.tensor([500.0]))
+    edit = HSpaceEdit(torch.randn(1, *shape), torch.tensor([TIME_INVARIANT]))
     edited = sample(hspace_clone(model, edit=edit), kind)
     assert (edited - before).abs().mean() > 1e-3
     assert torch.equal(sample(model, kind), before)
@@ -64,7 +65,7 @@ def test_apply_to_uncond_does_nothing_when_only_cond_is_computed(models):
     model = models["sd15"]
     shape = bottleneck_shape(model, latent("sd15").shape)
     before = sample(model, "sd15", cfg=1.0)  # cfg 1: ComfyUI computes the cond pass only
-    uncond_only = HSpaceEdit(torch.randn(1, *shape), torch.tensor([500.0]), apply_to="uncond")
+    uncond_only = HSpaceEdit(torch.randn(1, *shape), torch.tensor([TIME_INVARIANT]), apply_to="uncond")
     assert torch.equal(sample(hspace_clone(model, edit=uncond_only), "sd15", cfg=1.0), before)
     cond_only = HSpaceEdit(uncond_only.offsets, uncond_only.timesteps, apply_to="cond")
     assert not torch.equal(sample(hspace_clone(model, edit=cond_only), "sd15", cfg=1.0), before)
@@ -72,7 +73,7 @@ def test_apply_to_uncond_does_nothing_when_only_cond_is_computed(models):
 
 def test_edit_rows_follow_cond_or_uncond_chunks():
     h = torch.zeros(4, 2, 1, 1)
-    edit = HSpaceEdit(torch.ones(1, 2, 1, 1), torch.tensor([500.0]), apply_to="uncond")
+    edit = HSpaceEdit(torch.ones(1, 2, 1, 1), torch.tensor([TIME_INVARIANT]), apply_to="uncond")
     sig = torch.full((4,), 5.0)
     chunks = torch.tensor([1, 1, 0, 0])  # uncond rows first: order is not guaranteed
     out = edit.apply(h, sig, torch.full((4,), 500.0), chunks)

@@ -2,15 +2,16 @@
 UNets sampled through ComfyUI, plus the node's bad-input messages."""
 import math
 
+import comfy.sample
 import pytest
 import torch
+from conftest import cancelled_at
+from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
 
-import comfy.sample
 from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 from comfy_hspace.host.trajectory import at_trajectory_steps, jacobian_directions
 from comfy_hspace.jacobian import top_singular_vectors
 from comfy_hspace.settings import SamplerSettings
-from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
 
 
 def test_power_iteration_matches_svd_of_a_matrix():
@@ -20,7 +21,7 @@ def test_power_iteration_matches_svd_of_a_matrix():
     s = torch.logspace(1, -1, 40, dtype=torch.float64)
     a = u @ torch.diag(s) @ v.T  # [80, 60], known spectrum
     for batch_size in (6, 2, 1):  # Alg. 1 and the sequential, deflated Alg. 2
-        found = top_singular_vectors(lambda x: x @ a.T, lambda y: y @ a, (60,), 6, batch_size, tol=1e-8,
+        found = top_singular_vectors(lambda x: x @ a.T, lambda y: y @ a, (60,), 6, batch_size=batch_size, tol=1e-8,
                                      max_iters=500)
         assert torch.allclose(found.values, s[:6], rtol=1e-4)
         cos = (found.vectors * v[:, :6].T).sum(1).abs()
@@ -91,9 +92,6 @@ def run_node(pack, model, **kw):
 
 
 def test_node_masks_each_step_and_bad_input(pack, tmp_path):
-    import comfy.model_management
-    import comfy.utils
-
     model, _ = load_pixel_ddpm(save_pixel_ddpm(tmp_path / "m"))
     mask = torch.zeros(1, 16, 16)
     mask[:, 10:14, 4:12] = 1
@@ -118,15 +116,7 @@ def test_node_masks_each_step_and_bad_input(pack, tmp_path):
     options = repr(model.model_options)
     params = list(model.model.parameters())
 
-    def cancel(value, total, preview=None, node_id=None):
-        if value >= 3:  # inside the power iteration, with the weights swapped for autograd
-            raise comfy.model_management.InterruptProcessingException()
-
-    comfy.utils.set_progress_bar_global_hook(cancel)
-    try:
-        with torch.inference_mode(), pytest.raises(comfy.model_management.InterruptProcessingException):
-            run_node(pack, model)
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
+    with cancelled_at(3), torch.inference_mode():  # inside the power iteration, weights swapped for autograd
+        run_node(pack, model)
     assert repr(model.model_options) == options and list(model.model.parameters()) == params
     assert torch.equal(run_node(pack, model, mask=mask, scale_by_singular_value=True).vectors, d.vectors)

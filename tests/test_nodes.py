@@ -1,11 +1,11 @@
 """The direction nodes in-process, with ComfyUI's folder_paths pointed at a temporary folder."""
+import folder_paths
 import pytest
 import torch
 from safetensors.torch import save_file
-
-import folder_paths
-from comfy_hspace import directions as D
 from tiny_models import comfy_unet
+
+from comfy_hspace import directions as D
 
 
 @pytest.fixture()
@@ -92,3 +92,54 @@ def test_every_node_has_a_description_and_every_input_a_tooltip(pack):
                 if len(spec) < 2 or not spec[1].get("tooltip"):
                     missing.append(f"{info['name']}.{name}")
     assert not missing, missing
+
+
+def test_the_pack_registers_its_model_folders(pack):
+    """Direction files, Discovery states and Φ networks each get a models folder that takes
+    safetensors only, and the shipped faces DDPM is listed among the diffusers folders."""
+    from comfy_hspace.host import embedded
+
+    for name in ("hspace_directions", "hspace_discovery", "hspace_avi"):
+        paths, extensions = folder_paths.folder_names_and_paths[name]
+        assert extensions == {".safetensors"}, name
+        assert paths[0].endswith(name), paths
+    assert str(embedded.FOLDER) in folder_paths.get_folder_paths("diffusers")
+    assert "faces-ddpm" in pack.nodes.PixelDDPMLoader.define_schema().inputs[0].options
+
+
+def test_null_conditioning_drives_the_stock_ksampler_on_a_pixel_ddpm(pack, tmp_path):
+    """Null Conditioning is what an unconditional pixel DDPM samples with in a plain KSampler graph;
+    on a class-conditional one it means the null class."""
+    from tiny_models import save_pixel_ddpm
+
+    import nodes as comfy_nodes
+    from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
+
+    null = pack.nodes.NullConditioning.execute().args[0]
+    assert len(null) == 1 and null[0][1] == {}
+    model, _ = load_pixel_ddpm(save_pixel_ddpm(tmp_path / "ddpm"))
+    latent = {"samples": torch.zeros(2, 3, 16, 16)}
+    out = comfy_nodes.common_ksampler(model, 0, 3, 1.0, "euler", "normal", null, null, latent)[0]["samples"]
+    assert out.shape == (2, 3, 16, 16) and torch.isfinite(out).all() and out.std() > 0
+
+
+def test_face_region_mask_covers_the_region_where_the_face_is(pack):
+    """The mask follows the face: a face drawn at the left edge gets its mouth mask on the left,
+    covering the mouth's pixels (where smiling and frowning faces differ) and little else."""
+    from comfy_hspace import faces
+
+    for x in (12.5, 19.5):
+        settings = {"x": x, "y": 16.0, "size": 9.0, "glasses": 0}
+        smiling = pack.nodes.FaceImages.execute(count=1, seed=3, factors=", ".join(
+            f"{k}={v}" for k, v in {**settings, "smile": 1}.items())).args[0]
+        frowning = pack.nodes.FaceImages.execute(count=1, seed=3, factors=", ".join(
+            f"{k}={v}" for k, v in {**settings, "smile": 0}.items())).args[0]
+        mask = pack.nodes.FaceRegionMask.execute(image=smiling, region="mouth").args[0]
+        assert mask.shape == (1, faces.SIZE, faces.SIZE) and set(mask.unique().tolist()) == {0.0, 1.0}
+        columns = mask[0].nonzero()[:, 1].float()
+        assert abs(columns.mean().item() + 0.5 - x) < 1.5, (x, columns.mean())
+        changed = (smiling - frowning).abs().amax(-1)[0] > 0.05
+        assert changed.any() and (changed & (mask[0] > 0)).sum() >= 0.9 * changed.sum()
+        assert mask.sum() < 0.2 * faces.SIZE ** 2
+    with pytest.raises(ValueError, match="image: expected one image, got a batch of 2"):
+        pack.nodes.FaceRegionMask.execute(image=torch.cat([smiling, smiling]), region="mouth")

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import cancelled_at
 from sklearn.decomposition import IncrementalPCA
 
 from comfy_hspace.pca import StreamingPCA
@@ -113,23 +114,12 @@ def test_hook_over_given_noises_and_bad_counts(pack):
 
 
 def test_cancelled_hook_leaves_the_model_without_patches(pack):
-    import comfy.model_management
-    import comfy.utils
-
     from comfy_hspace.host import embedded
 
     model, _ = embedded.load_model()
     null = embedded.conditioning("null")
     options = repr(model.model_options)
 
-    def cancel(value, total, preview=None, node_id=None):
-        if value >= 5:  # in the second batch
-            raise comfy.model_management.InterruptProcessingException()
-
-    comfy.utils.set_progress_bar_global_hook(cancel)
-    try:
-        with pytest.raises(comfy.model_management.InterruptProcessingException):
-            hook(pack, model, null)
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
+    with cancelled_at(5):  # in the second batch
+        hook(pack, model, null)
     assert repr(model.model_options) == options and not model.model_options["transformer_options"].get("patches")

@@ -4,12 +4,13 @@ import json
 import pytest
 import requests
 import torch
+from comfy_server import PACK_NAME, REPO, ComfyServer, pack_node_ids
 from PIL import Image
 from safetensors.torch import save_file
+from workflow_ui import api_to_ui, ui_to_api, ui_twin
 
 from comfy_hspace import directions as D
-from comfy_server import PACK_NAME, REPO, ComfyServer, pack_node_ids
-from workflow_ui import api_to_ui, ui_to_api, ui_twin
+from comfy_hspace.directions import TIME_INVARIANT
 
 WORKFLOWS = sorted((REPO / "api_workflows").glob("*.api.json"))  # on the embedded model: run here
 ALL_WORKFLOWS = sorted((REPO / "api_workflows").rglob("*.api.json"))  # sd/: need the user's checkpoint
@@ -18,12 +19,13 @@ ALL_WORKFLOWS = sorted((REPO / "api_workflows").rglob("*.api.json"))  # sd/: nee
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy")
-    bad = D.Directions(torch.randn(1, 1, 32, 8, 8), torch.tensor([500.0]), ["bad"])
+    bad = D.Directions(torch.randn(1, 1, 32, 8, 8), torch.tensor([TIME_INVARIANT]), ["bad"])
     meta = D._metadata(bad)
     v = bad.vectors.clone()
     v[0, 0, 1] = float("nan")
     (base / "models" / "hspace_directions").mkdir(parents=True)
-    save_file({"directions": v, "timesteps": bad.timesteps}, str(base / "models" / "hspace_directions" / "nan.safetensors"),
+    save_file({"directions": v, "timesteps": bad.timesteps},
+              str(base / "models" / "hspace_directions" / "nan.safetensors"),
               metadata=meta)
     with ComfyServer(base) as s:
         yield s
@@ -52,9 +54,22 @@ def test_node_help_pages_are_served_and_up_to_date(server):
     assert "| rho | STRING | 1.0 |" in pages["HSpaceAVILatentMerge"]
 
 
+# Every node id the pack registers; workflows and saved graphs refer to them, so they never change.
+NODE_IDS = [
+    "HSpaceAVILatentMerge", "HSpaceAVITrainer", "HSpaceAttributeDirection", "HSpaceCombineDirections",
+    "HSpaceDirectionSweepGrid", "HSpaceDiscoveryTrainer", "HSpaceDisentangle", "HSpaceEditedSampler",
+    "HSpaceEmbeddedFacesModel", "HSpaceFaceImages", "HSpaceFaceLabels", "HSpaceFaceRegionMask", "HSpaceFaceScores",
+    "HSpaceHook", "HSpaceInvertImage", "HSpaceJacobianDirections", "HSpaceLatentSingularValues", "HSpaceLoadAVIPhi",
+    "HSpaceLoadDirections", "HSpaceNullConditioning", "HSpacePCADirections", "HSpacePixelDDPMLoader",
+    "HSpaceRandomDirections", "HSpaceResizeDirections", "HSpaceSaveDirections", "HSpaceScaleDirections",
+    "HSpaceSelectDirections",
+]
+
+
 def test_object_info_lists_the_pack_with_direction_sockets(server):
     info = server.object_info
-    assert len(pack_node_ids()) >= 10 and all(n in info for n in pack_node_ids())
+    ours = sorted(n for n, v in info.items() if PACK_NAME in str(v.get("python_module", "")))
+    assert ours == NODE_IDS and sorted(pack_node_ids()) == NODE_IDS
     assert info["HSpaceEditedSampler"]["input"]["required"]["directions"][0] == "HSPACE_DIRECTIONS"
     assert info["HSpaceSaveDirections"]["input"]["required"]["directions"][0] == "HSPACE_DIRECTIONS"
     assert info["HSpaceLoadDirections"]["output"] == ["HSPACE_DIRECTIONS"]
@@ -96,4 +111,5 @@ def test_a_nan_direction_file_fails_the_prompt_with_a_clear_message(server):
     with pytest.raises(RuntimeError, match="NaN or inf"):
         server.run(prompt)
     # the server keeps working afterwards
-    assert server.output_files(server.run(json.loads((REPO / "api_workflows" / "random_direction_strip.api.json").read_text())))
+    assert server.output_files(server.run(json.loads((REPO / "api_workflows"
+                                                      / "random_direction_strip.api.json").read_text())))

@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
+import torch
 
 from .. import discovery as dv
 from ..directions import Directions
-from .autograd import autograd_context
 from ..settings import SamplerSettings
+from .autograd import autograd_context
 from .latents import noise_scale, sampler_sigmas
 from .model_info import bottleneck_shape, encoder_levels, model_fingerprint
 from .patch import DELTA, hspace_clone
@@ -80,6 +79,28 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
+def _check_settings(settings: dv.DiscoverySettings, world_size: int) -> None:
+    if settings.count < 2:
+        raise ValueError(f"count: expected K ≥ 2 directions to tell apart, got {settings.count}")
+    if not settings.magnitude > 0:
+        raise ValueError(f"magnitude: expected S > 0 (ε is drawn from [−S, S]), got {settings.magnitude}")
+    if settings.batch_size % world_size:
+        raise ValueError(f"batch_size: {settings.batch_size} does not split over {world_size} processes")
+
+
+def _saved_state(state_path: Path | None, meta: dict) -> tuple[dict[str, torch.Tensor], int]:
+    """(tensors, step) of the state to resume from, none if there is no file yet; a state of
+    another model or shape is refused."""
+    if state_path is None or not state_path.exists():
+        return {}, 0
+    tensors, saved = dv.load_state(state_path)
+    for key, value in meta.items():
+        if saved.get(key) != value:
+            raise ValueError(f"resume: {state_path.name} was trained with {key} {saved.get(key)}, "
+                             f"this run has {value}; use another name or turn resume off")
+    return tensors, int(saved["step"])
+
+
 # ComfyUI runs nodes in inference mode; the trainer's networks, their state and the schedule must
 # be ordinary tensors for autograd.
 @torch.inference_mode(False)
@@ -95,28 +116,15 @@ def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tupl
     ``save_every`` steps and at the end (rank 0; written whole, never half). Returns the per-step
     and the time-invariant directions (mean unit shift over ``direction_samples`` samples) and the
     loss history."""
-    if settings.count < 2:
-        raise ValueError(f"count: expected K ≥ 2 directions to tell apart, got {settings.count}")
-    if not settings.magnitude > 0:
-        raise ValueError(f"magnitude: expected S > 0 (ε is drawn from [−S, S]), got {settings.magnitude}")
-    if settings.batch_size % world_size:
-        raise ValueError(f"batch_size: {settings.batch_size} does not split over {world_size} processes")
+    _check_settings(settings, world_size)
     latent_shape = (settings.batch_size, *latent_shape[1:])
     h_shape = bottleneck_shape(model, latent_shape)
     sigmas, timesteps = discovery_schedule(model, steps)
     shifted = dv.shifted_step_count(timesteps, settings.t_edit)
     trainer = new_discovery_trainer(model, latent_shape, settings, seed)
-    fingerprint = model_fingerprint(model)
-    meta = {"model_fingerprint": fingerprint, "count": settings.count, "h_shape": list(h_shape),
+    meta = {"model_fingerprint": model_fingerprint(model), "count": settings.count, "h_shape": list(h_shape),
             "latent_shape": list(latent_shape[1:])}
-    resumed: dict[str, torch.Tensor] = {}
-    if resume and state_path is not None and state_path.exists():
-        resumed, saved = dv.load_state(state_path)
-        for key, value in meta.items():
-            if saved.get(key) != value:
-                raise ValueError(f"resume: {state_path.name} was trained with {key} {saved.get(key)}, "
-                                 f"this run has {value}; use another name or turn resume off")
-        trainer.step = int(saved["step"])
+    resumed, trainer.step = _saved_state(state_path, meta) if resume else ({}, 0)
     scale = noise_scale(model, float(sigmas[0]))
     history: list[dict] = []
 
@@ -134,7 +142,7 @@ def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tupl
         while trainer.step < training_steps:
             comfy.model_management.throw_exception_if_processing_interrupted()
             batch = dv.draw_batch(_step_generator(seed, trainer.step), latent_shape, settings.count,
-                                  settings.magnitude, scale, rank, world_size)
+                                  settings.magnitude, scale, rank=rank, world_size=world_size)
             batch = dv.Batch(batch.noise.to(device), batch.index.to(device), batch.magnitude.to(device))
             losses = dv.train_step(denoise, trainer, batch, chain, shifted, distributed=world_size > 1)
             history.append({"step": trainer.step, **losses})
@@ -149,10 +157,10 @@ def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tupl
     per_step, time_invariant = with_denoiser(model, positive, negative, (1, *latent_shape[1:]), cfg, run)
     parameters = {"settings": vars(settings), "steps": steps, "training_steps": training_steps, "seed": seed,
                   "cfg": cfg, "shifted_steps": shifted, "state": state_path.name if state_path else None}
-    names = [f"discovered {k}" for k in range(settings.count)]
 
     def directions(vectors: torch.Tensor, kind: str) -> Directions:
-        return Directions(vectors.float().cpu(), timesteps.cpu(), names, method=f"discovery ({kind})",
-                          model_fingerprint=fingerprint, units="shift ε", parameters=parameters)
+        return Directions(vectors.float().cpu(), timesteps.cpu(), [f"discovered {k}" for k in range(settings.count)],
+                          method=f"discovery ({kind})", model_fingerprint=meta["model_fingerprint"],
+                          units="shift ε", parameters=parameters)
 
     return directions(per_step, "per timestep"), directions(time_invariant, "time-invariant"), history

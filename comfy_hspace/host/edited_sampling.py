@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 import comfy.sample
 import comfy.samplers
 import comfy.utils
+import torch
 
 from ..directions import Directions, DirectionsError
 from ..editing import sample_asyrp
@@ -38,19 +37,8 @@ def edited_sample(model: Any, directions: Directions, sampling: SamplerSettings,
         strengths = strengths * directions.count
     offsets_per_unit = directions.combined(strengths)  # checks the count
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    if directions.space == "x_T":
-        if tuple(directions.h_shape) != tuple(latent_image.shape[1:]):
-            raise DirectionsError(f"directions: x_T shape {list(directions.h_shape)} does not match the latent's "
-                                  f"{list(latent_image.shape[1:])}")
-    else:
-        check_directions_fit(model, directions, latent_image.shape)
-    if noise_latent is None:
-        noise = comfy.sample.prepare_noise(latent_image, sampling.seed, latent.get("batch_index"))
-    else:
-        noise = noise_latent["samples"]
-        if noise.shape != latent_image.shape:
-            raise ValueError(f"noise: shape {list(noise.shape)} does not match latent_image {list(latent_image.shape)}"
-                             f" (connect an empty latent of the noise's size and batch)")
+    _check_fit(model, directions, latent_image)
+    noise = _starting_noise(latent, latent_image, sampling.seed, noise_latent)
     model_sampling = model.get_model_object("model_sampling")
     sigma_start = model_sampling.percent_to_sigma(start_percent)
     sigma_end = model_sampling.percent_to_sigma(end_percent)
@@ -77,12 +65,41 @@ def edited_sample(model: Any, directions: Directions, sampling: SamplerSettings,
                                           denoise=sampling.denoise, noise_mask=latent.get("noise_mask"),
                                           callback=callback, disable_pbar=True, seed=sampling.seed)
         else:
-            sigmas = sampler_sigmas(patched, sampling, patched.load_device)
             interval = (sigma_start, sigma_end) if edit is not None else (-1.0, 0.0)  # no edit: one pass a step
-            sampler = comfy.samplers.KSAMPLER(sample_asyrp, extra_options={
-                "eta": eta, "sigma_start": interval[0], "sigma_end": interval[1]})
-            samples = comfy.sample.sample_custom(patched, member_noise, sampling.cfg, sampler, sigmas, positive,
-                                                 negative, latent_image, noise_mask=latent.get("noise_mask"),
-                                                 callback=callback, disable_pbar=True, seed=sampling.seed)
+            samples = _sample_asymmetric(patched, member_noise, sampling, positive, negative, latent_image,
+                                         noise_mask=latent.get("noise_mask"), eta=eta, interval=interval,
+                                         callback=callback)
         members.append(samples)
     return latent_with(latent, torch.cat(members))
+
+
+def _check_fit(model: Any, directions: Directions, latent_image: torch.Tensor) -> None:
+    if directions.space != "x_T":
+        check_directions_fit(model, directions, latent_image.shape)
+    elif tuple(directions.h_shape) != tuple(latent_image.shape[1:]):
+        raise DirectionsError(f"directions: x_T shape {list(directions.h_shape)} does not match the latent's "
+                              f"{list(latent_image.shape[1:])}")
+
+
+def _starting_noise(latent: dict, latent_image: torch.Tensor, seed: int, noise_latent: dict | None) -> torch.Tensor:
+    """KSampler's noise for ``seed``, or the given noise (e.g. an inverted image's)."""
+    if noise_latent is None:
+        return comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    noise = noise_latent["samples"]
+    if noise.shape != latent_image.shape:
+        raise ValueError(f"noise: shape {list(noise.shape)} does not match latent_image {list(latent_image.shape)}"
+                         f" (connect an empty latent of the noise's size and batch)")
+    return noise
+
+
+def _sample_asymmetric(model: Any, noise: torch.Tensor, sampling: SamplerSettings, positive: Any, negative: Any,
+                       latent_image: torch.Tensor, *, noise_mask: torch.Tensor | None, eta: float,
+                       interval: tuple[float, float], callback: Any) -> torch.Tensor:
+    """Asyrp's asymmetric sampling (``editing.sample_asyrp``) over the settings' schedule, the
+    edit's second pass only inside the sigma interval."""
+    sigmas = sampler_sigmas(model, sampling, model.load_device)
+    sampler = comfy.samplers.KSAMPLER(sample_asyrp, extra_options={
+        "eta": eta, "sigma_start": interval[0], "sigma_end": interval[1]})
+    return comfy.sample.sample_custom(model, noise, sampling.cfg, sampler, sigmas, positive, negative, latent_image,
+                                      noise_mask=noise_mask, callback=callback, disable_pbar=True,
+                                      seed=sampling.seed)

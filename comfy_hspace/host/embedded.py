@@ -44,3 +44,8 @@ def score(images: torch.Tensor) -> torch.Tensor:
     """The shipped classifier's scores [N, len(classifier.NAMES)] of an IMAGE [N, 32, 32, 3]
     (probabilities of the binary factors, values of the continuous ones)."""
     return classifier.score_images(_classifier(), images)
+
+
+def face_found(images: torch.Tensor) -> torch.Tensor:
+    """Per image of an IMAGE batch, whether it shows a face (``classifier.face_found``)."""
+    return classifier.face_found(_classifier(), images)

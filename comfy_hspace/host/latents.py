@@ -4,10 +4,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
 import comfy.sample
 import comfy.samplers
+import torch
 
 from ..settings import SamplerSettings
 

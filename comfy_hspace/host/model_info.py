@@ -62,4 +62,5 @@ def encoder_levels(model: Any) -> tuple[int, list[int], int]:
         c = dm.unet.config
         return c.in_channels, list(c.block_out_channels), c.layers_per_block
     blocks = dm.num_res_blocks
-    return dm.in_channels, [dm.model_channels * m for m in dm.channel_mult], max(blocks) if isinstance(blocks, (list, tuple)) else blocks
+    return (dm.in_channels, [dm.model_channels * m for m in dm.channel_mult],
+            max(blocks) if isinstance(blocks, (list, tuple)) else blocks)

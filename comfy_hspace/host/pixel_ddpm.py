@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
 import comfy.sd
 import comfy.supported_models_base
+import torch
 
 from .patch import BOTTLENECK
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.utils
+import torch
 
 from ..recorder import HSpaceActivations
 from ..settings import SamplerSettings
@@ -64,7 +63,8 @@ def invert(model: Any, positive: Any, negative: Any, latent: dict, sampling: Sam
            batch_size: int = 16, components: int = 0, keep_samples: bool = False
            ) -> tuple[torch.Tensor, HSpaceActivations]:
     """Deterministic DDIM inversion of a LATENT (an encoded image) over the schedule of the
-    settings' steps and scheduler (its seed and sampler are not used), recording h on the way up. Returns the starting noise in the form
+    settings' steps and scheduler (its seed and sampler are not used), recording h on the way up.
+    Returns the starting noise in the form
     ComfyUI's samplers take it (unit variance; sampling it with the ddim sampler, the same steps
     and scheduler and a zero edit gives the image back) and the recorded activations."""
     from ..inversion import sample_ddim_inversion

@@ -4,12 +4,11 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-import torch
-
 import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
 import comfy.utils
+import torch
 
 from ..directions import Directions
 from ..jacobian import TrajectoryPoint, jacobian_maps, mask_for_latent, top_singular_vectors
@@ -62,7 +61,8 @@ def at_trajectory_steps(model: Any, positive: Any, negative: Any, latent_image: 
                 x0, sigma0 = x[:1].clone(), timestep[:1].clone()
                 with torch.no_grad():
                     eps(torch.zeros(1, *bottleneck_shape(model, x.shape), device=x.device, dtype=x.dtype))
-                point = TrajectoryPoint(i, float(model_sampling.timestep(sigma0).reshape(-1)[0]), last.h[0].clone(), eps)
+                point = TrajectoryPoint(i, float(model_sampling.timestep(sigma0).reshape(-1)[0]),
+                                        last.h[0].clone(), eps)
                 results[i] = analyse(point)
             if len(results) == len(wanted):
                 raise _StopSampling
@@ -92,7 +92,8 @@ def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, 
     a direction applies at every step (T = 1)."""
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     if latent_image.shape[0] != 1:
-        raise ValueError(f"latent_image: Jacobian directions are for one sample, got a batch of {latent_image.shape[0]}")
+        raise ValueError(f"latent_image: Jacobian directions are for one sample, "
+                         f"got a batch of {latent_image.shape[0]}")
     h_shape = bottleneck_shape(model, latent_image.shape)
     if not 1 <= n_directions <= math.prod(h_shape):
         raise ValueError(f"n_directions: expected 1 … {math.prod(h_shape)} (the h dimension), got {n_directions}")
@@ -105,8 +106,8 @@ def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, 
 
     def analyse(point: TrajectoryPoint):
         jvp, vjp = jacobian_maps(point, weight)
-        found = top_singular_vectors(jvp, vjp, h_shape, n_directions, batch_size, tolerance, max_iterations,
-                                     seed=seed, progress=pbar.update)
+        found = top_singular_vectors(jvp, vjp, h_shape, n_directions, batch_size=batch_size, tol=tolerance,
+                                     max_iters=max_iterations, seed=seed, progress=pbar.update)
         return found, float(point.h.norm()), point.timestep
 
     found = at_trajectory_steps(model, positive, negative, latent_image, noise, sampling, wanted=wanted,

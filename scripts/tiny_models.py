@@ -1,4 +1,4 @@
-"""Tiny real models for the tests: random-weight UNets in the shapes of SD1.5, SDXL and a
+"""Tiny real models for the tests and benches: random-weight UNets in the shapes of SD1.5, SDXL and a
 pixel-space diffusers DDPM. Small enough to sample on the CPU in a fraction of a second."""
 from __future__ import annotations
 

@@ -1,0 +1,44 @@
+"""Where ComfyUI may be imported: only in comfy_hspace/host/ (and the nodes). The algorithm
+modules are torch functions that know nothing of ComfyUI."""
+import ast
+import subprocess
+import sys
+
+from comfy_env import REPO
+
+COMFY_MODULES = ("comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "server", "execution")
+# host modules that talk to ComfyUI directly; host/patch.py only speaks its patch protocol
+IMPORT_COMFYUI = {"host/autograd.py": False, "host/discovery.py": True, "host/edited_sampling.py": True,
+                  "host/embedded.py": False, "host/latents.py": True, "host/model_info.py": False,
+                  "host/patch.py": False, "host/pixel_ddpm.py": True, "host/recording.py": True,
+                  "host/trajectory.py": True, "host/__init__.py": False}
+
+
+def imports_comfyui(path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+        if any(n.split(".")[0] in COMFY_MODULES for n in names):
+            return True
+    return False
+
+
+def test_only_the_host_package_imports_comfyui():
+    package = REPO / "comfy_hspace"
+    found = {str(p.relative_to(package)): imports_comfyui(p) for p in sorted(package.rglob("*.py"))}
+    outside = [name for name, uses in found.items() if uses and not name.startswith("host/")]
+    assert outside == [], f"algorithm modules importing ComfyUI: {outside}"
+    assert {k: v for k, v in found.items() if k.startswith("host/")} == IMPORT_COMFYUI
+
+
+def test_algorithm_modules_import_without_comfyui():
+    """In a fresh interpreter without ComfyUI on the path every algorithm module imports, and no
+    ComfyUI module gets loaded on the way."""
+    modules = sorted(p.stem for p in (REPO / "comfy_hspace").glob("*.py") if p.stem != "__init__")
+    code = (f"import importlib, sys\nfor m in {modules!r}: importlib.import_module('comfy_hspace.' + m)\n"
+            f"loaded = [m for m in sys.modules if m.split('.')[0] in {COMFY_MODULES!r}]\n"
+            "assert not loaded, loaded\nprint(len(sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(modules) >= 12
