@@ -18,10 +18,7 @@ import torch
 from comfy_hspace import faces  # noqa: E402
 from comfy_hspace.host import embedded  # noqa: E402
 from comfy_hspace.host.trajectory import at_trajectory_steps  # noqa: E402
-from comfy_hspace.jacobian import (
-    jacobian_maps,  # noqa: E402
-    top_singular_vectors,  # noqa: E402
-)
+from comfy_hspace.jacobian import jacobian_maps, top_singular_vectors  # noqa: E402
 from comfy_hspace.settings import SamplerSettings  # noqa: E402
 
 

@@ -1,16 +1,16 @@
 from .attribute_direction import AttributeDirection, Disentangle
 from .avi import AVILatentMerge, AVITrainer, LatentSingularValues, LoadAVIPhi
 from .directions_nodes import (
-                               CombineDirections,
-                               LoadDirections,
-                               RandomDirections,
-                               ResizeDirections,
-                               SaveDirections,
-                               ScaleDirections,
-                               SelectDirections,
+    CombineDirections,
+    LoadDirections,
+    RandomDirections,
+    ResizeDirections,
+    SaveDirections,
+    ScaleDirections,
+    SelectDirections,
 )
 from .discovery_trainer import DiscoveryTrainer
-from .edited_sampler import DirectionSweepGrid, EditedSampler
+from .edited_sampler import ApplyHSpaceEdit, DirectionSweepGrid, EditedSampler
 from .embedded import EmbeddedFacesModel, FaceImages, FaceLabels, FaceRegionMask, FaceScores
 from .hspace_hook import HSpaceHook
 from .invert_image import InvertImage
@@ -18,8 +18,8 @@ from .jacobian_directions import JacobianDirections
 from .pca_directions import PCADirections
 from .pixel_ddpm import NullConditioning, PixelDDPMLoader
 
-NODES = [EditedSampler, DirectionSweepGrid, SaveDirections, LoadDirections, RandomDirections, SelectDirections,
-         ScaleDirections, CombineDirections, ResizeDirections, PixelDDPMLoader, NullConditioning,
+NODES = [EditedSampler, ApplyHSpaceEdit, DirectionSweepGrid, SaveDirections, LoadDirections, RandomDirections,
+         SelectDirections, ScaleDirections, CombineDirections, ResizeDirections, PixelDDPMLoader, NullConditioning,
          EmbeddedFacesModel, FaceLabels, FaceScores, FaceRegionMask, FaceImages, HSpaceHook,
          PCADirections, JacobianDirections, AttributeDirection, Disentangle, InvertImage,
          DiscoveryTrainer, AVILatentMerge, AVITrainer, LoadAVIPhi, LatentSingularValues]

@@ -3,7 +3,7 @@ from comfy_api.latest import io
 
 from comfy_hspace import directions as D
 from comfy_hspace.grid import labelled_grid
-from comfy_hspace.host.edited_sampling import MODES, edited_sample
+from comfy_hspace.host.edited_sampling import MODES, edited_model, edited_sample
 from comfy_hspace.host.patch import APPLY_TO
 from comfy_hspace.settings import SamplerSettings
 
@@ -69,6 +69,39 @@ class EditedSampler(io.ComfyNode):
                             sweep=sweep_list, start_percent=start_percent, end_percent=end_percent,
                             apply_to=apply_to, mode=mode, eta=eta, noise_latent=noise)
         return io.NodeOutput(out)
+
+
+class ApplyHSpaceEdit(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HSpaceApplyEdit", display_name="Apply H-space Edit", category=CATEGORY,
+            description="Patches the model so that any sampler node (KSampler, KSamplerAdvanced, "
+                        "SamplerCustomAdvanced, hires-fix passes) adds h-space directions at the UNet bottleneck: "
+                        "h ← h + Σ strength·direction(t) inside the edit interval, the Edited Sampler's 'both "
+                        "terms' edit. Two in a row add their edits; strength 0 gives the model back unchanged.",
+            inputs=[
+                io.Model.Input("model", tooltip=TIPS["model"]),
+                Directions.Input("directions", tooltip="The h-space directions to add."),
+                io.String.Input("strengths", default="1.0",
+                                tooltip="One strength per direction, or one for all (comma separated)."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip=TIPS["start_percent"]),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, tooltip=TIPS["end_percent"]),
+                io.Combo.Input("apply_to", options=list(APPLY_TO), default="both",
+                               tooltip="Edit the conditional pass, the unconditional one, or both."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with the edit; the input model is left as it was.")],
+        )
+
+    @classmethod
+    def execute(cls, model, directions, strengths, start_percent, end_percent, apply_to) -> io.NodeOutput:
+        strength_list = parse_floats(strengths, "strengths")
+        if len(strength_list) not in (1, directions.count):
+            raise ValueError(f"strengths: expected 1 or {directions.count} values (one per direction), "
+                             f"got {len(strength_list)}")
+        return io.NodeOutput(edited_model(model, directions, strength_list, start_percent=start_percent,
+                                          end_percent=end_percent, apply_to=apply_to))
 
 
 class DirectionSweepGrid(io.ComfyNode):

@@ -24,10 +24,7 @@ import comfy.samplers  # noqa: E402
 import torch
 
 import nodes  # noqa: E402
-from comfy_hspace import (
-    avi,  # noqa: E402
-    faces,  # noqa: E402
-)
+from comfy_hspace import avi, faces  # noqa: E402
 from comfy_hspace import classifier as C  # noqa: E402
 from comfy_hspace.host import embedded  # noqa: E402
 

@@ -160,3 +160,64 @@ def test_sweep_grid_rows_are_directions_and_columns_strengths(pack, tmp_path):
             model=model, vae=vae, positive=conditioning("pixel"), negative=conditioning("pixel", 1), latent_image=lat,
             directions=d, seed=5, steps=4, cfg=2.0, sampler_name="euler_ancestral", scheduler="normal",
             strengths="x", mode="both terms", start_percent=0.0, end_percent=1.0, cell_size=32)
+
+
+def apply_edit(pack, model, directions, **kw):
+    args = dict(model=model, directions=directions, strengths="1.0", start_percent=0.0, end_percent=1.0,
+                apply_to="both")
+    return pack.nodes.ApplyHSpaceEdit.execute(**{**args, **kw}).args[0]
+
+
+@pytest.mark.parametrize("kind", ["sd15", "pixel"])
+def test_apply_edit_with_the_stock_ksampler_is_the_edited_sampler(pack, sd15, pixel, kind):
+    """Apply H-space Edit in front of KSampler gives the Edited Sampler's both-terms result bit for
+    bit, also with an edit interval and on one pass only; the input model is left as it was."""
+    model = sd15 if kind == "sd15" else pixel
+    lat = {"samples": torch.zeros(2, 4 if kind == "sd15" else 3, 16, 16)}
+    d = random_directions(model, lat)
+    before, options = stock(model, kind, lat), repr(model.model_options)
+    for settings in ({"strengths": "1.0, -0.5"}, {"start_percent": 0.3, "end_percent": 0.8, "apply_to": "cond"}):
+        edited = stock(apply_edit(pack, model, d, **settings), kind, lat)
+        assert torch.equal(edited, run(pack, model, kind, lat, d, **settings)), settings
+        assert (edited - before).abs().mean() > 1e-3
+    assert apply_edit(pack, model, d, strengths="0") is model  # strength 0: the stock model itself
+    assert repr(model.model_options) == options and torch.equal(stock(model, kind, lat), before)
+
+
+def test_apply_edit_follows_a_split_ksampler_advanced_run_and_adds_up(pack, pixel):
+    """With KSamplerAdvanced split at step 2 of 4 the edit interval is still a part of the whole
+    schedule: an edit from 50% on leaves the first half stock and equals the Edited Sampler's. Two
+    Apply nodes in a row add their edits."""
+    lat = {"samples": torch.zeros(1, 3, 16, 16)}
+    d = random_directions(pixel, lat)
+    cond = conditioning("pixel")
+    patched = apply_edit(pack, pixel, d, start_percent=0.5, strengths="30")  # late steps have small sigmas
+
+    def advanced(model, start, end, latent, add_noise, leftover):
+        return comfy_nodes.KSamplerAdvanced().sample(model, add_noise, 5, 4, 1.0, "euler", "normal", cond, cond,
+                                                     latent, start, end, leftover)[0]
+
+    first = advanced(patched, 0, 2, lat, "enable", "enable")
+    assert torch.equal(first["samples"], advanced(pixel, 0, 2, lat, "enable", "enable")["samples"])
+    split = advanced(patched, 2, 4, first, "disable", "disable")["samples"]
+    whole = run(pack, pixel, "pixel", lat, d, start_percent=0.5, cfg=1.0, sampler_name="euler", strengths="30")
+    moved = (whole - stock(pixel, "pixel", lat, sampler="euler", cfg=1.0)).abs().mean()
+    assert (split - whole).abs().max() < 1e-3 * moved, ((split - whole).abs().max(), moved)
+
+    twice = stock(apply_edit(pack, apply_edit(pack, pixel, d, strengths="0.5"), d, strengths="0.25"), "pixel", lat)
+    once = stock(apply_edit(pack, pixel, d, strengths="0.75"), "pixel", lat)
+    assert torch.allclose(twice, once, atol=1e-4) and (once - stock(pixel, "pixel", lat)).abs().mean() > 1e-3
+
+
+def test_apply_edit_refuses_bad_input_before_sampling(pack, sd15, pixel):
+    lat = {"samples": torch.zeros(1, 4, 16, 16)}
+    d = random_directions(sd15, lat)
+    with pytest.raises(DirectionsError, match="directions: h has 64 channels, this model's h has 32"):
+        apply_edit(pack, pixel, d)
+    with pytest.raises(ValueError, match="strengths: expected 1 or 2 values"):
+        apply_edit(pack, sd15, d, strengths="1, 2, 3")
+    with pytest.raises(ValueError, match="edit interval: expected 0 ≤ start ≤ end ≤ 1"):
+        apply_edit(pack, sd15, d, start_percent=0.8, end_percent=0.2)
+    x_t = Directions(torch.randn(1, 1, 4, 16, 16), torch.tensor([TIME_INVARIANT]), ["x"], space="x_T")
+    with pytest.raises(DirectionsError, match="x_T-space directions move the starting noise"):
+        apply_edit(pack, sd15, x_t)

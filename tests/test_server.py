@@ -56,8 +56,9 @@ def test_node_help_pages_are_served_and_up_to_date(server):
 
 # Every node id the pack registers; workflows and saved graphs refer to them, so they never change.
 NODE_IDS = [
-    "HSpaceAVILatentMerge", "HSpaceAVITrainer", "HSpaceAttributeDirection", "HSpaceCombineDirections",
-    "HSpaceDirectionSweepGrid", "HSpaceDiscoveryTrainer", "HSpaceDisentangle", "HSpaceEditedSampler",
+    "HSpaceAVILatentMerge", "HSpaceAVITrainer", "HSpaceApplyEdit", "HSpaceAttributeDirection",
+    "HSpaceCombineDirections", "HSpaceDirectionSweepGrid", "HSpaceDiscoveryTrainer", "HSpaceDisentangle",
+    "HSpaceEditedSampler",
     "HSpaceEmbeddedFacesModel", "HSpaceFaceImages", "HSpaceFaceLabels", "HSpaceFaceRegionMask", "HSpaceFaceScores",
     "HSpaceHook", "HSpaceInvertImage", "HSpaceJacobianDirections", "HSpaceLatentSingularValues", "HSpaceLoadAVIPhi",
     "HSpaceLoadDirections", "HSpaceNullConditioning", "HSpacePCADirections", "HSpacePixelDDPMLoader",

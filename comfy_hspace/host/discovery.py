@@ -25,7 +25,7 @@ def with_denoiser(model: Any, positive: Any, negative: Any, latent_shape: tuple[
     and the conditioning prepared, with autograd working. ``denoise(x, sigma, shift)`` is ComfyUI's
     guided x0 prediction (cfg included) with the bottleneck callback ``shift`` (or None).
     Returns what ``fn`` returns; the model is left as it was."""
-    clone = hspace_clone(model)
+    clone = hspace_clone(model, deltas=True)
     diffusion_model = model.get_model_object("diffusion_model")
     result: dict = {}
 

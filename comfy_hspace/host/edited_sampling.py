@@ -12,7 +12,7 @@ from ..directions import Directions, DirectionsError
 from ..editing import sample_asyrp
 from ..settings import SamplerSettings
 from .latents import latent_with, sampler_sigmas
-from .model_info import check_directions_fit
+from .model_info import bottleneck_shape, check_directions_fit
 from .patch import APPLY_TO, HSpaceEdit, hspace_clone
 
 MODES = ("both terms", "asymmetric (Asyrp)")
@@ -29,32 +29,23 @@ def edited_sample(model: Any, directions: Directions, sampling: SamplerSettings,
     Returns a LATENT whose batch is the sweep members one after another."""
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
-    if apply_to not in APPLY_TO:
-        raise ValueError(f"apply_to: expected one of {APPLY_TO}, got {apply_to!r}")
-    if not 0.0 <= start_percent <= end_percent <= 1.0:
-        raise ValueError(f"edit interval: expected 0 ≤ start ≤ end ≤ 1, got {start_percent} … {end_percent}")
-    if len(strengths) == 1 and directions.count > 1:
-        strengths = strengths * directions.count
-    offsets_per_unit = directions.combined(strengths)  # checks the count
+    offsets_per_unit = _offsets(directions, strengths, apply_to, start_percent, end_percent)
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     _check_fit(model, directions, latent_image)
     noise = _starting_noise(latent, latent_image, sampling.seed, noise_latent)
-    model_sampling = model.get_model_object("model_sampling")
-    sigma_start = model_sampling.percent_to_sigma(start_percent)
-    sigma_end = model_sampling.percent_to_sigma(end_percent)
+    sigma_start, sigma_end = _sigma_interval(model, start_percent, end_percent)
     steps = sampling.steps
     pbar = comfy.utils.ProgressBar(steps * len(sweep))
 
     members = []
     for m, multiplier in enumerate(sweep):
-        member_noise, edit = noise, None
-        if multiplier == 0 or not offsets_per_unit.any():
-            pass  # the unedited model: bit-for-bit the stock sampler
-        elif directions.space == "x_T":
+        member_noise, patched = noise, model  # a zero edit: bit-for-bit the stock sampler
+        if directions.space != "x_T":
+            patched = edited_model(model, directions, [s * multiplier for s in strengths],
+                                   start_percent=start_percent, end_percent=end_percent, apply_to=apply_to)
+        elif multiplier != 0 and offsets_per_unit.any():
             member_noise = noise + multiplier * offsets_per_unit[0].to(noise)
-        else:
-            edit = HSpaceEdit(offsets_per_unit * multiplier, directions.timesteps, sigma_start, sigma_end, apply_to)
-        patched = model if edit is None else hspace_clone(model, edit=edit)
+        edited = patched is not model
 
         def callback(step, x0, x, total, m=m):
             pbar.update_absolute(m * steps + step + 1)
@@ -65,12 +56,48 @@ def edited_sample(model: Any, directions: Directions, sampling: SamplerSettings,
                                           denoise=sampling.denoise, noise_mask=latent.get("noise_mask"),
                                           callback=callback, disable_pbar=True, seed=sampling.seed)
         else:
-            interval = (sigma_start, sigma_end) if edit is not None else (-1.0, 0.0)  # no edit: one pass a step
+            interval = (sigma_start, sigma_end) if edited else (-1.0, 0.0)  # no edit: one pass a step
             samples = _sample_asymmetric(patched, member_noise, sampling, positive, negative, latent_image,
                                          noise_mask=latent.get("noise_mask"), eta=eta, interval=interval,
                                          callback=callback)
         members.append(samples)
     return latent_with(latent, torch.cat(members))
+
+
+def edited_model(model: Any, directions: Directions, strengths: list[float], *, start_percent: float = 0.0,
+                 end_percent: float = 1.0, apply_to: str = "both") -> Any:
+    """Apply H-space Edit: a clone of ``model`` whose bottleneck gets h ← h + Σ strength_k·direction_k(t)
+    inside the edit interval on the chosen passes, for any sampler node (the Edited Sampler's both
+    terms mode as a model patch). Clones in a row add their edits; a zero edit is the model itself."""
+    offsets = _offsets(directions, strengths, apply_to, start_percent, end_percent)
+    if directions.space == "x_T":
+        raise DirectionsError("directions: x_T-space directions move the starting noise, not h; use them in the "
+                              "Edited Sampler")
+    channels = bottleneck_shape(model, (1, 1, 64, 64))[0]  # the size is checked at the first step
+    if directions.h_shape[0] != channels:
+        raise DirectionsError(f"directions: h has {directions.h_shape[0]} channels, this model's h has {channels} "
+                              f"(directions of another model)")
+    if not offsets.any():
+        return model
+    sigma_start, sigma_end = _sigma_interval(model, start_percent, end_percent)
+    return hspace_clone(model, edit=HSpaceEdit(offsets, directions.timesteps, sigma_start, sigma_end, apply_to))
+
+
+def _offsets(directions: Directions, strengths: list[float], apply_to: str, start_percent: float,
+             end_percent: float) -> torch.Tensor:
+    """Σ strength_k·direction_k per timestep, after checking the edit's settings."""
+    if apply_to not in APPLY_TO:
+        raise ValueError(f"apply_to: expected one of {APPLY_TO}, got {apply_to!r}")
+    if not 0.0 <= start_percent <= end_percent <= 1.0:
+        raise ValueError(f"edit interval: expected 0 ≤ start ≤ end ≤ 1, got {start_percent} … {end_percent}")
+    if len(strengths) == 1 and directions.count > 1:
+        strengths = strengths * directions.count
+    return directions.combined(strengths)  # checks the count
+
+
+def _sigma_interval(model: Any, start_percent: float, end_percent: float) -> tuple[float, float]:
+    model_sampling = model.get_model_object("model_sampling")
+    return model_sampling.percent_to_sigma(start_percent), model_sampling.percent_to_sigma(end_percent)
 
 
 def _check_fit(model: Any, directions: Directions, latent_image: torch.Tensor) -> None:

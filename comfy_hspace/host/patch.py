@@ -74,10 +74,12 @@ def row_layout(h: torch.Tensor, options: dict[str, Any]) -> tuple[torch.Tensor, 
     return sigmas, row_chunks
 
 
-def hspace_clone(model: Any, edit: HSpaceEdit | None = None, recorder: Any = None) -> Any:
-    """A clone of a ComfyUI MODEL whose bottleneck h is recorded (``recorder.record(h,
-    row_timesteps, row_chunks)``, see ``comfy_hspace.recorder``) and/or offset.
-    The input model is never touched and no global hook is registered."""
+def hspace_clone(model: Any, *, edit: HSpaceEdit | None = None, recorder: Any = None, deltas: bool = False) -> Any:
+    """A clone of a ComfyUI MODEL with one more bottleneck patch: h is recorded
+    (``recorder.record(h, row_timesteps, row_chunks)``, see ``comfy_hspace.recorder``), then offset
+    by ``edit``, then, with ``deltas``, by the per-call ``DELTA`` of transformer_options. Patches
+    of clones in a row all act, in order, so edits add; only one patch of a chain may take the
+    per-call deltas. The input model is never touched and no global hook is registered."""
     model_sampling = model.get_model_object("model_sampling")
     clone = model.clone()
 
@@ -90,7 +92,7 @@ def hspace_clone(model: Any, edit: HSpaceEdit | None = None, recorder: Any = Non
             recorder.record(h, row_timesteps, row_chunks)
         if edit is not None and not options.get(EDIT_OFF, False):
             h = edit.apply(h, row_sigmas, row_timesteps, row_chunks)
-        delta = options.get(DELTA)
+        delta = options.get(DELTA) if deltas else None
         if callable(delta):
             h = h + delta(h, row_timesteps)
         elif delta is not None:

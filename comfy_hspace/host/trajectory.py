@@ -45,7 +45,7 @@ def at_trajectory_steps(model: Any, positive: Any, negative: Any, latent_image: 
             self.h = h.detach()
 
     last = LastH()
-    clone = hspace_clone(model, recorder=last)
+    clone = hspace_clone(model, recorder=last, deltas=True)
 
     def wrapper(executor, x, timestep, model_options, seed):
         sigma = float(timestep.reshape(-1)[0])
