@@ -42,3 +42,21 @@ def test_algorithm_modules_import_without_comfyui():
                        env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(modules) >= 12
+
+
+def test_requirements_list_what_the_nodes_import():
+    """requirements.txt (what a user's ComfyUI gets) holds exactly the third-party packages that
+    the library and the nodes import, besides what ComfyUI itself brings."""
+    from_comfyui = {"torch", "PIL", "comfy", "comfy_api", "comfy_extras", "folder_paths", "server", "nodes"}
+    stdlib = set(sys.stdlib_module_names)
+    imported = set()
+    for path in [*(REPO / "comfy_hspace").rglob("*.py"), *(REPO / "nodes").glob("*.py"), REPO / "__init__.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - stdlib - from_comfyui - {"comfy_hspace"}
+    listed = {line.split(">")[0].split("=")[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    assert third_party == listed
