@@ -1,7 +1,7 @@
-"""Runs every API-format workflow in api_workflows/ on the embedded faces model through a real
+"""Runs every API-format workflow in workflows/api/ on the embedded faces model through a real
 ComfyUI server, and writes each saved image batch as one grid PNG to out/demo/ (an edit strip:
 one row per sweep multiplier, one column per sample). With --thumbnails it also writes each
-workflow's template thumbnail, example_workflows/<name>.jpg (its first picture)."""
+workflow's template thumbnail, workflows/<name>.jpg (its first picture)."""
 from __future__ import annotations
 
 import json
@@ -77,7 +77,7 @@ def text_card(lines: list[str]) -> Image.Image:
 
 def main() -> None:
     make_thumbnails = "--thumbnails" in sys.argv[1:]
-    examples = REPO / "example_workflows"
+    examples = REPO / "workflows"
     out = REPO / "out" / "demo"
     base = REPO / "out" / "server"
     shutil.rmtree(base, ignore_errors=True)
@@ -85,7 +85,7 @@ def main() -> None:
     start = time.monotonic()
     with ComfyServer(base) as server:
         print(f"ComfyUI up in {time.monotonic() - start:.1f} s at {server.url}")
-        for workflow in sorted((REPO / "api_workflows").glob("*.api.json")):
+        for workflow in sorted((REPO / "workflows" / "api").glob("*.api.json")):
             t = time.monotonic()
             prompt = json.loads(workflow.read_text())
             entry = server.run(prompt)
@@ -102,7 +102,7 @@ def main() -> None:
                 thumbnail(pictures[0]).save(examples / workflow.name.replace(".api.json", ".jpg"), quality=90)
             print(f"{workflow.name}: {time.monotonic() - t:.1f} s")
     if make_thumbnails:
-        for workflow in sorted((REPO / "api_workflows" / "sd").glob("*.api.json")):
+        for workflow in sorted((REPO / "workflows" / "api" / "sd").glob("*.api.json")):
             name = workflow.name.replace(".api.json", "")
             text_card([name, "Stable Diffusion 1.5 graph", "load your own checkpoint"]).save(examples / f"{name}.jpg",
                                                                                            quality=90)

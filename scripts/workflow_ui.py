@@ -1,7 +1,7 @@
 """UI-format (graph editor) workflows from the API-format ones, and back.
 
-The API files in api_workflows/ are the source; `python scripts/workflow_ui.py` starts the real
-server, takes its /object_info, and writes each `<name>.api.json` as `example_workflows/<name>.json`
+The API files in workflows/api/ are the source; `python scripts/workflow_ui.py` starts the real
+server, takes its /object_info, and writes each `<name>.api.json` as `workflows/<name>.json`
 for the frontend, where ComfyUI lists it as one of the pack's templates (thumbnail `<name>.jpg`,
 written by `scripts/demo.py --thumbnails`).
 ``ui_to_api`` reads a UI file back the way the frontend queues it, which the tests use
@@ -122,8 +122,8 @@ def ui_to_api(ui: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]
 
 
 def ui_twin(api_path: Path) -> Path:
-    """example_workflows/<name>.json for workflows/[sd/]<name>.api.json."""
-    return REPO / "example_workflows" / api_path.name.replace(".api.json", ".json")
+    """workflows/<name>.json for workflows/api/[sd/]<name>.api.json."""
+    return REPO / "workflows" / api_path.name.replace(".api.json", ".json")
 
 
 def main() -> None:
@@ -133,7 +133,7 @@ def main() -> None:
     base = REPO / "out" / "server-ui"
     shutil.rmtree(base, ignore_errors=True)
     with ComfyServer(base) as server:
-        for path in sorted((REPO / "api_workflows").rglob("*.api.json")):
+        for path in sorted((REPO / "workflows" / "api").rglob("*.api.json")):
             ui = api_to_ui(json.loads(path.read_text()), server.object_info)
             target = ui_twin(path)
             target.write_text(json.dumps(ui, indent=1) + "\n")

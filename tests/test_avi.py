@@ -174,7 +174,7 @@ def run_graph(pack, prompt: dict, replace: dict) -> dict:
 
 
 def test_sd_workflow_runs_on_a_tiny_sd15_model(pack, tmp_path, monkeypatch):
-    """api_workflows/sd/avi_sd15 is the graph a user runs with their own SD1.5 checkpoint: here a tiny
+    """workflows/api/sd/avi_sd15 is the graph a user runs with their own SD1.5 checkpoint: here a tiny
     random SD1.5-shaped UNet stands in for the checkpoint and fixed tensors for the text encoder."""
     import json
 
@@ -182,7 +182,7 @@ def test_sd_workflow_runs_on_a_tiny_sd15_model(pack, tmp_path, monkeypatch):
     from tiny_models import comfy_unet, conditioning
 
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "hspace_avi", ([str(tmp_path)], {".safetensors"}))
-    prompt = json.loads((Path(__file__).parent.parent / "api_workflows" / "sd" / "avi_sd15.api.json").read_text())
+    prompt = json.loads((Path(__file__).parent.parent / "workflows" / "api" / "sd" / "avi_sd15.api.json").read_text())
     for spec in prompt.values():  # 8×8 latents and 16 pairs, so the tiny model runs it in seconds
         if spec["class_type"] == "EmptyLatentImage":
             spec["inputs"].update(width=64, height=64, batch_size=min(spec["inputs"]["batch_size"], 16))

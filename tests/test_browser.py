@@ -11,7 +11,7 @@ from chromium import Chromium
 from comfy_server import REPO, ComfyServer
 
 SHOTS = REPO / "test-artifacts" / "browser"
-UI_WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
+UI_WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 # the frontend's own dialogs and toasts that report a problem
 PROBLEMS = """Array.from(document.querySelectorAll('.p-dialog, .p-toast-message-error, .p-toast-message-warn'))
   .filter(e => e.offsetParent !== null).map(e => e.innerText.trim().slice(0, 300))"""
@@ -56,6 +56,9 @@ def test_template_browser_lists_the_pack(page):
                      " && i.naturalWidth === 512 && i.naturalHeight === 384).length >= 4", timeout=30)
     browser.screenshot(SHOTS / "templates.png")
     assert all(n in shown for n in names)
+    # the API twins in workflows/api/ are not templates
+    twins = [p.name.replace(".json", "") for p in (REPO / "workflows" / "api").rglob("*.api.json")]
+    assert twins and not any(t in shown for t in twins)
     close_dialogs(browser)
 
 
@@ -78,7 +81,7 @@ def test_workflow_loads_without_missing_nodes_or_errors(page, workflow):
 def test_queued_workflow_shows_its_image(page):
     server, browser = page
     close_dialogs(browser)
-    workflow = REPO / "example_workflows" / "random_direction_strip.json"
+    workflow = REPO / "workflows" / "random_direction_strip.json"
     browser.evaluate(f"app.loadGraphData({workflow.read_text()}, true, true, 'random_direction_strip')")
     browser.evaluate("app.queuePrompt(0, 1)")
     browser.wait_for("app.graph._nodes.some(n => n.type === 'SaveImage' && n.imgs && n.imgs.length > 0"

@@ -123,3 +123,17 @@ def test_pixel_loader_refuses_pickled_weights_and_missing_config(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no unet/config.json"):
         load_pixel_ddpm(tmp_path / "empty")
+
+
+def test_the_patch_leaves_h_alone_after_a_patch_that_fused_the_skip_connection(models):
+    """Newer ComfyUI lets an output-block patch (SUPIR's) fuse the skip connection into h and
+    return hsp = None; h is then not the bottleneck's any more and must not be edited."""
+    model = models["sd15"]
+    edit = HSpaceEdit(torch.ones(1, 64, 2, 2), torch.tensor([TIME_INVARIANT]))
+    patch = hspace_clone(model, edit=edit).model_options["transformer_options"]["patches"]["output_block_patch"][-1]
+    h = torch.zeros(2, 64, 2, 2)
+    options = {"block": ("output", 0), "sigmas": torch.tensor([1.0, 1.0]), "cond_or_uncond": [0]}
+    edited, hsp = patch(h, torch.zeros(2, 64, 2, 2), options)
+    assert torch.equal(edited, torch.ones(2, 64, 2, 2)) and hsp is not None
+    fused, none = patch(h, None, options)
+    assert fused is h and none is None

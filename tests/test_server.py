@@ -12,8 +12,8 @@ from workflow_ui import api_to_ui, ui_to_api, ui_twin
 from comfy_hspace import directions as D
 from comfy_hspace.directions import TIME_INVARIANT
 
-WORKFLOWS = sorted((REPO / "api_workflows").glob("*.api.json"))  # on the embedded model: run here
-ALL_WORKFLOWS = sorted((REPO / "api_workflows").rglob("*.api.json"))  # sd/: need the user's checkpoint
+WORKFLOWS = sorted((REPO / "workflows" / "api").glob("*.api.json"))  # on the embedded model: run here
+ALL_WORKFLOWS = sorted((REPO / "workflows" / "api").rglob("*.api.json"))  # sd/: need the user's checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def server(tmp_path_factory):
 
 def test_server_lists_every_ui_workflow_as_a_template_with_a_thumbnail(server):
     templates = requests.get(server.url + "/workflow_templates", timeout=30).json()
-    names = sorted(p.stem for p in (REPO / "example_workflows").glob("*.json"))
+    names = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
     assert sorted(templates[PACK_NAME]) == names == sorted(ui_twin(w).stem for w in ALL_WORKFLOWS)
     for name in names:  # as the frontend fetches them
         r = requests.get(f"{server.url}/api/workflow_templates/{PACK_NAME}/{name}.json", timeout=30)
@@ -98,7 +98,7 @@ def test_workflow_runs_and_writes_pngs(server, workflow):
 
 
 def test_sweep_workflow_gives_one_image_per_member(server):
-    prompt = json.loads((REPO / "api_workflows" / "random_direction_strip.api.json").read_text())
+    prompt = json.loads((REPO / "workflows" / "api" / "random_direction_strip.api.json").read_text())
     files = server.output_files(server.run(prompt))
     sweep = prompt["5"]["inputs"]["sweep"].split(",")
     assert len(files) == len(sweep) * prompt["3"]["inputs"]["batch_size"]
@@ -107,10 +107,10 @@ def test_sweep_workflow_gives_one_image_per_member(server):
 
 
 def test_a_nan_direction_file_fails_the_prompt_with_a_clear_message(server):
-    prompt = json.loads((REPO / "api_workflows" / "random_direction_strip.api.json").read_text())
+    prompt = json.loads((REPO / "workflows" / "api" / "random_direction_strip.api.json").read_text())
     prompt["4"] = {"class_type": "HSpaceLoadDirections", "inputs": {"filename": "nan.safetensors"}}
     with pytest.raises(RuntimeError, match="NaN or inf"):
         server.run(prompt)
     # the server keeps working afterwards
-    assert server.output_files(server.run(json.loads((REPO / "api_workflows"
+    assert server.output_files(server.run(json.loads((REPO / "workflows" / "api"
                                                       / "random_direction_strip.api.json").read_text())))

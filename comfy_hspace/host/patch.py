@@ -84,7 +84,9 @@ def hspace_clone(model: Any, *, edit: HSpaceEdit | None = None, recorder: Any = 
     clone = model.clone()
 
     def bottleneck_patch(h, hsp, options):
-        if options.get("block") != BOTTLENECK:
+        # newer ComfyUI lets an earlier patch (SUPIR's) fuse the skip connection into h and hand on
+        # hsp = None: h is then no longer the bottleneck's
+        if options.get("block") != BOTTLENECK or hsp is None:
             return h, hsp
         row_sigmas, row_chunks = row_layout(h, options)
         row_timesteps = model_sampling.timestep(row_sigmas).float()

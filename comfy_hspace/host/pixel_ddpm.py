@@ -35,8 +35,9 @@ class DiffusersUNet(torch.nn.Module):
 
         def at_bottleneck(module, args, h):
             transformer_options["block"] = BOTTLENECK
+            no_skip = h[:, :0]  # a UNet2DModel's mid block has no skip connection to hand on
             for patch in patches:
-                h, _ = patch(h, None, transformer_options)
+                h, _ = patch(h, no_skip, transformer_options)
             return h
 
         handle = self.unet.mid_block.register_forward_hook(at_bottleneck) if patches else None
