@@ -9,7 +9,8 @@ from comfy_env import REPO
 COMFY_MODULES = ("comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "server", "execution")
 # host modules that talk to ComfyUI directly; host/patch.py only speaks its patch protocol
 IMPORT_COMFYUI = {"host/autograd.py": False, "host/discovery.py": True, "host/edited_sampling.py": True,
-                  "host/embedded.py": False, "host/latents.py": True, "host/model_info.py": False,
+                  "host/embedded.py": False, "host/latents.py": True, "host/memory.py": True,
+                  "host/model_info.py": False,
                   "host/patch.py": False, "host/pixel_ddpm.py": True, "host/recording.py": True,
                   "host/trajectory.py": True, "host/__init__.py": False}
 

@@ -123,3 +123,28 @@ def test_cancelled_hook_leaves_the_model_without_patches(pack):
     with cancelled_at(5):  # in the second batch
         hook(pack, model, null)
     assert repr(model.model_options) == options and not model.model_options["transformer_options"].get("patches")
+
+
+def test_hook_refuses_a_run_that_would_not_fit_in_memory_before_sampling(pack, tmp_path):
+    """Keeping every h trajectory of a million samples would need far more memory than the machine
+    has: the Hook says so, with the estimate and what to lower, before it samples anything."""
+    from tiny_models import save_pixel_ddpm
+
+    from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
+
+    model, _ = load_pixel_ddpm(save_pixel_ddpm(tmp_path / "ddpm"))
+    import comfy.utils
+
+    def sampling_started(*args, **kw):
+        raise RuntimeError("the Hook started sampling")
+
+    null = [[torch.zeros(1, 1, 1), {}]]
+    comfy.utils.set_progress_bar_global_hook(sampling_started)
+    try:
+        with pytest.raises(ValueError, match=r"n_samples: keeping every sample's h trajectory \(1000000 samples × "
+                                             r"20 steps\) needs about \d+\.\d GiB on cpu, \d+\.\d GiB are free; "
+                                             r"lower n_samples or turn keep_samples off"):
+            hook(pack, model, null, latent_image={"samples": torch.zeros(1, 3, 16, 16)}, n_samples=1_000_000,
+                 steps=20, keep_samples=True, components=0)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)

@@ -9,4 +9,5 @@
 - ``recording``: the HSpace Hook's sampling and DDIM inversion, into a recorder;
 - ``trajectory``: Jacobian Directions at points of a sample's own trajectory;
 - ``discovery``: the Discovery Trainer through ComfyUI's denoiser.
+- ``memory``: memory a run will ask for, estimated before sampling, against what is free.
 """

@@ -13,6 +13,7 @@ import torch
 from ..recorder import HSpaceActivations
 from ..settings import SamplerSettings
 from .latents import noise_scale, sampler_sigmas, seed_noise
+from .memory import check_fits, recording_bytes
 from .model_info import bottleneck_shape, model_fingerprint
 from .patch import hspace_clone
 
@@ -33,6 +34,8 @@ def record_activations(model: Any, positive: Any, negative: Any, latent: dict, s
         raise ValueError(f"components: {components} is more than the {n_samples} samples")
     if components > channels * height * width:
         raise ValueError(f"components: {components} is more than the h dimension {channels * height * width}")
+    _check_recording_fits(n_samples, sampling.steps, (channels, height, width), latent_image.shape, keep_samples,
+                          "n_samples")
     activations = HSpaceActivations(components, min_batch=batch_size, keep_samples=keep_samples,
                                     storage_device=comfy.model_management.intermediate_device(),
                                     compute_device=model.load_device)
@@ -70,7 +73,8 @@ def invert(model: Any, positive: Any, negative: Any, latent: dict, sampling: Sam
     from ..inversion import sample_ddim_inversion
 
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    bottleneck_shape(model, latent_image.shape)
+    _check_recording_fits(latent_image.shape[0], sampling.steps, bottleneck_shape(model, latent_image.shape),
+                          latent_image.shape, keep_samples, "images")
     steps = sampling.steps
     sigmas = sampler_sigmas(model, SamplerSettings(0, steps, sampling.cfg, "ddim", sampling.scheduler))
     to_noise = noise_scale(model, float(sigmas[0]))
@@ -98,3 +102,12 @@ def invert(model: Any, positive: Any, negative: Any, latent: dict, sampling: Sam
     activations.parameters = {"n_samples": n, **sampling.as_dict(), "sampler": "ddim inversion", "seed": None,
                               "model_fingerprint": model_fingerprint(model)}
     return torch.cat(noises), activations
+
+
+def _check_recording_fits(n: int, steps: int, h_shape: tuple[int, ...], latent_shape: tuple[int, ...],
+                          keep_samples: bool, count_input: str) -> None:
+    kept = f"keeping every sample's h trajectory ({n} samples × {steps} steps)" if keep_samples else \
+        f"keeping {n} samples"
+    check_fits(recording_bytes(n, steps, h_shape, latent_shape, keep_samples),
+               comfy.model_management.intermediate_device(), kept, count_input,
+               " or turn keep_samples off" if keep_samples else "")
