@@ -221,3 +221,12 @@ def test_apply_edit_refuses_bad_input_before_sampling(pack, sd15, pixel):
     x_t = Directions(torch.randn(1, 1, 4, 16, 16), torch.tensor([TIME_INVARIANT]), ["x"], space="x_T")
     with pytest.raises(DirectionsError, match="x_T-space directions move the starting noise"):
         apply_edit(pack, sd15, x_t)
+
+
+def test_apply_edit_names_directions_of_another_resolution_at_the_first_step(pack, pixel):
+    """The Apply node does not know the latent size; directions found at another resolution are
+    refused at the first UNet call, naming the input and the way out."""
+    d = random_directions(pixel, {"samples": torch.zeros(1, 3, 24, 24)})
+    with pytest.raises(ValueError, match=r"directions: h shape \[32, 12, 12\] does not fit this model's h "
+                                         r"\[32, 8, 8\] at this latent size \(use Resize Directions"):
+        stock(apply_edit(pack, pixel, d), "pixel", {"samples": torch.zeros(1, 3, 16, 16)})

@@ -48,8 +48,9 @@ class HSpaceEdit:
     def apply(self, h: torch.Tensor, row_sigmas: torch.Tensor, row_timesteps: torch.Tensor,
               row_chunks: torch.Tensor) -> torch.Tensor:
         if tuple(h.shape[1:]) != tuple(self.offsets.shape[1:]):
-            raise ValueError(f"h-space edit: direction h shape {list(self.offsets.shape[1:])} does not "
-                             f"match the model's h shape {list(h.shape[1:])}")
+            raise ValueError(f"directions: h shape {list(self.offsets.shape[1:])} does not fit this model's h "
+                             f"{list(h.shape[1:])} at this latent size (use Resize Directions for another "
+                             f"resolution)")
         rows = (row_sigmas <= self.sigma_start) & (row_sigmas >= self.sigma_end)
         if self.apply_to != "both":
             rows &= row_chunks == (0 if self.apply_to == "cond" else 1)
