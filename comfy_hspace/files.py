@@ -18,6 +18,7 @@ def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     save_file(tensors, str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o644)  # safetensors writes 0600; direction and model files are shared like other models
     os.replace(tmp, path)
     return path
 
