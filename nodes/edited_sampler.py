@@ -10,6 +10,14 @@ from comfy_hspace.settings import SamplerSettings
 from .common import CATEGORY, TIPS, Directions, parse_floats, sampler_inputs
 
 
+def parse_strengths(text: str, directions) -> list[float]:
+    """One strength per direction, or one for all."""
+    values = parse_floats(text, "strengths")
+    if len(values) not in (1, directions.count):
+        raise ValueError(f"strengths: expected 1 or {directions.count} values (one per direction), got {len(values)}")
+    return values
+
+
 class EditedSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -59,10 +67,7 @@ class EditedSampler(io.ComfyNode):
     def execute(cls, model, positive, negative, latent_image, directions, seed, steps, cfg, sampler_name,
                 scheduler, strengths, sweep, start_percent, end_percent, apply_to, mode, eta,
                 denoise, noise=None) -> io.NodeOutput:
-        strength_list = parse_floats(strengths, "strengths")
-        if len(strength_list) not in (1, directions.count):
-            raise ValueError(f"strengths: expected 1 or {directions.count} values (one per direction), "
-                             f"got {len(strength_list)}")
+        strength_list = parse_strengths(strengths, directions)
         sweep_list = parse_floats(sweep, "sweep") or [1.0]
         sampling = SamplerSettings(seed, steps, cfg, sampler_name, scheduler, denoise)
         out = edited_sample(model, directions, sampling, positive, negative, latent_image, strengths=strength_list,
@@ -96,10 +101,7 @@ class ApplyHSpaceEdit(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, directions, strengths, start_percent, end_percent, apply_to) -> io.NodeOutput:
-        strength_list = parse_floats(strengths, "strengths")
-        if len(strength_list) not in (1, directions.count):
-            raise ValueError(f"strengths: expected 1 or {directions.count} values (one per direction), "
-                             f"got {len(strength_list)}")
+        strength_list = parse_strengths(strengths, directions)
         return io.NodeOutput(edited_model(model, directions, strength_list, start_percent=start_percent,
                                           end_percent=end_percent, apply_to=apply_to))
 
