@@ -85,6 +85,9 @@ class FaceRegionMask(io.ComfyNode):
         if image.shape[0] != 1:
             raise ValueError(f"image: expected one image, got a batch of {image.shape[0]}")
         scores = dict(zip(classifier.NAMES, embedded.score(image)[0].tolist()))
+        if not embedded.face_found(image)[0]:
+            raise ValueError("image: no face found (the face drawn from the classifier's reading does not match "
+                             "the image); the mask needs an image of the embedded domain")
         mask = faces.region_mask(region, scores["x"], scores["y"], scores["size"])
         return io.NodeOutput(torch.from_numpy(mask)[None])
 

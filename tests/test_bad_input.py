@@ -247,6 +247,7 @@ CASES = [
     bad("FaceRegionMask", {"image": use("two_faces")}, r"image: expected one image, got a batch of 2", "image-batch"),
     bad("FaceRegionMask", {"image": torch.rand(1, 64, 64, 3)},
         r"images: expected a batch of 32×32 RGB images .*got shape \[1, 64, 64, 3\]", "image-size"),
+    bad("FaceRegionMask", {"image": torch.full((1, 32, 32, 3), 0.5)}, r"image: no face found", "image-faceless"),
     bad("FaceRegionMask", {"region": "nose"}, r"region: expected one of \['mouth', 'eyes', 'face'\]", "region"),
 
     # ---- Save Directions: into hspace_directions ----
