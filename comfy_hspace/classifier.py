@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -81,18 +82,22 @@ def score_images(model: FaceClassifier, images: torch.Tensor, batch: int = 256) 
 
 
 @torch.no_grad()
+def redrawn(model: FaceClassifier, images: torch.Tensor) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+    """The factors the classifier reads in each image (IMAGE [N, H, W, 3] in 0…1), binary ones
+    thresholded and continuous ones clamped to the generator's ranges, and the faces drawn from
+    them as an IMAGE."""
+    scores = score_images(model, images)
+    factors = {k: ((scores[:, j] > 0.5) if k in faces.BINARY else scores[:, j].clamp(*faces.RANGES[k])).numpy()
+               for j, k in enumerate(NAMES)}
+    return factors, (torch.from_numpy(faces.render(factors)).permute(0, 2, 3, 1) + 1) / 2
+
+
+@torch.no_grad()
 def rerender_psnr(model: FaceClassifier, images: torch.Tensor) -> torch.Tensor:
     """Analysis by synthesis: PSNR [N] (dB) between each image (IMAGE [N, H, W, 3] in 0…1) and the face
     drawn from the factors the classifier reads in it. A face whose factors are all readable and
     valid comes back close; a faceless or broken sample does not."""
-    scores = score_images(model, images)
-    factors = {}
-    for j, k in enumerate(NAMES):
-        if k in faces.BINARY:
-            factors[k] = (scores[:, j] > 0.5).numpy()
-        else:
-            factors[k] = scores[:, j].clamp(*faces.RANGES[k]).numpy()
-    drawn = (torch.from_numpy(faces.render(factors)).permute(0, 2, 3, 1) + 1) / 2
+    _, drawn = redrawn(model, images)
     mse = ((drawn - images.float().cpu()) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
     return -10 * torch.log10(mse)
 
@@ -103,10 +108,7 @@ def face_found(model: FaceClassifier, images: torch.Tensor) -> torch.Tensor:
     the classifier reads, the image is closer to the face drawn from the classifier's reading than
     to the plain background of the hue it reads. A faceless sample fails either way: the drawn
     face lands on background, or on a blot that is no face."""
-    scores = score_images(model, images)
-    factors = {k: ((scores[:, j] > 0.5) if k in faces.BINARY else scores[:, j].clamp(*faces.RANGES[k])).numpy()
-               for j, k in enumerate(NAMES)}
-    drawn = (torch.from_numpy(faces.render(factors)).permute(0, 2, 3, 1) + 1) / 2
+    factors, drawn = redrawn(model, images)
     found = []
     for i, image in enumerate(images.float().cpu()):
         disk = torch.from_numpy(faces.region_mask("face", *(float(factors[k][i]) for k in ("x", "y", "size")))) > 0

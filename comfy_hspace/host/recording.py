@@ -67,9 +67,9 @@ def invert(model: Any, positive: Any, negative: Any, latent: dict, sampling: Sam
            ) -> tuple[torch.Tensor, HSpaceActivations]:
     """Deterministic DDIM inversion of a LATENT (an encoded image) over the schedule of the
     settings' steps and scheduler (its seed and sampler are not used), recording h on the way up.
-    Returns the starting noise in the form
-    ComfyUI's samplers take it (unit variance; sampling it with the ddim sampler, the same steps
-    and scheduler and a zero edit gives the image back) and the recorded activations."""
+    Returns the starting noise in the form ComfyUI's samplers take it (unit variance; sampling it
+    with the ddim sampler, the same steps and scheduler and a zero edit gives the image back) and
+    the recorded activations."""
     from ..inversion import sample_ddim_inversion
 
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
