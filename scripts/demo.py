@@ -80,6 +80,18 @@ def text_card(lines: list[str]) -> Image.Image:
     return card
 
 
+def checkpoint_cards(examples: Path) -> None:
+    """Cards for the graphs in workflows/api/sd/ (<family>_<graph>): what they do and which checkpoint they need."""
+    from sd_templates import FAMILIES
+
+    for workflow in sorted((REPO / "workflows" / "api" / "sd").glob("*.api.json")):
+        name = workflow.name.replace(".api.json", "")
+        family, graph = name.split("_", 1)
+        f = FAMILIES[family]
+        text_card([f"{f['title']} checkpoint", graph.replace("_", " "), f"loads {f['ckpt']}: pick yours"]
+                  ).save(examples / f"{name}.jpg", quality=90)
+
+
 def main() -> None:
     make_thumbnails = "--thumbnails" in sys.argv[1:]
     run_all = make_thumbnails or "--all" in sys.argv[1:]
@@ -110,10 +122,7 @@ def main() -> None:
                 thumbnail(pictures[0]).save(examples / workflow.name.replace(".api.json", ".jpg"), quality=90)
             print(f"{workflow.name}: {time.monotonic() - t:.1f} s")
     if make_thumbnails:
-        for workflow in sorted((REPO / "workflows" / "api" / "sd").glob("*.api.json")):
-            name = workflow.name.replace(".api.json", "")
-            text_card([name, "Stable Diffusion 1.5 graph", "load your own checkpoint"]).save(examples / f"{name}.jpg",
-                                                                                           quality=90)
+        checkpoint_cards(examples)
         print(f"thumbnails written to {examples}")
     print(f"demo done in {time.monotonic() - start:.1f} s; images in {out}")
 

@@ -1,5 +1,7 @@
 """Tiny real models for the tests and benches: random-weight UNets in the shapes of SD1.5, SDXL and a
-pixel-space diffusers DDPM. Small enough to sample on the CPU in a fraction of a second."""
+pixel-space diffusers DDPM, and whole SD1.5- and SDXL-shaped checkpoint files (UNet, CLIP text
+encoders, TAESD VAE) that ComfyUI's own Load Checkpoint reads. Small enough to sample on the CPU in
+a fraction of a second."""
 from __future__ import annotations
 
 import json
@@ -15,7 +17,7 @@ SD15_UNET = {
     "num_heads": 2, "num_head_channels": -1, "transformer_depth_output": [0, 0, 1, 1],
 }
 SDXL_UNET = {
-    **SD15_UNET, "adm_in_channels": 2816, "num_classes": "sequential", "use_linear_in_transformer": True,
+    **SD15_UNET, "adm_in_channels": 32 + 6 * 256, "num_classes": "sequential", "use_linear_in_transformer": True,
     "num_head_channels": 16, "num_heads": -1,
 }
 
@@ -51,6 +53,8 @@ def init_weights(module: torch.nn.Module) -> None:
             torch.nn.Linear.reset_parameters(m)
         elif isinstance(m, torch.nn.modules.conv._ConvNd):
             torch.nn.modules.conv._ConvNd.reset_parameters(m)
+        elif isinstance(m, torch.nn.Embedding):
+            torch.nn.init.normal_(m.weight, std=0.02)
         elif isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm)) and m.weight is not None:
             torch.nn.init.ones_(m.weight)
             torch.nn.init.zeros_(m.bias)
@@ -60,7 +64,7 @@ def conditioning(kind: str, seed: int = 0) -> list:
     g = torch.Generator().manual_seed(seed)
     extra = {}
     if kind == "sdxl":
-        extra = {"pooled_output": torch.randn(1, 1280, generator=g), "width": 64, "height": 64}
+        extra = {"pooled_output": torch.randn(1, 32, generator=g), "width": 64, "height": 64}
     elif kind == "pixel":
         return [[torch.zeros(1, 1, 1), {}]]
     return [[torch.randn(1, 7, 64, generator=g), extra]]
@@ -80,3 +84,85 @@ def save_pixel_ddpm(folder: Path, seed: int = 0, config: dict = PIXEL_UNET) -> P
               str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(PIXEL_SCHEDULER))
     return folder
+
+
+# Text encoders in the tiny checkpoints: ComfyUI's CLIP classes at a width the tiny UNets take as
+# context (SD1.5: CLIP-L 64; SDXL: CLIP-L 32 + CLIP-G 32, and CLIP-G's pooled output, 32 wide, in the
+# SDXL UNet's class embedding with the six size embeddings: 32 + 6 · 256 = 1568, as 1280 + 1536 = 2816 in SDXL).
+TINY_CLIP = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2, "num_hidden_layers": 3}
+TINY_CLIP_XL = {**TINY_CLIP, "hidden_size": 32}
+
+
+def tiny_model_configs() -> dict:
+    """ComfyUI model configs for the tiny checkpoints: SD15 and SDXL with the tiny UNet's widths and
+    tiny text encoders; everything else (model class, latent format, conditioning) is ComfyUI's."""
+    import comfy.sd1_clip
+    import comfy.sdxl_clip
+    import comfy.supported_models
+    import comfy.supported_models_base
+
+    class TinySD1Clip(comfy.sd1_clip.SD1ClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options={}):
+            super().__init__(device=device, dtype=dtype,
+                             model_options={**model_options, "clip_l_model_config": TINY_CLIP})
+
+    class TinySDXLClip(comfy.sdxl_clip.SDXLClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options={}):
+            super().__init__(device=device, dtype=dtype, model_options={
+                **model_options, "clip_l_model_config": TINY_CLIP_XL, "clip_g_model_config": TINY_CLIP_XL})
+
+    class TinySD15(comfy.supported_models.SD15):
+        unet_config = {"model_channels": SD15_UNET["model_channels"], "context_dim": SD15_UNET["context_dim"],
+                       "adm_in_channels": None, "use_linear_in_transformer": False}
+        unet_extra_config = {"num_heads": SD15_UNET["num_heads"], "num_head_channels": -1}
+
+        def clip_target(self, state_dict={}):
+            return comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, TinySD1Clip)
+
+    class TinySDXL(comfy.supported_models.SDXL):
+        unet_config = {"model_channels": SDXL_UNET["model_channels"], "context_dim": SDXL_UNET["context_dim"],
+                       "adm_in_channels": SDXL_UNET["adm_in_channels"], "use_linear_in_transformer": True}
+        unet_extra_config = {"num_heads": -1, "num_head_channels": SDXL_UNET["num_head_channels"]}
+
+        def clip_target(self, state_dict={}):
+            return comfy.supported_models_base.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, TinySDXLClip)
+
+    return {"sd15": TinySD15, "sdxl": TinySDXL}
+
+
+def register_tiny_checkpoints() -> dict:
+    """Lets ComfyUI's checkpoint loader recognise the tiny checkpoints (no real model has these
+    widths, so real checkpoints are unaffected). Idempotent."""
+    import comfy.supported_models
+
+    configs = tiny_model_configs()
+    registered = {c.__name__ for c in comfy.supported_models.models}
+    for config in configs.values():
+        if config.__name__ not in registered:
+            comfy.supported_models.models.insert(0, config)
+    return configs
+
+
+def save_tiny_checkpoint(kind: str, path: Path, seed: int = 0) -> Path:
+    """A random SD1.5- or SDXL-shaped checkpoint with text encoders and a TAESD VAE, written by
+    ComfyUI's own checkpoint saver (the Save Checkpoint node's code)."""
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.sd
+    import comfy.taesd.taesd
+
+    config_class = register_tiny_checkpoints()[kind]
+    torch.manual_seed(seed)
+    config = config_class({**{"sd15": SD15_UNET, "sdxl": SDXL_UNET}[kind]})
+    model = config.get_model({})
+    init_weights(model.diffusion_model)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
+                                               offload_device=comfy.model_management.unet_offload_device())
+    clip = comfy.sd.CLIP(config.clip_target())
+    init_weights(clip.cond_stage_model)
+    taesd = comfy.taesd.taesd.TAESD()
+    init_weights(taesd)
+    vae = comfy.sd.VAE(sd=taesd.state_dict())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    comfy.sd.save_checkpoint(str(path), patcher, clip, vae)
+    return path

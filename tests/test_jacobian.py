@@ -10,7 +10,7 @@ from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
 
 from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 from comfy_hspace.host.trajectory import at_trajectory_steps, jacobian_directions
-from comfy_hspace.jacobian import top_singular_vectors
+from comfy_hspace.jacobian import jacobian_maps, top_singular_vectors
 from comfy_hspace.settings import SamplerSettings
 
 
@@ -42,6 +42,16 @@ def explicit_check(point, k=3):
     def vjp(u):
         delta = torch.zeros(u.shape[0], *h_shape).to(point.h).requires_grad_(True)
         return torch.autograd.grad(point.eps(delta), delta, u.to(point.h))[0].double()
+
+    # the node's products (linearised forward mode; on the SD-shaped UNet through ComfyUI's
+    # attention, whose CPU default crashes torch's trace unless replaced while tracing)
+    node_jvp, node_vjp = jacobian_maps(point)
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(2, *h_shape, generator=g).to(point.h)
+    jv = jvp(v)
+    u = torch.randn(jv.shape, generator=g).to(jv)
+    assert torch.allclose(node_jvp(v), jv, rtol=1e-4, atol=1e-5 * jv.abs().max())
+    assert torch.allclose(node_vjp(u), vjp(u), rtol=1e-4, atol=1e-5 * vjp(u).abs().max())
 
     # a block of 2k vectors: the top k then converge at the rate (σ_2k+1 / σ_k)²
     found = top_singular_vectors(jvp, vjp, h_shape, 2 * k, tol=1e-4, max_iters=120)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+import comfy.ldm.modules.attention
 import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
@@ -17,6 +18,13 @@ from .autograd import autograd_context
 from .latents import sampler_sigmas
 from .model_info import bottleneck_shape, image_scale, model_fingerprint
 from .patch import DELTA, hspace_clone
+
+
+def _traceable_attention(attention: Callable, *args, **kwargs) -> torch.Tensor:
+    """PyTorch's attention in place of ComfyUI's choice while the Jacobian is taken: the CPU default,
+    sub-quadratic attention, makes torch.func.linearize's trace crash torch (a segfault in baddbmm
+    on a broadcast empty tensor). Same product, another kernel."""
+    return comfy.ldm.modules.attention.attention_pytorch(*args, **kwargs)
 
 
 class _StopSampling(Exception):
@@ -52,8 +60,9 @@ def at_trajectory_steps(model: Any, positive: Any, negative: Any, latent_image: 
         i = min(range(steps), key=lambda j: abs(schedule[j] - sigma))
         if i in wanted and i not in results and abs(schedule[i] - sigma) <= 1e-5 * max(sigma, 1e-3):
             def eps(delta):
-                options = {**model_options, "transformer_options": {**model_options.get("transformer_options", {}),
-                                                                    DELTA: delta}}
+                options = {**model_options, "transformer_options": {
+                    **model_options.get("transformer_options", {}), DELTA: delta,
+                    "optimized_attention_override": _traceable_attention}}
                 xs, sigmas = x0.expand(delta.shape[0], *x0.shape[1:]), sigma0.expand(delta.shape[0])
                 return (xs - executor(xs, sigmas, options, seed)) / sigmas.reshape(-1, 1, 1, 1)
 

@@ -1,0 +1,192 @@
+"""Writes the templates for a user's own SD1.5 and SDXL checkpoints, workflows/api/sd/<family>_<graph>.api.json,
+from one definition per graph (the two families differ only in checkpoint name, image size and guidance).
+Then `python scripts/workflow_ui.py` writes their UI twins and `bash scripts/demo.sh --thumbnails`
+their cards. The tests run every one of them on tiny SD1.5- and SDXL-shaped checkpoints
+(tests/test_sd_templates.py).
+
+The graphs that apply a direction load `<family>_smiling.safetensors`, which the prompt-pair graph saves.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FOLDER = REPO / "workflows" / "api" / "sd"
+
+FAMILIES = {
+    "sd15": {"title": "Stable Diffusion 1.5", "ckpt": "v1-5-pruned-emaonly.safetensors", "size": 512, "cfg": 7.0},
+    "sdxl": {"title": "SDXL", "ckpt": "sd_xl_base_1.0.safetensors", "size": 1024, "cfg": 6.0},
+}
+PERSON = "a photo portrait of a person, studio light"
+SMILING = "a photo portrait of a person smiling, studio light"
+NEGATIVE = "blurry, lowres, deformed"
+SAMPLING = {"steps": 30, "sampler_name": "ddim", "scheduler": "ddim_uniform"}
+
+
+def link(node: str, slot: int = 0) -> list:
+    return [node, slot]
+
+
+def base(f: dict, batch: int = 1) -> dict:
+    """Checkpoint, the two prompts, the negative and an empty latent: nodes 1–5 of every graph."""
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": f["ckpt"]}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": PERSON, "clip": link("1", 1)}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": SMILING, "clip": link("1", 1)}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": link("1", 1)}},
+        "5": {"class_type": "EmptyLatentImage",
+              "inputs": {"width": f["size"], "height": f["size"], "batch_size": batch}},
+    }
+
+
+def hook(f: dict, positive: str, n_samples: int, components: int) -> dict:
+    return {"class_type": "HSpaceHook",
+            "inputs": {"model": link("1"), "positive": link(positive), "negative": link("4"), "latent_image": link("5"),
+                       "n_samples": n_samples, "batch_size": 4, "components": components, "seed": 0, "steps": 20,
+                       "cfg": f["cfg"], "sampler_name": "ddim", "scheduler": "ddim_uniform", "latent_is_noise": False,
+                       "keep_samples": False}}
+
+
+def sweep_grid(f: dict, directions: list, strengths: str, seed: int, latent: list | None = None) -> dict:
+    return {"class_type": "HSpaceDirectionSweepGrid",
+            "inputs": {"model": link("1"), "vae": link("1", 2), "positive": link("2"), "negative": link("4"),
+                       "latent_image": latent or link("5"), "directions": directions, "seed": seed, **SAMPLING,
+                       "cfg": f["cfg"], "strengths": strengths, "mode": "both terms", "start_percent": 0.0,
+                       "end_percent": 1.0, "cell_size": 0}}
+
+
+def ksampler(f: dict, model: list, latent: list, seed: int = 7) -> dict:
+    return {"class_type": "KSampler",
+            "inputs": {"model": model, "seed": seed, **SAMPLING, "cfg": f["cfg"], "positive": link("2"),
+                       "negative": link("4"), "latent_image": latent, "denoise": 1.0}}
+
+
+def save(images: list, prefix: str) -> dict:
+    return {"class_type": "SaveImage", "inputs": {"images": images, "filename_prefix": prefix}}
+
+
+def smiling(family: str) -> dict:
+    return {"class_type": "HSpaceLoadDirections", "inputs": {"filename": f"{family}_smiling.safetensors"}}
+
+
+def apply_edit(model: list, directions: list, strength: str = "1.0") -> dict:
+    return {"class_type": "HSpaceApplyEdit",
+            "inputs": {"model": model, "directions": directions, "strengths": strength, "start_percent": 0.0,
+                       "end_percent": 1.0, "apply_to": "both"}}
+
+
+def prompt_pair(family: str, f: dict) -> dict:
+    """Two Hooks on the same seeds under "a person" / "a person smiling", their mean difference, a sweep grid."""
+    return {**base(f),
+            "6": hook(f, "3", 32, 0),
+            "7": hook(f, "2", 32, 0),
+            "8": {"class_type": "HSpaceAttributeDirection",
+                  "inputs": {"activations": link("6"), "negative": link("7"), "attribute": "smiling", "count": 1,
+                             "space": "h"}},
+            "9": {"class_type": "HSpaceSaveDirections",
+                  "inputs": {"directions": link("8"), "filename": f"{family}_smiling", "overwrite": True}},
+            "10": sweep_grid(f, link("8"), "-1, -0.5, 0, 0.5, 1", seed=7),
+            "11": save(link("10"), f"{family}_smiling_slider")}
+
+
+def pca_grid(family: str, f: dict) -> dict:
+    """A Hook's principal components, each as a row of a sweep grid."""
+    return {**base(f),
+            "6": hook(f, "2", 64, 8),
+            "7": {"class_type": "HSpacePCADirections", "inputs": {"activations": link("6"), "n_components": 4}},
+            "8": sweep_grid(f, link("7"), "-2, -1, 0, 1, 2", seed=7),
+            "9": save(link("8"), f"{family}_pca_grid")}
+
+
+def real_image_edit(family: str, f: dict) -> dict:
+    """A photo inverted through the VAE and DDIM to its starting noise, then sampled with the smile direction."""
+    return {**base(f),
+            "6": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+            "7": {"class_type": "ImageScale",
+                  "inputs": {"image": link("6"), "upscale_method": "lanczos", "width": f["size"], "height": f["size"],
+                             "crop": "center"}},
+            "8": {"class_type": "HSpaceInvertImage",
+                  "inputs": {"model": link("1"), "vae": link("1", 2), "images": link("7"), "positive": link("2"),
+                             "negative": link("4"), "steps": 50, "cfg": 1.0, "scheduler": "ddim_uniform",
+                             "batch_size": 1, "keep_samples": False}},
+            "9": smiling(family),
+            "10": {"class_type": "HSpaceEditedSampler",
+                   "inputs": {"model": link("1"), "positive": link("2"), "negative": link("4"),
+                              "latent_image": link("5"), "directions": link("9"), "seed": 0, "steps": 50,
+                              "cfg": 1.0, "sampler_name": "ddim", "scheduler": "ddim_uniform", "strengths": "1.0",
+                              "sweep": "0, 0.5, 1",
+                              "start_percent": 0.0, "end_percent": 1.0, "apply_to": "both", "mode": "both terms",
+                              "eta": 0.0, "denoise": 1.0, "noise": link("8")}},
+            "11": {"class_type": "VAEDecode", "inputs": {"samples": link("10"), "vae": link("1", 2)}},
+            "12": save(link("11"), f"{family}_real_image_edit")}
+
+
+def jacobian_mask(family: str, f: dict) -> dict:
+    """Directions that move a painted region most: sample seed 7 (preview), paint the region over that image in
+    Load Image's mask editor, and the Jacobian directions at a middle step, masked, as grid rows."""
+    return {**base(f),
+            "6": ksampler(f, link("1"), link("5")),
+            "7": {"class_type": "VAEDecode", "inputs": {"samples": link("6"), "vae": link("1", 2)}},
+            "8": {"class_type": "PreviewImage", "inputs": {"images": link("7")}},
+            "9": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+            "10": {"class_type": "HSpaceJacobianDirections",
+                   "inputs": {"model": link("1"), "positive": link("2"), "negative": link("4"),
+                              "latent_image": link("5"), "seed": 7, **SAMPLING, "cfg": f["cfg"], "step": 15,
+                              "each_step": False, "n_directions": 3, "batch_size": 3, "tolerance": 0.01,
+                              "max_iterations": 30,
+                              "scale_by_singular_value": False, "mask": link("9", 1)}},
+            "11": sweep_grid(f, link("10"), "-0.5, -0.25, 0, 0.25, 0.5", seed=7),
+            "12": save(link("11"), f"{family}_jacobian_mask")}
+
+
+def apply_edit_ksampler(family: str, f: dict) -> dict:
+    """The smile direction as a model patch in front of a stock KSampler, beside the unedited sample."""
+    return {**base(f),
+            "6": smiling(family),
+            "7": apply_edit(link("1"), link("6")),
+            "8": ksampler(f, link("1"), link("5")),
+            "9": ksampler(f, link("7"), link("5")),
+            "10": {"class_type": "VAEDecode", "inputs": {"samples": link("8"), "vae": link("1", 2)}},
+            "11": {"class_type": "VAEDecode", "inputs": {"samples": link("9"), "vae": link("1", 2)}},
+            "12": {"class_type": "ImageBatch", "inputs": {"image1": link("10"), "image2": link("11")}},
+            "13": save(link("12"), f"{family}_apply_edit")}
+
+
+def apply_edit_hires_fix(family: str, f: dict) -> dict:
+    """Split sampling with KSamplerAdvanced: the edited base pass, a 1.5× latent upscale, and a second pass from
+    step 15 with the direction resized to the larger h."""
+    advanced = {"add_noise": "enable", "noise_seed": 7, **SAMPLING, "cfg": f["cfg"], "positive": link("2"),
+                "negative": link("4"), "end_at_step": 10000, "return_with_leftover_noise": "disable"}
+    return {**base(f),
+            "6": smiling(family),
+            "7": apply_edit(link("1"), link("6")),
+            "8": {"class_type": "KSamplerAdvanced",
+                  "inputs": {"model": link("7"), **advanced, "latent_image": link("5"), "start_at_step": 0}},
+            "9": {"class_type": "LatentUpscaleBy",
+                  "inputs": {"samples": link("8"), "upscale_method": "nearest-exact", "scale_by": 1.5}},
+            "10": {"class_type": "HSpaceResizeDirections",
+                   "inputs": {"directions": link("6"), "model": link("1"), "latent_image": link("9")}},
+            "11": apply_edit(link("1"), link("10")),
+            "12": {"class_type": "KSamplerAdvanced",
+                   "inputs": {"model": link("11"), **advanced, "latent_image": link("9"), "start_at_step": 15}},
+            "13": {"class_type": "VAEDecode", "inputs": {"samples": link("12"), "vae": link("1", 2)}},
+            "14": save(link("13"), f"{family}_apply_edit_hires_fix")}
+
+
+GRAPHS = {"prompt_pair_slider": prompt_pair, "pca_grid": pca_grid, "real_image_edit": real_image_edit,
+          "jacobian_mask": jacobian_mask, "apply_edit_ksampler": apply_edit_ksampler,
+          "apply_edit_hires_fix": apply_edit_hires_fix}
+
+
+def main() -> None:
+    FOLDER.mkdir(parents=True, exist_ok=True)
+    for family, f in FAMILIES.items():
+        for name, graph in GRAPHS.items():
+            path = FOLDER / f"{family}_{name}.api.json"
+            path.write_text(json.dumps(graph(family, f), indent=1) + "\n")
+            print(path.relative_to(REPO))
+
+
+if __name__ == "__main__":
+    main()
