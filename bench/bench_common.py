@@ -4,6 +4,7 @@ interleaved timing, and peak resident memory, in-process and in a fresh process.
 from __future__ import annotations
 
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -31,13 +32,17 @@ def random_embedded_model() -> tuple[Any, list]:
 
 
 def interleaved_medians(fns: list, repeats: int) -> list[float]:
-    """Median time of each function, run in turn so that drift of the machine hits all alike."""
+    """Median time of each function, run in turn so that drift of the machine hits all alike, in a
+    new (seeded) order each round so that no function always runs after the same one."""
     times = [[] for _ in fns]
+    order = list(range(len(fns)))
+    rng = random.Random(0)
     for _ in range(repeats):
-        for fn, ts in zip(fns, times):
+        rng.shuffle(order)
+        for i in order:
             t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
+            fns[i]()
+            times[i].append(time.perf_counter() - t)
     return [statistics.median(ts) for ts in times]
 
 

@@ -56,11 +56,14 @@ class HSpaceEdit:
             rows &= row_chunks == (0 if self.apply_to == "cond" else 1)
         if not rows.any():
             return h
-        idx = (row_timesteps.reshape(-1, 1) - self.timesteps.reshape(1, -1).to(row_timesteps)).abs().argmin(1)
-        rows = rows.to(h.device)
-        out = h.clone()  # rows outside the edit stay bit-for-bit as they were
-        out[rows] = h[rows] + self.offsets_like(h)[idx.to(h.device)[rows]]
-        return out
+        offsets = self.offsets_like(h)
+        if offsets.shape[0] > 1:
+            idx = (row_timesteps.reshape(-1, 1) - self.timesteps.reshape(1, -1).to(row_timesteps)).abs().argmin(1)
+            offsets = offsets[idx.to(h.device)]
+        if bool(rows.all()):
+            return h + offsets
+        # rows outside the edit stay bit-for-bit as they were
+        return torch.where(rows.to(h.device).reshape(-1, 1, 1, 1), h + offsets, h)
 
 
 def row_layout(h: torch.Tensor, options: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
