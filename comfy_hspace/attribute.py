@@ -64,15 +64,15 @@ def attribute_direction(positive: HSpaceActivations, negative: HSpaceActivations
     timesteps = positive.timesteps
     if scores is not None:
         scores = scores.reshape(-1)
-        noises = positive.sample_noises()
-        if scores.shape[0] != noises.shape[0]:
-            raise ValueError(f"scores: {scores.shape[0]} scores for {noises.shape[0]} recorded samples")
+        if positive.kept is None:
+            raise ValueError("activations: per-sample noises were not kept; record with keep_samples on")
+        if scores.shape[0] != positive.kept_noises:
+            raise ValueError(f"scores: {scores.shape[0]} scores for {positive.kept_noises} recorded samples")
         top, bottom = top_and_bottom(scores, count)
-        if space == "h":
-            trajectories = positive.trajectories()
-            w = mean_difference(trajectories[top], trajectories[bottom])
+        if space == "h":  # only the chosen samples' trajectories are read back
+            w = mean_difference(positive.trajectories(top), positive.trajectories(bottom))
         else:
-            w = mean_difference(noises[top], noises[bottom])[None]
+            w = mean_difference(positive.sample_noises(top), positive.sample_noises(bottom))[None]
         source = {"source": "scores", "count": count}
     elif negative is not None:
         if positive.h_shape != negative.h_shape:

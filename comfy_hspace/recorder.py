@@ -1,9 +1,14 @@
 """What the HSpace Hook and Invert Image record of the bottleneck h while ComfyUI samples
 (called by the patch of ``host.patch.hspace_clone`` as ``record(h, row_timesteps, row_chunks)``):
 ``HSpaceRecorder`` keeps every h, ``HSpaceActivations`` keeps running statistics per model
-timestep (mean, streaming PCA), so its memory does not grow with the number of samples."""
+timestep (mean, streaming PCA), so its memory does not grow with the number of samples; what it
+keeps per sample (``keep_samples``) goes to a ``SampleFile`` on disk."""
 from __future__ import annotations
 
+import os
+import tempfile
+
+import numpy as np
 import torch
 
 from .pca import StreamingPCA
@@ -30,20 +35,54 @@ class HSpaceRecorder:
         return tuple(torch.cat(x) for x in zip(*self.records))  # type: ignore[return-value]
 
 
+class SampleFile:
+    """Rows kept per sample (h at one timestep, a starting noise) in an anonymous temporary file, read back
+    by sample index: keeping every sample costs disk, not memory. The file goes when the object does."""
+
+    def __init__(self, directory: str | None = None):
+        self.file = tempfile.TemporaryFile(dir=directory)
+        self.size = 0
+        self.chunks: dict[object, list[tuple[int, int, int]]] = {}  # key -> [(first sample, count, offset)]
+        self.formats: dict[object, tuple[torch.dtype, tuple[int, ...]]] = {}  # key -> (dtype, row shape)
+
+    def write(self, key: object, first_sample: int, rows: torch.Tensor, dtype: torch.dtype) -> None:
+        data = rows.detach().to("cpu", dtype).contiguous()
+        self.formats.setdefault(key, (dtype, tuple(data.shape[1:])))
+        os.pwrite(self.file.fileno(), data.view(torch.uint8).numpy().tobytes(), self.size)
+        self.chunks.setdefault(key, []).append((first_sample, data.shape[0], self.size))
+        self.size += data.numel() * data.element_size()
+
+    def count(self, key: object) -> int:
+        return sum(n for _, n, _ in self.chunks.get(key, []))
+
+    def read(self, key: object, samples: list[int]) -> torch.Tensor:
+        """Rows of ``samples`` (in that order) [len(samples), …] as float32."""
+        dtype, shape = self.formats[key]
+        row_bytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
+        out = torch.empty((len(samples), *shape), dtype=torch.float32)
+        for j, i in enumerate(samples):
+            first, _, offset = next(c for c in self.chunks[key] if c[0] <= i < c[0] + c[1])
+            raw = os.pread(self.file.fileno(), row_bytes, offset + (i - first) * row_bytes)
+            out[j] = torch.frombuffer(bytearray(raw), dtype=dtype).reshape(shape).float()
+        return out
+
+
 class HSpaceActivations:
     """HSPACE_ACTIVATIONS: what the HSpace Hook records of the bottleneck h of the cond rows,
     per model timestep, at the first model evaluation of each timestep in each batch:
 
     - always a running mean (and the mean starting noise);
     - with ``components`` > 0 a StreamingPCA of the top components;
-    - with ``keep_samples`` every sample's h trajectory and noise (memory grows with the
-      number of samples; needed to pick samples afterwards, e.g. by a classifier's scores).
+    - with ``keep_samples`` every sample's h trajectory (half precision) and starting noise, in a
+      file in ``spill_directory``, not in memory; needed to pick samples afterwards, e.g. by a
+      classifier's scores.
 
     Incoming rows wait on ``storage_device`` (ComfyUI's intermediate device) only until a batch
     of ``min_batch`` is there; PCA updates run on ``compute_device``."""
 
     def __init__(self, components: int = 0, min_batch: int = 0, keep_samples: bool = False,
-                 storage_device: torch.device | str = "cpu", compute_device: torch.device | str = "cpu"):
+                 storage_device: torch.device | str = "cpu", compute_device: torch.device | str = "cpu",
+                 spill_directory: str | None = None):
         if components < 0:
             raise ValueError(f"components: expected ≥ 0, got {components}")
         self.n_components, self.keep_samples = components, keep_samples
@@ -53,8 +92,7 @@ class HSpaceActivations:
         self.pending: dict[float, list[torch.Tensor]] = {}
         self.sums: dict[float, torch.Tensor] = {}
         self.counts: dict[float, int] = {}
-        self.per_sample: dict[float, list[tuple[int, torch.Tensor]]] = {}
-        self.noises: list[torch.Tensor] = []
+        self.kept = SampleFile(spill_directory) if keep_samples else None
         self.noise_sum: torch.Tensor | None = None
         self.noise_count = 0
         self.h_shape: tuple[int, ...] | None = None
@@ -73,8 +111,8 @@ class HSpaceActivations:
         noise = noise.detach().to(self.storage_device, torch.float64)
         self.noise_sum = noise.sum(0) if self.noise_sum is None else self.noise_sum + noise.sum(0)
         self.noise_count += noise.shape[0]
-        if self.keep_samples:
-            self.noises.append(noise.float())
+        if self.kept is not None:
+            self.kept.write("noise", self.batch_start, noise, torch.float32)
 
     def record(self, h: torch.Tensor, row_timesteps: torch.Tensor, row_chunks: torch.Tensor) -> None:
         self.h_shape = tuple(h.shape[1:])
@@ -88,8 +126,8 @@ class HSpaceActivations:
             rows = rows.to(self.storage_device, torch.float64)
             self.sums[t] = rows.sum(0) + self.sums.get(t, 0)
             self.counts[t] = self.counts.get(t, 0) + rows.shape[0]
-            if self.keep_samples:
-                self.per_sample.setdefault(t, []).append((self.batch_start, rows.float()))
+            if self.kept is not None:
+                self.kept.write(t, self.batch_start, rows, torch.float16)
             if self.n_components:
                 pending = self.pending.setdefault(t, [])
                 pending.append(rows)
@@ -133,22 +171,33 @@ class HSpaceActivations:
     def mean_noise(self) -> torch.Tensor:
         return self.noise_sum / self.noise_count
 
-    def trajectories(self) -> torch.Tensor:
-        """Every sample's h [N, T, C, H, W] (timesteps high to low); needs ``keep_samples``."""
-        if not self.keep_samples:
+    def trajectories(self, samples: list[int] | torch.Tensor | None = None) -> torch.Tensor:
+        """The h of ``samples`` (default: all) [n, T, C, H, W] (timesteps high to low), read back from the
+        file; needs ``keep_samples``."""
+        if self.kept is None:
             raise ValueError("activations: per-sample trajectories were not kept; record with keep_samples on")
-        per_t = []
-        for t in self.timesteps.tolist():
-            parts = sorted(self.per_sample[t], key=lambda p: p[0])
-            per_t.append(torch.cat([rows for _, rows in parts]))
-        n = min(len(x) for x in per_t)
-        return torch.stack([x[:n] for x in per_t], 1).reshape(n, len(per_t), *self.h_shape)
+        samples = self._samples(samples, self.n_samples)
+        return torch.stack([self.kept.read(t, samples) for t in self.timesteps.tolist()], 1).reshape(
+            len(samples), -1, *self.h_shape)
 
-    def sample_noises(self) -> torch.Tensor:
-        """Every sample's starting noise [N, C, H, W]; needs ``keep_samples``."""
-        if not self.keep_samples:
+    def sample_noises(self, samples: list[int] | torch.Tensor | None = None) -> torch.Tensor:
+        """The starting noise of ``samples`` (default: all) [n, C, H, W]; needs ``keep_samples``."""
+        if self.kept is None:
             raise ValueError("activations: per-sample noises were not kept; record with keep_samples on")
-        return torch.cat(self.noises)
+        return self.kept.read("noise", self._samples(samples, self.kept_noises))
+
+    @property
+    def kept_noises(self) -> int:
+        """How many starting noises were kept (0 without ``keep_samples``)."""
+        return 0 if self.kept is None else self.kept.count("noise")
+
+    @staticmethod
+    def _samples(samples: list[int] | torch.Tensor | None, n: int) -> list[int]:
+        samples = list(range(n)) if samples is None else [int(i) for i in samples]
+        outside = [i for i in samples if not 0 <= i < n]
+        if outside:
+            raise ValueError(f"activations: sample {outside[0]} was not recorded (0 … {n - 1})")
+        return samples
 
     def directions(self, n_components: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(vectors [k, T, C, H, W], timesteps [T] high to low, explained-variance ratios [k, T]).

@@ -118,6 +118,12 @@ CASES = [
         r"components: 2 is more than the 1 samples", "components-over-given-noises"),
     bad("HSpaceHook", {"components": -1}, r"components: expected ≥ 0, got -1", "components-negative"),
     bad("HSpaceHook", FLAT, NO_BOTTLENECK, "model-without-bottleneck"),
+    bad("HSpaceHook", {"latent_image": latent(1, 3, 256, 256), "n_samples": 1_000_000, "keep_samples": True},
+        r"n_samples: keeping every sample's h trajectory \(1000000 samples × \d+ steps\) needs about [\d.]+ GiB on "
+        r"disk in .+; lower n_samples or turn keep_samples off", "keep-samples-over-disk"),
+    bad("HSpaceHook", {"latent_image": latent(1, 3, 256, 256), "n_samples": 1_000_000},
+        r"n_samples: keeping 1000000 samples needs about [\d.]+ GiB on cpu, [\d.]+ GiB are free; lower n_samples",
+        "samples-over-memory"),
 
     # ---- PCA Directions (h-space): activations with 2 components kept ----
     bad("PCADirections", {"n_components": 3}, r"n_components: expected 1 … 2 \(the HSpace Hook kept 2",

@@ -126,8 +126,9 @@ def test_cancelled_hook_leaves_the_model_without_patches(pack):
 
 
 def test_hook_refuses_a_run_that_would_not_fit_in_memory_before_sampling(pack, tmp_path):
-    """Keeping every h trajectory of a million samples would need far more memory than the machine
-    has: the Hook says so, with the estimate and what to lower, before it samples anything."""
+    """Keeping every h trajectory of a million samples would need far more disk than the machine has, and
+    the million samples themselves more memory: the Hook says so, with the estimate and what to lower,
+    before it samples anything."""
     from tiny_models import save_pixel_ddpm
 
     from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
@@ -141,10 +142,13 @@ def test_hook_refuses_a_run_that_would_not_fit_in_memory_before_sampling(pack, t
     null = [[torch.zeros(1, 1, 1), {}]]
     comfy.utils.set_progress_bar_global_hook(sampling_started)
     try:
+        big = {"samples": torch.zeros(1, 3, 256, 256)}  # h 32×64×64: 5 TB of trajectories, 730 GiB of samples
         with pytest.raises(ValueError, match=r"n_samples: keeping every sample's h trajectory \(1000000 samples × "
-                                             r"20 steps\) needs about \d+\.\d GiB on cpu, \d+\.\d GiB are free; "
-                                             r"lower n_samples or turn keep_samples off"):
-            hook(pack, model, null, latent_image={"samples": torch.zeros(1, 3, 16, 16)}, n_samples=1_000_000,
-                 steps=20, keep_samples=True, components=0)
+                                             r"20 steps\) needs about \d+\.\d GiB on disk in .+, \d+\.\d GiB are "
+                                             r"free there; lower n_samples or turn keep_samples off"):
+            hook(pack, model, null, latent_image=big, n_samples=1_000_000, steps=20, keep_samples=True, components=0)
+        with pytest.raises(ValueError, match=r"n_samples: keeping 1000000 samples needs about \d+\.\d GiB on cpu, "
+                                             r"\d+\.\d GiB are free; lower n_samples$"):
+            hook(pack, model, null, latent_image=big, n_samples=1_000_000, steps=20, keep_samples=False, components=0)
     finally:
         comfy.utils.set_progress_bar_global_hook(None)

@@ -3,6 +3,7 @@ settings before anything is sampled, against what ComfyUI reports free on that d
 from __future__ import annotations
 
 import math
+import shutil
 
 import comfy.model_management
 import torch
@@ -21,10 +22,21 @@ def check_fits(needed: int, device: torch.device | str, what: str, lower: str, o
                          f"{free / GIB:.1f} GiB are free; lower {lower}{other}")
 
 
-def recording_bytes(n_samples: int, steps: int, h_shape: tuple[int, ...], latent_shape: tuple[int, ...],
-                    keep_samples: bool) -> int:
-    """What the HSpace Hook and Invert Image keep per run: every sample (float32), and with
-    ``keep_samples`` every sample's h at each step and its starting noise."""
-    latent = math.prod(latent_shape[1:]) * 4
-    per_sample = latent + (steps * math.prod(h_shape) * 4 + latent if keep_samples else 0)
-    return n_samples * per_sample
+def check_disk(needed: int, directory: str, what: str, lower: str, other: str = "") -> None:
+    """As ``check_fits``, for what a run writes to files in ``directory``."""
+    free = shutil.disk_usage(directory).free
+    if needed > free:
+        raise ValueError(f"{lower}: {what} needs about {needed / GIB:.1f} GiB on disk in {directory}, "
+                         f"{free / GIB:.1f} GiB are free there; lower {lower}{other}")
+
+
+def recording_bytes(n_samples: int, latent_shape: tuple[int, ...]) -> int:
+    """What the HSpace Hook and Invert Image hold in memory per run: every sample (float32); the
+    running statistics do not grow with the number of samples."""
+    return n_samples * math.prod(latent_shape[1:]) * 4
+
+
+def kept_bytes(n_samples: int, steps: int, h_shape: tuple[int, ...], latent_shape: tuple[int, ...]) -> int:
+    """What ``keep_samples`` writes to disk: every sample's h at each step (half precision; ddim_uniform
+    may add one step) and its starting noise (float32)."""
+    return n_samples * ((steps + 1) * math.prod(h_shape) * 2 + math.prod(latent_shape[1:]) * 4)

@@ -2,18 +2,20 @@
 ``HSpaceActivations`` recorder."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.utils
+import folder_paths
 import torch
 
 from ..recorder import HSpaceActivations
 from ..settings import SamplerSettings
 from .latents import noise_scale, sampler_sigmas, seed_noise
-from .memory import check_fits, recording_bytes
+from .memory import check_disk, check_fits, kept_bytes, recording_bytes
 from .model_info import bottleneck_shape, model_fingerprint
 from .patch import hspace_clone
 
@@ -38,7 +40,8 @@ def record_activations(model: Any, positive: Any, negative: Any, latent: dict, s
                           "n_samples")
     activations = HSpaceActivations(components, min_batch=batch_size, keep_samples=keep_samples,
                                     storage_device=comfy.model_management.intermediate_device(),
-                                    compute_device=model.load_device)
+                                    compute_device=model.load_device,
+                                    spill_directory=spill_directory() if keep_samples else None)
     patched = hspace_clone(model, recorder=activations)
     seed, steps = sampling.seed, sampling.steps
     starts = list(range(0, n_samples, batch_size))
@@ -80,7 +83,8 @@ def invert(model: Any, positive: Any, negative: Any, latent: dict, sampling: Sam
     to_noise = noise_scale(model, float(sigmas[0]))
     activations = HSpaceActivations(components, min_batch=batch_size, keep_samples=keep_samples,
                                     storage_device=comfy.model_management.intermediate_device(),
-                                    compute_device=model.load_device)
+                                    compute_device=model.load_device,
+                                    spill_directory=spill_directory() if keep_samples else None)
     patched = hspace_clone(model, recorder=activations)
     sampler = comfy.samplers.KSAMPLER(sample_ddim_inversion)
     n = latent_image.shape[0]
@@ -104,10 +108,18 @@ def invert(model: Any, positive: Any, negative: Any, latent: dict, sampling: Sam
     return torch.cat(noises), activations
 
 
+def spill_directory() -> str:
+    """Where ``keep_samples`` writes the h trajectories: ComfyUI's temp directory (emptied at start-up)."""
+    directory = folder_paths.get_temp_directory()
+    os.makedirs(directory, exist_ok=True)
+    return directory
+
+
 def _check_recording_fits(n: int, steps: int, h_shape: tuple[int, ...], latent_shape: tuple[int, ...],
                           keep_samples: bool, count_input: str) -> None:
-    kept = f"keeping every sample's h trajectory ({n} samples × {steps} steps)" if keep_samples else \
-        f"keeping {n} samples"
-    check_fits(recording_bytes(n, steps, h_shape, latent_shape, keep_samples),
-               comfy.model_management.intermediate_device(), kept, count_input,
-               " or turn keep_samples off" if keep_samples else "")
+    if keep_samples:
+        check_disk(kept_bytes(n, steps, h_shape, latent_shape), spill_directory(),
+                   f"keeping every sample's h trajectory ({n} samples × {steps} steps)", count_input,
+                   " or turn keep_samples off")
+    check_fits(recording_bytes(n, latent_shape), comfy.model_management.intermediate_device(),
+               f"keeping {n} samples", count_input)
