@@ -9,6 +9,7 @@ from comfy_api.latest import io
 
 from comfy_hspace import avi
 from comfy_hspace.host.latents import latent_with
+from comfy_hspace.host.memory import check_fits, phi_training_bytes
 
 from .common import (
     AVI_FOLDER,
@@ -80,13 +81,20 @@ class AVITrainer(io.ComfyNode):
             pbar.update_absolute(step, total)
             send_progress_text(f"step {step}/{total}: loss {losses['loss']:.3f}", node)
 
+        device = comfy.model_management.get_torch_device()
+        if xs.ndim == 4:  # (other shapes: train_phi names what it expected)
+            height, width = xs.shape[-2:]
+            batch = min(batch_size, xs.shape[0])
+            check_fits(phi_training_bytes(height, width, hidden, xs.shape[1], batch), device,
+                       f"training Φ of width {hidden or height * width} on {height}×{width} latents, batch {batch}",
+                       "hidden", f" (0 means {height * width}) or batch_size")
         path = None
         if name.strip():
             path = output_path(AVI_FOLDER, name)
         phi, history = avi.train_phi(
             xs, zs, _k(k, xs), epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
             weights=(target_weight, original_weight, values_weight, correction_weight), hidden=hidden, seed=seed,
-            device=comfy.model_management.get_torch_device(), progress=progress)
+            device=device, progress=progress)
         if path is not None:
             avi.save_phi(phi, path, {"pairs": xs.shape[0], "k": _k(k, xs), "epochs": epochs, "history": history})
         table = "\n".join(f"epoch {i + 1}: " + ", ".join(f"{n} {v:.4f}" for n, v in h.items())

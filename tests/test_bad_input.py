@@ -185,6 +185,10 @@ CASES = [
     bad("DiscoveryTrainer", {"steps": 0}, r"steps: expected at least 1 sampling step", "steps-zero"),
     bad("DiscoveryTrainer", {"name": "..."}, r"name: '...' has no usable characters", "name-unusable"),
     bad("DiscoveryTrainer", FLAT, NO_BOTTLENECK, "model-without-bottleneck"),
+    bad("DiscoveryTrainer", {"latent_image": latent(1, 3, 64, 64), "batch_size": 4096, "steps": 1000,
+                             "checkpointed": False},
+        r"batch_size: a training step \(4096 samples × \d+ chain steps held for backprop\) needs about [\d.]+ GiB on "
+        r"cpu, [\d.]+ GiB are free; lower batch_size or turn checkpointed on", "vanilla-over-memory"),
     bad("DiscoveryTrainer", {"name": lambda w: w.discovery_state("junk", ZIP)},
         r"resume: state file .*junk\.safetensors: not a readable safetensors file", "resume-unreadable"),
     bad("DiscoveryTrainer", {"name": lambda w: w.discovery_state("pickled", PICKLE)},
@@ -217,6 +221,9 @@ CASES = [
         "x-not-a-batch"),
     bad("AVITrainer", {"epochs": 0}, r"epochs and batch_size: expected ≥ 1", "epochs-zero"),
     bad("AVITrainer", {"name": "///"}, r"name: '///' has no usable characters", "name-unusable"),
+    bad("AVITrainer", {"x": latent(2, 4, 1024, 1024), "z": latent(2, 4, 1024, 1024), "hidden": 65536},
+        r"hidden: training Φ of width 65536 on 1024×1024 latents, batch 2 needs about [\d.]+ GiB on cpu, [\d.]+ GiB "
+        r"are free; lower hidden \(0 means 1048576\) or batch_size", "phi-over-memory"),
 
     # ---- Load AVI Singular Value Net: files in hspace_avi ----
     bad("LoadAVIPhi", {"filename": "absent.safetensors"}, r"filename: 'absent\.safetensors' is not in", "absent"),

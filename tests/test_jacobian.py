@@ -130,3 +130,15 @@ def test_node_masks_each_step_and_bad_input(pack, tmp_path):
         run_node(pack, model)
     assert repr(model.model_options) == options and list(model.model.parameters()) == params
     assert torch.equal(run_node(pack, model, mask=mask, scale_by_singular_value=True).vectors, d.vectors)
+
+
+def test_autograd_bytes_counts_what_the_backward_pass_keeps():
+    """The memory estimates of Jacobian Directions and the Discovery Trainer measure one sample's
+    saved tensors: here exactly the Linear's input and the ReLU's output, not the weights."""
+    from comfy_hspace.host.memory import autograd_bytes
+
+    layer = torch.nn.Linear(10, 20)
+    x = torch.randn(3, 10, requires_grad=True)
+    assert autograd_bytes(lambda: layer(x).relu(), layer.parameters()) == (3 * 10 + 3 * 20) * 4
+    big = torch.randn(12, 10, requires_grad=True)
+    assert autograd_bytes(lambda: layer(big).relu(), layer.parameters()) == 4 * (3 * 10 + 3 * 20) * 4

@@ -15,6 +15,7 @@ from ..directions import Directions
 from ..settings import SamplerSettings
 from .autograd import autograd_context
 from .latents import noise_scale, sampler_sigmas
+from .memory import autograd_bytes, check_fits
 from .model_info import bottleneck_shape, encoder_levels, model_fingerprint
 from .patch import DELTA, hspace_clone
 
@@ -139,6 +140,7 @@ def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tupl
         if resumed:  # after the move, so Adam puts the saved moments on their parameters' device
             dv.load_state_tensors(trainer, resumed)
         chain = sigmas.to(device)
+        _check_training_fits(model, denoise, settings, latent_shape, chain, device)
         while trainer.step < training_steps:
             comfy.model_management.throw_exception_if_processing_interrupted()
             batch = dv.draw_batch(_step_generator(seed, trainer.step), latent_shape, settings.count,
@@ -164,3 +166,15 @@ def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tupl
                           units="shift ε", parameters=parameters)
 
     return directions(per_step, "per timestep"), directions(time_invariant, "time-invariant"), history
+
+
+def _check_training_fits(model: Any, denoise: Callable, settings: dv.DiscoverySettings,
+                         latent_shape: tuple[int, ...], chain: torch.Tensor, device: torch.device) -> None:
+    """Before training: a step keeps one model call's saved tensors per sample for each step of the chain
+    it backpropagates through at once (all M without checkpointing, one with it), measured on one sample."""
+    x = torch.zeros((1, *latent_shape[1:]), device=device, requires_grad=True)
+    per_call = autograd_bytes(lambda: denoise(x, chain[:1]), model.get_model_object("diffusion_model").parameters())
+    calls = 1 if settings.checkpointed else len(chain) - 1
+    check_fits(calls * settings.batch_size * per_call, device,
+               f"a training step ({settings.batch_size} samples × {calls} chain steps held for backprop)",
+               "batch_size", "" if settings.checkpointed else " or turn checkpointed on")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from typing import Callable, Iterable
 
 import comfy.model_management
 import torch
@@ -40,3 +41,30 @@ def kept_bytes(n_samples: int, steps: int, h_shape: tuple[int, ...], latent_shap
     """What ``keep_samples`` writes to disk: every sample's h at each step (half precision; ddim_uniform
     may add one step) and its starting noise (float32)."""
     return n_samples * ((steps + 1) * math.prod(h_shape) * 2 + math.prod(latent_shape[1:]) * 4)
+
+
+def autograd_bytes(forward: Callable[[], object], weights: Iterable[torch.Tensor] = ()) -> int:
+    """Bytes of the tensors a forward pass keeps for its backward pass (what a retained graph holds),
+    measured by running ``forward`` once (e.g. one sample); the model's ``weights`` are not counted."""
+    skip = {w.data_ptr() for w in weights}
+    saved: dict[tuple[int, int], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.data_ptr() not in skip:
+            saved[(t.data_ptr(), t.numel())] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward()
+    return sum(saved.values())
+
+
+def phi_training_bytes(height: int, width: int, hidden: int, channels: int, batch_size: int) -> int:
+    """The AVI trainer's Φ in training: weights, gradients and Adam's two moments (4 × float32 per
+    parameter), and each layer's activations and their gradients for one batch of rows (a row per
+    latent channel of each pair)."""
+    hidden = hidden or height * width
+    n = min(height, width)
+    parameters = height * width * hidden + 2 * hidden * hidden + 3 * hidden + 2 * (hidden * n + n)
+    activations = batch_size * channels * (height * width + 6 * hidden + 2 * n)
+    return 4 * (4 * parameters + 2 * activations)

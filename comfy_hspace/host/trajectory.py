@@ -16,6 +16,7 @@ from ..jacobian import TrajectoryPoint, jacobian_maps, mask_for_latent, top_sing
 from ..settings import SamplerSettings
 from .autograd import autograd_context
 from .latents import sampler_sigmas
+from .memory import autograd_bytes, check_fits
 from .model_info import bottleneck_shape, image_scale, model_fingerprint
 from .patch import DELTA, hspace_clone
 
@@ -114,6 +115,7 @@ def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, 
     pbar = comfy.utils.ProgressBar(len(wanted) * blocks * max_iterations)
 
     def analyse(point: TrajectoryPoint):
+        _check_jacobian_fits(model, point, min(batch_size, n_directions))
         jvp, vjp = jacobian_maps(point, weight)
         found = top_singular_vectors(jvp, vjp, h_shape, n_directions, batch_size=batch_size, tol=tolerance,
                                      max_iters=max_iterations, seed=seed, progress=pbar.update)
@@ -139,3 +141,12 @@ def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, 
                                   "singular_values": [[round(s, 6) for s in found[i][0].values.tolist()]
                                                       for i in wanted],
                                   "iterations": [found[i][0].iterations for i in wanted]})
+
+
+def _check_jacobian_fits(model: Any, point: TrajectoryPoint, batch: int) -> None:
+    """Before the power iteration: the linearised forward and the retained reverse graph each hold
+    about one forward's saved tensors per row of the batch, measured on one row."""
+    delta = torch.zeros(1, *point.h.shape, device=point.h.device, dtype=point.h.dtype, requires_grad=True)
+    per_row = autograd_bytes(lambda: point.eps(delta), model.get_model_object("diffusion_model").parameters())
+    check_fits(2 * batch * per_row, point.h.device, f"the Jacobian's products, {batch} directions at a time",
+               "batch_size")
