@@ -113,7 +113,7 @@ def load_directions(path: str | os.PathLike) -> Directions:
 
 
 def parse_indices(text: str, d: Directions) -> list[int]:
-    """'0, 2' or 'pc1, pc3' or '1-3' → indices into ``d``."""
+    """'0, 2' or 'pc1, pc3' or '1-3' (or '3-1', reversed) → indices into ``d``."""
     out: list[int] = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -122,7 +122,7 @@ def parse_indices(text: str, d: Directions) -> list[int]:
             out.append(d.names.index(part))
         elif "-" in part[1:] and all(x.strip().isdigit() for x in part.split("-", 1)):
             a, b = (int(x) for x in part.split("-", 1))
-            out.extend(range(a, b + 1))
+            out.extend(range(a, b + 1) if a <= b else range(a, b - 1, -1))  # '3-1': 3, 2, 1
         elif part.lstrip("-").isdigit():
             out.append(int(part))
         else:

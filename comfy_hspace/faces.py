@@ -138,6 +138,11 @@ def parse_settings(text: str) -> dict[str, float]:
             out[name] = float(value)
         except ValueError:
             raise ValueError(f"factors: {value!r} in {part!r} is not a number") from None
+        if name in BINARY and out[name] not in (0.0, 1.0):
+            raise ValueError(f"factors: {part!r}: {name} is 0 or 1")
+        if name in CONTINUOUS and not RANGES[name][0] <= out[name] <= RANGES[name][1]:
+            raise ValueError(f"factors: {part!r} is outside {RANGES[name][0]:g} … {RANGES[name][1]:g}, the range the "
+                             f"embedded domain draws {name} from")
     return out
 
 

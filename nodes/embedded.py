@@ -82,6 +82,9 @@ class FaceRegionMask(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, region) -> io.NodeOutput:
+        if image.dim() != 4 or tuple(image.shape[1:]) != (faces.SIZE, faces.SIZE, 3):
+            raise ValueError(f"image: expected one {faces.SIZE}×{faces.SIZE} RGB image [1, {faces.SIZE}, {faces.SIZE}, "
+                             f"3], got shape {list(image.shape)}")
         if image.shape[0] != 1:
             raise ValueError(f"image: expected one image, got a batch of {image.shape[0]}")
         scores = dict(zip(classifier.NAMES, embedded.score(image)[0].tolist()))

@@ -111,7 +111,7 @@ def prompt_for(kind: str, i: int) -> dict:
                                   "end_at_step": end, "return_with_leftover_noise": "enable"}}
         p["6"] = {"class_type": "HSpaceFaceLabels", "inputs": {"labels": "smile"}}
         p["7"] = {"class_type": "HSpaceAVITrainer",
-                  "inputs": {"x": ["4", 0], "z": ["5", 0], "k": 0, "epochs": 100000, "batch_size": 64,
+                  "inputs": {"x": ["4", 0], "z": ["5", 0], "k": 0, "epochs": 10000, "batch_size": 64,
                              "learning_rate": 0.001, "target_weight": 3.0, "original_weight": 10.0,
                              "values_weight": 10.0, "correction_weight": 10.0, "hidden": 0, "seed": i,
                              "name": f"soak_avi_{i}"}}
@@ -120,7 +120,8 @@ def prompt_for(kind: str, i: int) -> dict:
 
 def queue(server: ComfyServer, prompt: dict) -> str:
     r = requests.post(server.url + "/prompt", json={"prompt": prompt, "client_id": uuid.uuid4().hex}, timeout=30)
-    r.raise_for_status()
+    if r.status_code != 200:
+        raise RuntimeError(f"/prompt refused the prompt ({r.status_code}): {r.text[:2000]}")
     return r.json()["prompt_id"]
 
 

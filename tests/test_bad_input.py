@@ -118,6 +118,12 @@ CASES = [
         r"components: 2 is more than the 1 samples", "components-over-given-noises"),
     bad("HSpaceHook", {"components": -1}, r"components: expected ≥ 0, got -1", "components-negative"),
     bad("HSpaceHook", FLAT, NO_BOTTLENECK, "model-without-bottleneck"),
+    bad("HSpaceHook", {"latent_image": latent(1, 3, 15, 15)},
+        r"latent_image: 15×15 does not go through this UNet, whose down path halves it 1× .* a multiple of 2",
+        "latent-odd-size"),
+    bad("HSpaceHook", {"latent_image": latent(1, 4, 16, 16, fill="randn")},
+        r"latent_image: expected latents \[N, 3, H, W\] for this model, got shape \[1, 4, 16, 16\]",
+        "latent-other-channels"),
     bad("HSpaceHook", {"latent_image": latent(1, 3, 256, 256), "n_samples": 1_000_000, "keep_samples": True},
         r"n_samples: keeping every sample's h trajectory \(1000000 samples × \d+ steps\) needs about [\d.]+ GiB on "
         r"disk in .+; lower n_samples or turn keep_samples off", "keep-samples-over-disk"),
@@ -255,11 +261,14 @@ CASES = [
     bad("FaceImages", {"factors": "hat=1"}, r"factors: 'hat=1' is not 'name=value' with a name from", "factors-name"),
     bad("FaceImages", {"factors": "smile"}, r"factors: 'smile' is not 'name=value'", "factors-no-value"),
     bad("FaceImages", {"factors": "smile=yes"}, r"factors: 'yes' in 'smile=yes' is not a number", "factors-value"),
+    bad("FaceImages", {"factors": "smile=2"}, r"factors: 'smile=2': smile is 0 or 1", "factors-binary-2"),
+    bad("FaceImages", {"factors": "size=-5"}, r"factors: 'size=-5' is outside 7 … 10.5, the range the embedded domain",
+        "factors-size-negative"),
 
     # ---- Face Region Mask: one embedded-domain face ----
     bad("FaceRegionMask", {"image": use("two_faces")}, r"image: expected one image, got a batch of 2", "image-batch"),
     bad("FaceRegionMask", {"image": torch.rand(1, 64, 64, 3)},
-        r"images: expected a batch of 32×32 RGB images .*got shape \[1, 64, 64, 3\]", "image-size"),
+        r"image: expected one 32×32 RGB image \[1, 32, 32, 3\], got shape \[1, 64, 64, 3\]", "image-size"),
     bad("FaceRegionMask", {"image": torch.full((1, 32, 32, 3), 0.5)}, r"image: no face found", "image-faceless"),
     bad("FaceRegionMask", {"region": "nose"}, r"region: expected one of \['mouth', 'eyes', 'face'\]", "region"),
 

@@ -64,6 +64,7 @@ def test_select_scale_stack_sum():
     d = make()
     assert D.parse_indices("d2, 0", d) == [2, 0]
     assert D.parse_indices("0-1", d) == [0, 1]
+    assert D.parse_indices("2-0", d) == [2, 1, 0]  # a reversed range counts down
     with pytest.raises(D.DirectionsError, match="out of range"):
         D.parse_indices("5", d)
     with pytest.raises(D.DirectionsError, match="neither an index nor"):

@@ -11,8 +11,8 @@ import torch
 from ..directions import Directions, DirectionsError
 from ..editing import sample_asyrp
 from ..settings import SamplerSettings
-from .latents import latent_with, sampler_sigmas
-from .model_info import bottleneck_shape, check_directions_fit
+from .latents import latent_with, model_latent, sampler_sigmas
+from .model_info import check_directions_fit, unet_levels
 from .patch import APPLY_TO, HSpaceEdit, hspace_clone
 
 MODES = ("both terms", "asymmetric (Asyrp)")
@@ -30,7 +30,7 @@ def edited_sample(model: Any, directions: Directions, sampling: SamplerSettings,
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
     offsets_per_unit = _offsets(directions, strengths, apply_to, start_percent, end_percent)
-    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    latent_image = model_latent(model, latent)
     _check_fit(model, directions, latent_image)
     noise = _starting_noise(latent, latent_image, sampling.seed, noise_latent)
     sigma_start, sigma_end = _sigma_interval(model, start_percent, end_percent)
@@ -73,7 +73,7 @@ def edited_model(model: Any, directions: Directions, strengths: list[float], *, 
     if directions.space == "x_T":
         raise DirectionsError("directions: x_T-space directions move the starting noise, not h; use them in the "
                               "Edited Sampler")
-    channels = bottleneck_shape(model, (1, 1, 64, 64))[0]  # the size is checked at the first step
+    channels = unet_levels(model)[0]  # the size is checked at the first step
     if directions.h_shape[0] != channels:
         raise DirectionsError(f"directions: h has {directions.h_shape[0]} channels, this model's h has {channels} "
                               f"(directions of another model)")

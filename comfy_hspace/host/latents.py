@@ -9,6 +9,7 @@ import comfy.samplers
 import torch
 
 from ..settings import SamplerSettings
+from .model_info import unet_levels
 
 
 def latent_with(latent: dict, samples: torch.Tensor) -> dict:
@@ -16,6 +17,18 @@ def latent_with(latent: dict, samples: torch.Tensor) -> dict:
     out = {k: v for k, v in latent.items() if k not in ("samples", "batch_index", "noise_mask")}
     out["samples"] = samples
     return out
+
+
+def model_latent(model: Any, latent: dict, what: str = "latent_image") -> torch.Tensor:
+    """The LATENT's samples as the model takes them (an empty latent gets the model's channels, as
+    KSampler gives it), checked to be a batch with the model's latent channels."""
+    unet_levels(model)  # a model without a bottleneck is the first thing to say
+    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    expected = model.model.latent_format.latent_channels
+    if samples.ndim != 4 or samples.shape[1] != expected:
+        raise ValueError(f"{what}: expected latents [N, {expected}, H, W] for this model, got shape "
+                         f"{list(samples.shape)} (a latent of another model family?)")
+    return samples
 
 
 def seed_noise(latent_image: torch.Tensor, first_seed: int) -> torch.Tensor:

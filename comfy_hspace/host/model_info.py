@@ -12,17 +12,29 @@ from ..directions import Directions, DirectionsError
 from .pixel_ddpm import DiffusersUNet, PixelDDPM
 
 
-def bottleneck_shape(model: Any, latent_shape: tuple[int, ...] | torch.Size) -> tuple[int, int, int]:
-    """(C, H, W) of h for a latent of ``latent_shape`` [B, C, H, W]; raises for models without a UNet bottleneck."""
+def unet_levels(model: Any) -> tuple[int, int]:
+    """(h channels, how many times the down path halves the latent); raises for models without a UNet
+    bottleneck."""
+    dm = model.get_model_object("diffusion_model")
+    if isinstance(dm, DiffusersUNet):
+        return dm.unet.config.block_out_channels[-1], len(dm.unet.config.down_block_types) - 1
+    if hasattr(dm, "channel_mult") and hasattr(dm, "model_channels") and dm.middle_block is not None:
+        return dm.model_channels * dm.channel_mult[-1], len(dm.channel_mult) - 1
+    raise ValueError(f"model: {type(dm).__name__} has no UNet bottleneck (h-space needs an SD1.x/SD2.x/SDXL "
+                     f"UNet or a diffusers UNet2DModel)")
+
+
+def bottleneck_shape(model: Any, latent_shape: tuple[int, ...] | torch.Size, what: str = "latent_image"
+                     ) -> tuple[int, int, int]:
+    """(C, H, W) of h for a latent of ``latent_shape`` [B, C, H, W] (given as the input ``what``); raises for
+    models without a UNet bottleneck and for sizes the UNet cannot take."""
+    channels, downs = unet_levels(model)
     dm = model.get_model_object("diffusion_model")
     height, width = latent_shape[-2:]
-    if isinstance(dm, DiffusersUNet):
-        channels, downs = dm.unet.config.block_out_channels[-1], len(dm.unet.config.down_block_types) - 1
-    elif hasattr(dm, "channel_mult") and hasattr(dm, "model_channels") and dm.middle_block is not None:
-        channels, downs = dm.model_channels * dm.channel_mult[-1], len(dm.channel_mult) - 1
-    else:
-        raise ValueError(f"model: {type(dm).__name__} has no UNet bottleneck (h-space needs an SD1.x/SD2.x/SDXL "
-                         f"UNet or a diffusers UNet2DModel)")
+    if isinstance(dm, DiffusersUNet) and (height % 2 ** downs or width % 2 ** downs):
+        # ComfyUI's own UNets upsample to the skip connection's size; diffusers' double it
+        raise ValueError(f"{what}: {height}×{width} does not go through this UNet, whose down path halves it {downs}× "
+                         f"and its up path doubles it back: use a size that is a multiple of {2 ** downs}")
     for _ in range(downs):
         height, width = math.ceil(height / 2), math.ceil(width / 2)
     return channels, height, width

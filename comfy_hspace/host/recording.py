@@ -14,7 +14,7 @@ import torch
 
 from ..recorder import HSpaceActivations
 from ..settings import SamplerSettings
-from .latents import noise_scale, sampler_sigmas, seed_noise
+from .latents import model_latent, noise_scale, sampler_sigmas, seed_noise
 from .memory import check_disk, check_fits, kept_bytes, recording_bytes
 from .model_info import bottleneck_shape, model_fingerprint
 from .patch import hspace_clone
@@ -28,7 +28,7 @@ def record_activations(model: Any, positive: Any, negative: Any, latent: dict, s
     KSampler draws for seed + i alone; with ``latent_is_noise`` the latent's rows are the
     starting noises instead (e.g. inverted images) and n_samples is their number.
     Returns the activations and the samples [N, C, H, W]."""
-    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    latent_image = model_latent(model, latent)
     channels, height, width = bottleneck_shape(model, latent_image.shape)
     if latent_is_noise:
         n_samples = latent_image.shape[0]
@@ -75,8 +75,8 @@ def invert(model: Any, positive: Any, negative: Any, latent: dict, sampling: Sam
     the recorded activations."""
     from ..inversion import sample_ddim_inversion
 
-    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    _check_recording_fits(latent_image.shape[0], sampling.steps, bottleneck_shape(model, latent_image.shape),
+    latent_image = model_latent(model, latent, "images")
+    _check_recording_fits(latent_image.shape[0], sampling.steps, bottleneck_shape(model, latent_image.shape, "images"),
                           latent_image.shape, keep_samples, "images")
     steps = sampling.steps
     sigmas = sampler_sigmas(model, SamplerSettings(0, steps, sampling.cfg, "ddim", sampling.scheduler))

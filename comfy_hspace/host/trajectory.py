@@ -15,7 +15,7 @@ from ..directions import Directions
 from ..jacobian import TrajectoryPoint, jacobian_maps, mask_for_latent, top_singular_vectors
 from ..settings import SamplerSettings
 from .autograd import autograd_context
-from .latents import sampler_sigmas
+from .latents import model_latent, sampler_sigmas
 from .memory import autograd_bytes, check_fits
 from .model_info import bottleneck_shape, image_scale, model_fingerprint
 from .patch import DELTA, hspace_clone
@@ -100,7 +100,7 @@ def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, 
     mask, the masked one (eq. 9–10). Each direction is a unit vector times ‖h‖ at that step
     (strength 0.1 moves h by a tenth of its norm), optionally times σ_k/σ_1. Found at one step,
     a direction applies at every step (T = 1)."""
-    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    latent_image = model_latent(model, latent)
     if latent_image.shape[0] != 1:
         raise ValueError(f"latent_image: Jacobian directions are for one sample, "
                          f"got a batch of {latent_image.shape[0]}")
