@@ -115,6 +115,9 @@ def prompt_for(kind: str, i: int) -> dict:
                              "learning_rate": 0.001, "target_weight": 3.0, "original_weight": 10.0,
                              "values_weight": 10.0, "correction_weight": 10.0, "hidden": 0, "seed": i,
                              "name": f"soak_avi_{i}"}}
+        p["8"] = {"class_type": "HSpaceAVILatentMerge", "inputs": {"x": ["4", 0], "z": ["5", 0], "k": 0, "rho": "1",
+                                                                   "phi": ["7", 0]}}
+        p["9"] = save("8", kind)
     return p
 
 
@@ -161,8 +164,8 @@ def main() -> None:
         for i, kind in enumerate(kinds):
             t = time.monotonic()
             prompt_id = queue(server, prompt_for(kind, i))
-            if kind.startswith("cancel"):
-                time.sleep(1.5)
+            if kind.startswith("cancel"):  # the AVI graph samples its pairs first: cancel during training
+                time.sleep(5.0 if kind == "cancel_avi" else 1.5)
                 requests.post(server.url + "/interrupt", timeout=30)
             entry = wait(server, prompt_id)
             status = entry["status"]
