@@ -142,3 +142,14 @@ def test_autograd_bytes_counts_what_the_backward_pass_keeps():
     assert autograd_bytes(lambda: layer(x).relu(), layer.parameters()) == (3 * 10 + 3 * 20) * 4
     big = torch.randn(12, 10, requires_grad=True)
     assert autograd_bytes(lambda: layer(big).relu(), layer.parameters()) == 4 * (3 * 10 + 3 * 20) * 4
+    # and it keeps none of them (a saved output held by its own grad_fn would leak: scripts/soak.py found it)
+    import gc
+
+    def tensors() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+    before = tensors()
+    for _ in range(5):
+        autograd_bytes(lambda: layer(big).sigmoid().exp(), layer.parameters())
+    assert tensors() == before

@@ -49,12 +49,15 @@ def autograd_bytes(forward: Callable[[], object], weights: Iterable[torch.Tensor
     skip = {w.data_ptr() for w in weights}
     saved: dict[tuple[int, int], int] = {}
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
+    def pack(t: torch.Tensor) -> None:
+        # keeps nothing: a tensor returned here would be held by its own grad_fn, a cycle gc cannot see
         if t.data_ptr() not in skip:
             saved[(t.data_ptr(), t.numel())] = t.numel() * t.element_size()
-        return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    def unpack(_: None) -> torch.Tensor:
+        raise RuntimeError("autograd_bytes measures a forward pass; its graph cannot be backpropagated")
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
         forward()
     return sum(saved.values())
 
