@@ -346,4 +346,12 @@ def save_state(path: str | Path, trainer: Trainer, metadata: dict) -> None:
 def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, metadata) of a saved training state; never unpickles anything."""
     tensors, header = read_safetensors(path, "resume: state file", STATE_FORMAT, "a Discovery Trainer state")
-    return tensors, {k: json.loads(v) for k, v in header.items() if k != "format"}
+    metadata = {}
+    for key, value in header.items():
+        if key != "format":
+            try:
+                metadata[key] = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError(f"resume: state file {path}: its {key!r} entry is not JSON ({value[:40]!r}); "
+                                 f"the file was not written by this pack") from None
+    return tensors, metadata

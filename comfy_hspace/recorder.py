@@ -210,6 +210,9 @@ class HSpaceActivations:
         Direction k is the k-th principal component at every timestep, scaled to one standard
         deviation, with its sign chosen to agree with the previous timestep's."""
         self.finish()
+        if not self.n_components:
+            raise ValueError(f"activations: the HSpace Hook kept no principal components (its components is 0); "
+                             f"set components to at least {max(n_components, 1)}")
         if not self.pcas or not 1 <= n_components <= self.n_components:
             raise ValueError(f"n_components: expected 1 … {self.n_components} (the HSpace Hook kept "
                              f"{self.n_components} components), got {n_components}")

@@ -135,8 +135,9 @@ CASES = [
     bad("PCADirections", {"n_components": 3}, r"n_components: expected 1 … 2 \(the HSpace Hook kept 2",
         "n_components-over-kept"),
     bad("PCADirections", {"n_components": 0}, r"n_components: expected 1 … 2", "n_components-zero"),
-    bad("PCADirections", {"activations": use("activations_means_only")}, r"n_components: expected 1 … 0",
-        "activations-without-components"),
+    bad("PCADirections", {"activations": use("activations_means_only")},
+        r"activations: the HSpace Hook kept no principal components \(its components is 0\); set components to at "
+        r"least 2", "hook-kept-no-components"),
 
     # ---- Jacobian Directions (h-space): tiny pixel DDPM, 3 steps, image 16×16 ----
     bad("JacobianDirections", {"step": 3}, r"step: 3 is outside the schedule of 3 steps \(expected 0 … 2\)",
@@ -209,6 +210,8 @@ CASES = [
         "resume-foreign"),
     bad("DiscoveryTrainer", {"name": lambda w: w.discovery_state("elsewhere", "other model")},
         r"resume: elsewhere\.safetensors was trained with model_fingerprint other:0", "resume-other-model"),
+    bad("DiscoveryTrainer", {"name": lambda w: w.discovery_state("broken", "broken metadata")},
+        r"resume: state file .*broken\.safetensors: its 'count' entry is not JSON", "resume-broken-metadata"),
     bad("DiscoveryTrainer", {"name": lambda w: w.discovery_state("five", "count 5")},
         r"resume: five\.safetensors was trained with count 5, this run has 2", "resume-other-count"),
 
@@ -357,6 +360,9 @@ CASES = [
     bad("PixelDDPMLoader", {"folder": lambda w: w.ddpm_folder("mismatch", "other weights")},
         r"UNet weights .*mismatch/unet/diffusion_pytorch_model\.safetensors: do not fit .*config\.json",
         "weights-other-config"),
+    bad("PixelDDPMLoader", {"folder": lambda w: w.ddpm_folder("wider", "wider config")},
+        r"UNet weights .*wider/unet/diffusion_pytorch_model\.safetensors: do not fit .*config\.json \(\['size mismatch",
+        "weights-other-shapes"),
 
     # ---- Face Labels ----
     bad("FaceLabels", {"labels": "smile, hat"}, r"labels: unknown label\(s\) \['hat'\]", "labels-unknown"),
@@ -576,6 +582,8 @@ class World:
             meta = {"format": "pt"}
         elif kind == "other model":
             meta["model_fingerprint"] = json.dumps("other:0")
+        elif kind == "broken metadata":
+            meta["count"] = "{five"
         write_safetensors(path, {"shift.weight": torch.zeros(1)}, meta)
         return name
 
@@ -604,6 +612,8 @@ class World:
             weights.write_bytes(weights.read_bytes()[:300])
         elif kind == "other weights":
             save_file({"encoder.conv_in.weight": torch.zeros(8, 3, 3, 3)}, str(weights))
+        elif kind == "wider config":  # the same layer names, other shapes
+            (unet / "config.json").write_text(json.dumps({**PIXEL_UNET, "block_out_channels": [32, 64]}))
         return name
 
 

@@ -131,7 +131,11 @@ def load_pixel_ddpm(folder: str | Path) -> tuple[Any, Any]:
         state_dict = load_file(str(weights))
     except Exception as e:
         raise ValueError(f"UNet weights {weights}: not a readable safetensors file ({e})") from None
-    missing, unexpected = model.diffusion_model.unet.load_state_dict(state_dict, strict=False)
+    try:
+        missing, unexpected = model.diffusion_model.unet.load_state_dict(state_dict, strict=False)
+    except RuntimeError as e:  # same names, other shapes
+        shapes = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
+        raise ValueError(f"UNet weights {weights}: do not fit {unet_dir / 'config.json'} ({shapes[:2]})") from None
     if missing or unexpected:
         raise ValueError(f"UNet weights {weights}: do not fit {unet_dir / 'config.json'} "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
