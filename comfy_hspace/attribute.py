@@ -1,8 +1,7 @@
 """Supervised directions (paper 000 §V): an attribute's direction is the mean difference of h
-between samples that have it and samples that do not, per timestep, w = mean(h⁺) − mean(h⁻); with
-classifier annotation, by default less the part their different starting noises explain
-(``noise_corrected_difference``). Disentangle removes from it what it shares with other directions
-by projecting it onto the orthogonal complement of their joint span, w₀ − W(WᵀW)⁻¹Wᵀw₀, per timestep.
+between samples that have it and samples that do not, per timestep, w = mean(h⁺) − mean(h⁻);
+Disentangle removes from it what it shares with other directions by projecting it onto the
+orthogonal complement of their joint span, w₀ − W(WᵀW)⁻¹Wᵀw₀, per timestep.
 """
 from __future__ import annotations
 
@@ -54,50 +53,15 @@ def disentangle(primary: torch.Tensor, others: torch.Tensor, tolerance: float = 
     return out.to(primary.dtype)
 
 
-METHODS = ("noise-corrected mean difference", "mean difference (paper)")
-MIN_REGRESSION_SAMPLES = 32
-
-
-def noise_corrected_difference(activations: HSpaceActivations, top: torch.Tensor, bottom: torch.Tensor,
-                               chunk: int = 256) -> torch.Tensor:
-    """w_t = mean(h⁺) − mean(h⁻) − b_t·(mean(s⁺) − mean(s⁻)) per timestep [T, C, H, W]: positives and
-    negatives picked by score also differ in their starting noise, by Δx, and at early, noise-dominated
-    steps h mostly encodes that noise, so the plain difference there points along the noise, which pushes
-    an edit the wrong way. s = u·x_T is each sample's noise component along u = Δx/‖Δx‖, and b_t the slope
-    of h_t on s over all recorded samples (a regression on the one noise direction the two groups differ
-    in, so it needs far fewer samples than a regression on the whole x_T)."""
-    n = activations.kept_noises
-    if n < MIN_REGRESSION_SAMPLES:
-        raise ValueError(f"scores: the noise-corrected difference regresses h on the starting noise over all "
-                         f"scored samples and needs at least {MIN_REGRESSION_SAMPLES}, got {n}; record more "
-                         f"samples or use method '{METHODS[1]}'")
-    parts = [list(range(i, min(i + chunk, n))) for i in range(0, n, chunk)]
-    dx = (activations.sample_noises(top).double().mean(0) - activations.sample_noises(bottom).double().mean(0))
-    u = dx.flatten() / dx.norm().clamp_min(1e-30)
-    s = torch.cat([activations.sample_noises(p).double().flatten(1) @ u for p in parts])
-    centred = s - s.mean()
-    ds = s[top].mean() - s[bottom].mean()
-    out = []
-    for t in activations.timesteps.tolist():
-        covariance = sum(centred[p] @ activations.rows_at(t, p).double().flatten(1) for p in parts)
-        slope = covariance / (centred ** 2).sum()
-        plain = activations.rows_at(t, top).double().mean(0) - activations.rows_at(t, bottom).double().mean(0)
-        out.append(plain - (slope * ds).reshape(plain.shape))
-    return torch.stack(out)
-
-
 def attribute_direction(positive: HSpaceActivations, negative: HSpaceActivations | None = None,
                         scores: torch.Tensor | None = None, count: int = 0, space: str = "h",
-                        name: str = "attribute", method: str = METHODS[0]) -> Directions:
+                        name: str = "attribute") -> Directions:
     """The direction of one attribute, per timestep (or in x_T, for the paper's comparison):
     with ``scores`` (one per recorded sample), positives and negatives are the ``count``
-    highest- and lowest-scored samples of ``positive`` (their h difference noise-corrected, or plain
-    as in the paper: ``method``); otherwise they are all samples of ``positive`` and of ``negative``
-    (labelled images, or the same seeds under a label pair: same noise, nothing to correct)."""
+    highest- and lowest-scored samples of ``positive``; otherwise they are all samples of
+    ``positive`` and of ``negative`` (labelled images, or the same seeds under a label pair)."""
     if space not in SPACES:
         raise ValueError(f"space: expected one of {SPACES}, got {space!r}")
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     timesteps = positive.timesteps
     if scores is not None:
         scores = scores.reshape(-1)
@@ -106,13 +70,11 @@ def attribute_direction(positive: HSpaceActivations, negative: HSpaceActivations
         if scores.shape[0] != positive.kept_noises:
             raise ValueError(f"scores: {scores.shape[0]} scores for {positive.kept_noises} recorded samples")
         top, bottom = top_and_bottom(scores, count)
-        if space == "h" and method == METHODS[0]:
-            w = noise_corrected_difference(positive, top, bottom)
-        elif space == "h":  # only the chosen samples' trajectories are read back
+        if space == "h":  # only the chosen samples' trajectories are read back
             w = mean_difference(positive.trajectories(top), positive.trajectories(bottom))
         else:
             w = mean_difference(positive.sample_noises(top), positive.sample_noises(bottom))[None]
-        source = {"source": "scores", "count": count, "method": method}
+        source = {"source": "scores", "count": count}
     elif negative is not None:
         if positive.h_shape != negative.h_shape:
             raise ValueError(f"negative: h shape {list(negative.h_shape)} does not match the positives' "

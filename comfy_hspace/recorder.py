@@ -180,12 +180,6 @@ class HSpaceActivations:
         return torch.stack([self.kept.read(t, samples) for t in self.timesteps.tolist()], 1).reshape(
             len(samples), -1, *self.h_shape)
 
-    def rows_at(self, t: float, samples: list[int] | torch.Tensor) -> torch.Tensor:
-        """The h of ``samples`` at recorded timestep ``t`` [n, C, H, W], read back from the file."""
-        if self.kept is None:
-            raise ValueError("activations: per-sample trajectories were not kept; record with keep_samples on")
-        return self.kept.read(t, self._samples(samples, self.n_samples)).reshape(-1, *self.h_shape)
-
     def sample_noises(self, samples: list[int] | torch.Tensor | None = None) -> torch.Tensor:
         """The starting noise of ``samples`` (default: all) [n, C, H, W]; needs ``keep_samples``."""
         if self.kept is None:

@@ -1,6 +1,6 @@
 from comfy_api.latest import io
 
-from comfy_hspace.attribute import METHODS, attribute_direction, disentangle_directions
+from comfy_hspace.attribute import attribute_direction, disentangle_directions
 from comfy_hspace.directions import SPACES
 
 from .common import CATEGORY, Activations, Directions
@@ -16,11 +16,9 @@ class AttributeDirection(io.ComfyNode):
                         "top- and bottom-scored samples of `activations` (connect scores; record with keep_samples), "
                         "or all samples of `activations` and of `negative` (labelled images through Invert Image, or "
                         "the same seeds under two labels or prompts through two HSpace Hooks). Strength 1 = the "
-                        "whole mean difference. With scores, `method` chooses: 'noise-corrected mean difference' "
-                        "(default) subtracts what the two groups' different starting noise explains (h regressed on "
-                        "the noise along the groups' mean noise difference, over all scored samples), so the early, "
-                        "noise-dominated steps no longer push the edit the wrong way; 'mean difference (paper)' is "
-                        "the paper's plain difference.",
+                        "whole mean difference. Sample the scored set with an ancestral sampler (ddpm, as the paper): "
+                        "with deterministic DDIM the early steps' h mostly encodes each sample's starting noise, and "
+                        "their mean difference pushes the edit the wrong way.",
             inputs=[Activations.Input("activations", tooltip="The positives, or all scored samples."),
                     Activations.Input("negative", optional=True, tooltip="The negatives, when not chosen by score."),
                     Scores.Input("scores", optional=True, tooltip="One score set per recorded sample, e.g. Face "
@@ -31,22 +29,18 @@ class AttributeDirection(io.ComfyNode):
                                  tooltip="With scores: this many top and this many bottom samples."),
                     io.Combo.Input("space", options=list(SPACES), default="h",
                                    tooltip="h: the bottleneck (the paper's method). x_T: the starting noise instead, "
-                                           "for comparison; the Edited Sampler adds it to the noise."),
-                    io.Combo.Input("method", options=list(METHODS), default=METHODS[0], optional=True,
-                                   tooltip="With scores: the difference less what the groups' starting noise "
-                                           "explains (default), or the paper's plain mean difference.")],
+                                           "for comparison; the Edited Sampler adds it to the noise.")],
             outputs=[Directions.Output()],
         )
 
     @classmethod
-    def execute(cls, activations, attribute, count, space, negative=None, scores=None,
-                method=METHODS[0]) -> io.NodeOutput:
+    def execute(cls, activations, attribute, count, space, negative=None, scores=None) -> io.NodeOutput:
         values = None
         if scores is not None:
             if attribute not in scores["names"]:
                 raise ValueError(f"attribute: {attribute!r} is not among the scores {scores['names']}")
             values = scores["values"][:, scores["names"].index(attribute)]
-        return io.NodeOutput(attribute_direction(activations, negative, values, count, space, attribute, method))
+        return io.NodeOutput(attribute_direction(activations, negative, values, count, space, attribute))
 
 
 class Disentangle(io.ComfyNode):

@@ -30,7 +30,7 @@ import torch
 from comfy_hspace import classifier as C  # noqa: E402
 from comfy_hspace import directions as D  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
-from comfy_hspace.attribute import METHODS, attribute_direction, disentangle_directions  # noqa: E402
+from comfy_hspace.attribute import attribute_direction, disentangle_directions  # noqa: E402
 from comfy_hspace.host import embedded  # noqa: E402
 from comfy_hspace.host.edited_sampling import edited_sample  # noqa: E402
 from comfy_hspace.host.recording import invert, record_activations  # noqa: E402
@@ -67,11 +67,10 @@ def annotated_samples(model, vae, null, a):
     return activations, scores
 
 
-def find_directions(activations, scores: torch.Tensor, attributes: list[str], count: int, method: str,
-                    report: dict):
+def find_directions(activations, scores: torch.Tensor, attributes: list[str], count: int, report: dict):
     """(classifier-annotated directions, the same disentangled from the others); prints their cosines."""
-    found = [attribute_direction(activations, scores=scores[:, C.NAMES.index(k)], count=count, name=k,
-                                 method=method) for k in attributes]
+    found = [attribute_direction(activations, scores=scores[:, C.NAMES.index(k)], count=count, name=k)
+             for k in attributes]
     original = D.Directions(torch.cat([d.vectors for d in found]), found[0].timesteps, attributes, method="attribute",
                             model_fingerprint=found[0].model_fingerprint, units="mean difference")
     flat = torch.nn.functional.normalize(original.vectors.flatten(1).double(), dim=1)
@@ -209,7 +208,6 @@ def main() -> None:
     p.add_argument("--attributes", default="glasses,blond,smile,size,bg_hue",
                    help="classifier factors to find directions for (glasses and blond are the correlated pair)")
     p.add_argument("--sampler", default="ddpm", help="for annotation and edits (paper 000: DDPM, η = 1)")
-    p.add_argument("--method", choices=METHODS, default=METHODS[0], help="Attribute Direction's method")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
     attributes = a.attributes.split(",")
@@ -218,7 +216,7 @@ def main() -> None:
     report: dict = {"settings": vars(a)}
 
     activations, scores = annotated_samples(model, vae, null, a)
-    original, cleaned = find_directions(activations, scores, attributes, a.count, a.method, report)
+    original, cleaned = find_directions(activations, scores, attributes, a.count, report)
     directions = {"original": original, "disentangled": cleaned}
     edits = Edits(model, vae, null, {"samples": torch.zeros(a.edits, 3, 32, 32)}, a.sampler)
     matrices = effect_matrices(edits, directions, attributes, a.strength, report)

@@ -20,45 +20,6 @@ def test_mean_difference_and_top_bottom():
         top_and_bottom(torch.rand(6), 1)
 
 
-def synthetic_activations(n: int = 400, seed: int = 0):
-    """Recorded activations where the attribute depends a little on the starting noise (a = [x₀ + 2ξ > 0]), h at the
-    early timestep only encodes the noise (5·x₀ on unit 0), and h at the late one encodes the attribute
-    (on unit 1) plus a little noise: what DDIM annotation looks like."""
-    from comfy_hspace.recorder import HSpaceActivations
-
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(n, 1, 4, 4, generator=g)
-    x0 = noise[:, 0, 0, 0]
-    attribute = (x0 + 2 * torch.randn(n, generator=g) > 0).float()
-    early, late = torch.zeros(n, 2, 1, 1), torch.zeros(n, 2, 1, 1)
-    early[:, 0, 0, 0] = 5 * x0
-    late[:, 1, 0, 0] = attribute
-    late[:, 0, 0, 0] = 0.1 * x0
-    activations = HSpaceActivations(keep_samples=True)
-    activations.begin_batch(0, noise)
-    for t, h in ((900.0, early), (100.0, late)):
-        activations.record(h, torch.full((n,), t), torch.zeros(n, dtype=torch.long))
-    return activations.finish(), attribute + 0.01 * torch.randn(n, generator=g)
-
-
-def test_noise_corrected_difference_removes_what_the_starting_noise_explains():
-    from comfy_hspace.attribute import METHODS, attribute_direction
-
-    activations, scores = synthetic_activations()
-    plain = attribute_direction(activations, scores=scores, count=100, method=METHODS[1]).vectors[0].flatten(1)
-    corrected = attribute_direction(activations, scores=scores, count=100).vectors[0].flatten(1)
-    # early: the plain difference is all noise (5·Δx₀ ≈ 4), the corrected one what is left of it after a
-    # regression on 400 samples (its slope is off by about 1/√400)
-    assert plain[0, 0] > 3 and corrected[0].abs().max() < 0.1 * plain[0, 0]
-    # late: most of the attribute's difference (1 on unit 1) is kept (the part of the attribute that is
-    # linear in the noise goes with the correction), the noise's (0.1·Δx₀ on unit 0) is removed
-    assert plain[1, 1] == 1 and corrected[1, 1] > 0.8
-    assert plain[1, 0] > 0.05 and corrected[1, 0].abs() < 0.01
-    with pytest.raises(ValueError, match=r"scores: the noise-corrected difference .* needs at least 32, got 20"):
-        small, small_scores = synthetic_activations(n=20)
-        attribute_direction(small, scores=small_scores, count=5)
-
-
 def test_disentangle_is_the_joint_projection():
     g = torch.Generator().manual_seed(0)
     others = torch.randn(3, 2, 50, generator=g, dtype=torch.float64)
@@ -115,8 +76,7 @@ def test_attribute_direction_from_scores_and_from_a_label_pair(pack, faces_model
     images = vae.decode(samples["samples"])
     scores = pack.nodes.FaceScores.execute(images=images).args[0]
     node = pack.nodes.AttributeDirection
-    d = node.execute(activations=activations, scores=scores, attribute="smile", count=4, space="h",
-                     method="mean difference (paper)").args[0]
+    d = node.execute(activations=activations, scores=scores, attribute="smile", count=4, space="h").args[0]
     T = len(activations.timesteps)  # ddim_uniform may give one more point than steps
     assert d.vectors.shape == (1, T, 96, 8, 8) and d.names == ["smile"] and d.units == "mean difference"
     # by hand: the top and bottom four samples' recorded trajectories

@@ -162,10 +162,6 @@ CASES = [
     bad("AttributeDirection", {"count": 3}, r"count: expected 2 … 2 \(at least two positives and two negatives, at "
         r"most half of the 4 scored samples\), got 3", "count-over-half"),
     bad("AttributeDirection", {"count": 1}, r"count: expected 2 … 2 \(at least two positives", "count-one"),
-    bad("AttributeDirection", {"method": "noise-corrected mean difference"},
-        r"scores: the noise-corrected difference regresses h on the starting noise over all scored samples and "
-        r"needs at least 32, got 4", "regression-too-few-samples"),
-    bad("AttributeDirection", {"method": "median"}, r"method: expected one of", "method"),
     bad("AttributeDirection", {"scores": use("scores_for_3")}, r"scores: 3 scores for 4 recorded samples",
         "scores-count"),
     bad("AttributeDirection", {"activations": use("activations_means_only")},
@@ -652,7 +648,7 @@ BASE = {
         each_step=False, n_directions=1, batch_size=1, tolerance=1e-3, max_iterations=2,
         scale_by_singular_value=False),
     "AttributeDirection": lambda w: dict(activations=w.activations_kept, scores=w.scores, attribute="smile", count=2,
-                                         space="h", method="mean difference (paper)"),
+                                         space="h"),
     "Disentangle": lambda w: dict(primary=w.primary, others=w.others),
     "DiscoveryTrainer": lambda w: dict(
         model=w.pixel, **pixel_conditioning(w), latent_image=latent(1, 3, 16, 16), count=2, magnitude=1.0, steps=2,
