@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import torch
 from bench_common import interleaved_medians, random_embedded_model
@@ -20,6 +21,20 @@ from comfy_hspace.directions import TIME_INVARIANT, Directions  # noqa: E402
 from comfy_hspace.host.edited_sampling import edited_model, edited_sample  # noqa: E402
 from comfy_hspace.host.model_info import bottleneck_shape  # noqa: E402
 from comfy_hspace.settings import SamplerSettings  # noqa: E402
+
+
+def patch_call_seconds(applied, batch: int, shape: tuple[int, ...], calls: int = 2000) -> float:
+    """Time of one call of Apply H-space Edit's bottleneck patch on a batch of h, on its own: what the edit
+    adds to each model call, below the noise of timing whole sampling runs."""
+    patch = applied.model_options["transformer_options"]["patches"]["output_block_patch"][-1]
+    h = torch.randn(batch, *shape)
+    options = {"block": ("output", 0), "sigmas": torch.full((batch,), 5.0), "cond_or_uncond": [0]}
+    for _ in range(100):
+        patch(h, h, options)
+    t = time.perf_counter()
+    for _ in range(calls):
+        patch(h, h, options)
+    return (time.perf_counter() - t) / calls
 
 
 def main() -> None:
@@ -48,14 +63,17 @@ def main() -> None:
     plain, again, patched, plain_es, both, asyrp = interleaved_medians(
         [stock, stock, lambda: stock(applied), edited("both terms", (0.0, 0.0)), edited("both terms"),
          edited("asymmetric (Asyrp)")], a.repeats)
+    patch_s = patch_call_seconds(applied, a.batch, shape)
     result = {"device": "cpu", "threads": torch.get_num_threads(), "steps": a.steps, "batch": a.batch,
               "plain_s": round(plain, 3), "plain_again_ratio": round(again / plain, 3),
               "apply_edit_ratio": round(patched / plain, 3),
               "edited_sampler_zero_edit_s": round(plain_es, 3), "both_terms_ratio": round(both / plain_es, 3),
-              "asyrp_ratio": round(asyrp / plain_es, 3)}
+              "asyrp_ratio": round(asyrp / plain_es, 3), "patch_call_us": round(patch_s * 1e6, 1)}
     print(f"plain KSampler                 {plain:.3f} s  (batch {a.batch}, {a.steps} steps, 32×32, "
           f"median of {a.repeats})")
     print(f"plain KSampler, second timing  {again / plain:.3f}×  (the noise floor)")
+    print(f"the edit patch alone           {patch_s * 1e6:.0f} µs a model call: "
+          f"{1 + patch_s * a.steps / plain:.4f}× of plain sampling")
     print(f"Apply H-space Edit + KSampler  {patched / plain:.3f}×  (target ≤ 1.02)")
     print(f"Edited Sampler, zero edit      {plain_es:.3f} s  ({plain_es / plain:.3f}× the KSampler node)")
     print(f"both terms / zero edit         {both / plain_es:.3f}×  (target ≤ 1.05)")
