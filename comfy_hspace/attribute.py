@@ -65,8 +65,6 @@ def attribute_direction(positive: HSpaceActivations, negative: HSpaceActivations
     timesteps = positive.timesteps
     if scores is not None:
         scores = scores.reshape(-1)
-        if positive.kept is None:
-            raise ValueError("activations: per-sample noises were not kept; record with keep_samples on")
         if scores.shape[0] != positive.kept_noises:
             raise ValueError(f"scores: {scores.shape[0]} scores for {positive.kept_noises} recorded samples")
         top, bottom = top_and_bottom(scores, count)

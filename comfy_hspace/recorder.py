@@ -5,10 +5,10 @@ timestep (mean, streaming PCA), so its memory does not grow with the number of s
 keeps per sample (``keep_samples``) goes to a ``SampleFile`` on disk."""
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 
-import numpy as np
 import torch
 
 from .pca import StreamingPCA
@@ -58,7 +58,7 @@ class SampleFile:
     def read(self, key: object, samples: list[int]) -> torch.Tensor:
         """Rows of ``samples`` (in that order) [len(samples), …] as float32."""
         dtype, shape = self.formats[key]
-        row_bytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
+        row_bytes = math.prod(shape) * dtype.itemsize
         out = torch.empty((len(samples), *shape), dtype=torch.float32)
         for j, i in enumerate(samples):
             first, _, offset = next(c for c in self.chunks[key] if c[0] <= i < c[0] + c[1])
@@ -85,7 +85,7 @@ class HSpaceActivations:
                  spill_directory: str | None = None):
         if components < 0:
             raise ValueError(f"components: expected ≥ 0, got {components}")
-        self.n_components, self.keep_samples = components, keep_samples
+        self.n_components = components
         self.min_batch = max(components, min_batch)
         self.storage_device, self.compute_device = storage_device, compute_device
         self.pcas: dict[float, StreamingPCA] = {}
@@ -174,22 +174,24 @@ class HSpaceActivations:
     def trajectories(self, samples: list[int] | torch.Tensor | None = None) -> torch.Tensor:
         """The h of ``samples`` (default: all) [n, T, C, H, W] (timesteps high to low), read back from the
         file; needs ``keep_samples``."""
-        if self.kept is None:
-            raise ValueError("activations: per-sample trajectories were not kept; record with keep_samples on")
+        kept = self._kept("trajectories")
         samples = self._samples(samples, self.n_samples)
-        return torch.stack([self.kept.read(t, samples) for t in self.timesteps.tolist()], 1).reshape(
+        return torch.stack([kept.read(t, samples) for t in self.timesteps.tolist()], 1).reshape(
             len(samples), -1, *self.h_shape)
 
     def sample_noises(self, samples: list[int] | torch.Tensor | None = None) -> torch.Tensor:
         """The starting noise of ``samples`` (default: all) [n, C, H, W]; needs ``keep_samples``."""
-        if self.kept is None:
-            raise ValueError("activations: per-sample noises were not kept; record with keep_samples on")
-        return self.kept.read("noise", self._samples(samples, self.kept_noises))
+        return self._kept("noises").read("noise", self._samples(samples, self.kept_noises))
 
     @property
     def kept_noises(self) -> int:
-        """How many starting noises were kept (0 without ``keep_samples``)."""
-        return 0 if self.kept is None else self.kept.count("noise")
+        """How many starting noises were kept; needs ``keep_samples``."""
+        return self._kept("noises").count("noise")
+
+    def _kept(self, what: str) -> SampleFile:
+        if self.kept is None:
+            raise ValueError(f"activations: per-sample {what} were not kept; record with keep_samples on")
+        return self.kept
 
     @staticmethod
     def _samples(samples: list[int] | torch.Tensor | None, n: int) -> list[int]:

@@ -115,7 +115,8 @@ def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, 
     pbar = comfy.utils.ProgressBar(len(wanted) * blocks * max_iterations)
 
     def analyse(point: TrajectoryPoint):
-        _check_jacobian_fits(model, point, min(batch_size, n_directions))
+        if point.step == wanted[0]:  # the estimate is the same at every step: once is enough
+            _check_jacobian_fits(model, point, min(batch_size, n_directions))
         jvp, vjp = jacobian_maps(point, weight)
         found = top_singular_vectors(jvp, vjp, h_shape, n_directions, batch_size=batch_size, tol=tolerance,
                                      max_iters=max_iterations, seed=seed, progress=pbar.update)
