@@ -1,6 +1,7 @@
 """Supervised annotation at scale: peak resident memory of the whole classifier-annotation graph
-(HSpace Hook with keep_samples → VAE decode → Face Attribute Scores → Attribute Direction from the
-top and bottom 64) at N = 256 and N = 1024 samples on the embedded model, each in a fresh process
+(HSpace Hook with keep_samples → VAE decode → Face Attribute Scores → Attribute Direction by
+regression on all scores, which reads every trajectory back in chunks) at N = 256 and N = 1024
+samples on the embedded model, each in a fresh process
 (target: ≤ 1.1× apart). The trajectories go to a file in half precision, so memory holds only the
 samples, their images and scores; the file's size is printed beside what keeping the trajectories
 in memory (float32) would have taken.
@@ -31,7 +32,7 @@ def annotate(model, vae, n: int, batch: int, steps: int) -> None:
                                               SamplerSettings(0, steps, 1.0, "ddpm", "normal"), n_samples=n,
                                               batch_size=batch, components=0, keep_samples=True)
     scores = torch.cat([embedded.score(vae.decode(samples[i:i + batch])) for i in range(0, n, batch)])
-    attribute_direction(activations, scores=scores[:, classifier.NAMES.index("smile")], count=64, space="h")
+    attribute_direction(activations, scores=scores, count=64, space="h", column=classifier.NAMES.index("smile"))
 
 
 def main() -> None:

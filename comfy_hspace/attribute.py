@@ -1,16 +1,20 @@
 """Supervised directions (paper 000 §V): an attribute's direction is the mean difference of h
-between samples that have it and samples that do not, per timestep, w = mean(h⁺) − mean(h⁻);
+between samples that have it and samples that do not, per timestep, w = mean(h⁺) − mean(h⁻), or
+(the default here) the part of h that a regression on all classifier scores gives the attribute;
 Disentangle removes from it what it shares with other directions by projecting it onto the
 orthogonal complement of their joint span, w₀ − W(WᵀW)⁻¹Wᵀw₀, per timestep.
 """
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 import torch
 
 from .directions import SPACES, Directions, check_compatible, resample_timesteps
 from .recorder import HSpaceActivations
+
+METHODS = ("regression", "mean difference")
 
 
 def top_and_bottom(scores: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,6 +38,40 @@ def mean_difference(positive: torch.Tensor, negative: torch.Tensor) -> torch.Ten
     return positive.double().mean(0) - negative.double().mean(0)
 
 
+def score_regression(read: Callable[[torch.Tensor], torch.Tensor], scores: torch.Tensor, column: int,
+                     count: int, chunk: int = 128) -> torch.Tensor:
+    """The change of the rows that ``scores[:, column]`` explains with the other scores held fixed:
+    least squares rows ≈ c + Σ_j β_j·z_j over all N samples (z: the standardised scores), then
+    β_column times the z gap between the ``count`` top and bottom samples, so that strength 1 is
+    comparable to their mean difference. ``read(indices)`` returns those samples' rows [n, ...]."""
+    n, k = scores.shape
+    if n < k + 2:
+        raise ValueError(f"scores: a regression on {k} scores needs at least {k + 2} samples, got {n}")
+    z = scores.double()
+    spread = z.std(0)
+    if not spread[column] > 0:
+        raise ValueError(f"scores: column {column} is the same for every sample, there is nothing to regress on")
+    z = (z - z.mean(0)) / spread.clamp_min(1e-12)
+    design = torch.cat([torch.ones(n, 1, dtype=torch.float64), z[:, spread > 0]], 1)
+    position = 1 + int((spread[:column] > 0).sum())
+    top, bottom = top_and_bottom(z[:, column], count)
+    gap = z[top, column].mean() - z[bottom, column].mean()
+    singular = torch.linalg.svdvals(design)
+    if singular[-1] < 1e-6 * singular[0]:
+        raise ValueError("scores: some scores are linear combinations of others (a copied or complementary "
+                         "column?), so the regression cannot tell their parts apart; use method 'mean difference' "
+                         "or drop the duplicate")
+    # the row of (XᵀX)⁻¹Xᵀ that gives β_column, applied to the rows chunk by chunk (they live on disk)
+    weights = torch.linalg.solve(design.T @ design, design.T)[position]
+    out = None
+    for start in range(0, n, chunk):
+        index = torch.arange(start, min(n, start + chunk))
+        rows = read(index).double()
+        part = torch.tensordot(weights[index], rows, dims=1)
+        out = part if out is None else out + part
+    return out * gap
+
+
 def disentangle(primary: torch.Tensor, others: torch.Tensor, tolerance: float = 1e-6) -> torch.Tensor:
     """primary [T, d] minus its projection onto span(others[:, t]) for each t, jointly over all
     others [K, T, d] (least squares, not one after another). Raises if nothing is left."""
@@ -55,24 +93,34 @@ def disentangle(primary: torch.Tensor, others: torch.Tensor, tolerance: float = 
 
 def attribute_direction(positive: HSpaceActivations, negative: HSpaceActivations | None = None,
                         scores: torch.Tensor | None = None, count: int = 0, space: str = "h",
-                        name: str = "attribute") -> Directions:
-    """The direction of one attribute, per timestep (or in x_T, for the paper's comparison):
-    with ``scores`` (one per recorded sample), positives and negatives are the ``count``
-    highest- and lowest-scored samples of ``positive``; otherwise they are all samples of
-    ``positive`` and of ``negative`` (labelled images, or the same seeds under a label pair)."""
+                        name: str = "attribute", column: int = 0, method: str = "regression") -> Directions:
+    """The direction of one attribute, per timestep (or in x_T, for the paper's comparison).
+
+    With ``scores`` ([N] or [N, J], one row per recorded sample of ``positive``; ``column`` is the
+    attribute's): ``method`` "mean difference" is the paper's, the ``count`` highest- minus the
+    ``count`` lowest-scored samples' mean; "regression" holds the other columns fixed
+    (``score_regression``), so an attribute that comes with others in the samples, or that the
+    classifier reads worse next to another (eyes behind glasses), does not carry them along.
+    Without scores, positives and negatives are all samples of ``positive`` and of ``negative``
+    (labelled images, or the same seeds under a label pair)."""
     if space not in SPACES:
         raise ValueError(f"space: expected one of {SPACES}, got {space!r}")
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     timesteps = positive.timesteps
     if scores is not None:
-        scores = scores.reshape(-1)
+        scores = scores.reshape(scores.shape[0], -1)
         if scores.shape[0] != positive.kept_noises:
             raise ValueError(f"scores: {scores.shape[0]} scores for {positive.kept_noises} recorded samples")
-        top, bottom = top_and_bottom(scores, count)
-        if space == "h":  # only the chosen samples' trajectories are read back
-            w = mean_difference(positive.trajectories(top), positive.trajectories(bottom))
-        else:
-            w = mean_difference(positive.sample_noises(top), positive.sample_noises(bottom))[None]
-        source = {"source": "scores", "count": count}
+        read = positive.trajectories if space == "h" else positive.sample_noises
+        if method == "regression":
+            w = score_regression(read, scores, column, count)
+        else:  # only the chosen samples' rows are read back
+            top, bottom = top_and_bottom(scores[:, column], count)
+            w = mean_difference(read(top), read(bottom))
+        if space == "x_T":
+            w = w[None]
+        source = {"source": "scores", "count": count, "method": method}
     elif negative is not None:
         if positive.h_shape != negative.h_shape:
             raise ValueError(f"negative: h shape {list(negative.h_shape)} does not match the positives' "

@@ -1,6 +1,6 @@
 from comfy_api.latest import io
 
-from comfy_hspace.attribute import attribute_direction, disentangle_directions
+from comfy_hspace.attribute import METHODS, attribute_direction, disentangle_directions
 from comfy_hspace.directions import SPACES
 
 from .common import CATEGORY, Activations, Directions
@@ -12,13 +12,17 @@ class AttributeDirection(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="HSpaceAttributeDirection", display_name="Attribute Direction (h-space)", category=CATEGORY,
-            description="Paper 000 §V: w = mean(h⁺) − mean(h⁻) per timestep. Positives and negatives are either the "
-                        "top- and bottom-scored samples of `activations` (connect scores; record with keep_samples), "
-                        "or all samples of `activations` and of `negative` (labelled images through Invert Image, or "
-                        "the same seeds under two labels or prompts through two HSpace Hooks). Strength 1 = the "
-                        "whole mean difference. Sample the scored set with an ancestral sampler (ddpm, as the paper): "
-                        "with deterministic DDIM the early steps' h mostly encodes each sample's starting noise, and "
-                        "their mean difference pushes the edit the wrong way.",
+            description="Paper 000 §V: an attribute's direction in h per timestep. From scores (connect them; record "
+                        "with keep_samples): method `mean difference` is the paper's, mean(h⁺) − mean(h⁻) of the "
+                        "top- and bottom-`count` samples; `regression` (default) fits h on all the scores at once "
+                        "and keeps the attribute's own part, so attributes that come together in the samples (dark "
+                        "hair with glasses) or that the classifier confuses (eyes behind glasses) are not carried "
+                        "along; strength 1 is the change between the top and bottom samples either way. Without "
+                        "scores: all samples of `activations` minus all of `negative` (labelled images through "
+                        "Invert Image, or the same seeds under two labels or prompts through two HSpace Hooks). "
+                        "Sample the scored set with an ancestral sampler (ddpm, as the paper): with deterministic "
+                        "DDIM the early steps' h mostly encodes each sample's starting noise, and the direction "
+                        "pushes the edit the wrong way.",
             inputs=[Activations.Input("activations", tooltip="The positives, or all scored samples."),
                     Activations.Input("negative", optional=True, tooltip="The negatives, when not chosen by score."),
                     Scores.Input("scores", optional=True, tooltip="One score set per recorded sample, e.g. Face "
@@ -29,18 +33,24 @@ class AttributeDirection(io.ComfyNode):
                                  tooltip="With scores: this many top and this many bottom samples."),
                     io.Combo.Input("space", options=list(SPACES), default="h",
                                    tooltip="h: the bottleneck (the paper's method). x_T: the starting noise instead, "
-                                           "for comparison; the Edited Sampler adds it to the noise.")],
+                                           "for comparison; the Edited Sampler adds it to the noise."),
+                    io.Combo.Input("method", options=list(METHODS), default=METHODS[0], optional=True,
+                                   tooltip="With scores: regression holds the other scores fixed; mean difference "
+                                           "is the paper's top-minus-bottom mean.")],
             outputs=[Directions.Output()],
         )
 
     @classmethod
-    def execute(cls, activations, attribute, count, space, negative=None, scores=None) -> io.NodeOutput:
-        values = None
+    def execute(cls, activations, attribute, count, space, negative=None, scores=None,
+                method=METHODS[0]) -> io.NodeOutput:
+        column = 0
         if scores is not None:
             if attribute not in scores["names"]:
                 raise ValueError(f"attribute: {attribute!r} is not among the scores {scores['names']}")
-            values = scores["values"][:, scores["names"].index(attribute)]
-        return io.NodeOutput(attribute_direction(activations, negative, values, count, space, attribute))
+            column = scores["names"].index(attribute)
+        values = None if scores is None else scores["values"]
+        return io.NodeOutput(attribute_direction(activations, negative, values, count, space, attribute, column,
+                                                 method))
 
 
 class Disentangle(io.ComfyNode):

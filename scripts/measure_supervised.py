@@ -2,8 +2,9 @@
 and prints Markdown tables:
 
 - effect matrix (paper 000 Table I analog): E[i, j] = mean change of attribute j's score when
-  editing along direction i from −s to +s, for the classifier-annotated directions and for the
-  same directions disentangled from the others;
+  editing along direction i from −s to +s, for the classifier-annotated directions of both
+  Attribute Direction methods (the paper's mean difference, and the regression on all scores)
+  and for the same directions disentangled from the others;
 - monotonic response: each direction's attribute score over a strength sweep (Spearman);
 - sample efficiency (paper Fig. 8a): cosine between the direction from n pairs and from the
   reference number of pairs, in h and in x_T;
@@ -12,7 +13,7 @@ and prints Markdown tables:
 
 A score change is divided by the factor's scale (1 for the binary probabilities, the
 generator's range for the continuous factors).
-Usage: .venv/bin/python scripts/measure_supervised.py [--samples 2048] [--edits 64] [--json FILE]
+Usage: .venv/bin/python scripts/measure_supervised.py [--samples 2048] [--edits 64] [--sets A;B;…] [--json FILE]
 """
 from __future__ import annotations
 
@@ -30,13 +31,16 @@ import torch
 from comfy_hspace import classifier as C  # noqa: E402
 from comfy_hspace import directions as D  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
-from comfy_hspace.attribute import attribute_direction, disentangle_directions  # noqa: E402
+from comfy_hspace.attribute import METHODS, attribute_direction, disentangle_directions  # noqa: E402
 from comfy_hspace.host import embedded  # noqa: E402
 from comfy_hspace.host.edited_sampling import edited_sample  # noqa: E402
 from comfy_hspace.host.recording import invert, record_activations  # noqa: E402
 from comfy_hspace.settings import SamplerSettings  # noqa: E402
 
 STEPS, SCHEDULER = 20, "ddim_uniform"
+# set A, set B, and all six attributes of issue 18
+SETS = ("glasses,blond,smile,eyes_open,size", "glasses,blond,smile,size,bg_hue",
+        "glasses,blond,smile,eyes_open,size,bg_hue")
 
 
 @dataclass
@@ -67,17 +71,18 @@ def annotated_samples(model, vae, null, a):
     return activations, scores
 
 
-def find_directions(activations, scores: torch.Tensor, attributes: list[str], count: int, report: dict):
+def find_directions(activations, scores: torch.Tensor, attributes: list[str], count: int, method: str,
+                    report: dict):
     """(classifier-annotated directions, the same disentangled from the others); prints their cosines."""
-    found = [attribute_direction(activations, scores=scores[:, C.NAMES.index(k)], count=count, name=k)
-             for k in attributes]
+    found = [attribute_direction(activations, scores=scores, count=count, name=k, column=C.NAMES.index(k),
+                                 method=method) for k in attributes]
     original = D.Directions(torch.cat([d.vectors for d in found]), found[0].timesteps, attributes, method="attribute",
                             model_fingerprint=found[0].model_fingerprint, units="mean difference")
     flat = torch.nn.functional.normalize(original.vectors.flatten(1).double(), dim=1)
-    print("\nCosine between the directions (all timesteps):\n")
+    print(f"\nCosine between the {method} directions (all timesteps):\n")
     print(markdown_table(["", *attributes], [[k, *(f"{v:+.2f}" for v in (flat @ flat.T)[i].tolist())]
                                               for i, k in enumerate(attributes)]))
-    report["cosines"] = (flat @ flat.T).tolist()
+    report.setdefault("cosines", {})[method] = (flat @ flat.T).tolist()
     disentangled = []
     for i in range(len(attributes)):
         rest = D.select(original, [j for j in range(len(attributes)) if j != i])
@@ -85,6 +90,11 @@ def find_directions(activations, scores: torch.Tensor, attributes: list[str], co
     cleaned = D.Directions(torch.cat(disentangled), original.timesteps, attributes, units="mean difference",
                            model_fingerprint=original.model_fingerprint)
     return original, cleaned
+
+
+# (label, reference): the ratios of each set against the one its target compares it with
+COMPARED = [("mean difference, disentangled", "mean difference"), ("regression", "mean difference"),
+            ("regression, disentangled", "regression")]
 
 
 def effect_matrices(edits: Edits, directions: dict, attributes: list[str], s: float, report: dict) -> dict:
@@ -97,38 +107,44 @@ def effect_matrices(edits: Edits, directions: dict, attributes: list[str], s: fl
             sc = edits.scores(D.select(d, [i]), [1.0], [-s, s])
             rows.append((sc[1] - sc[0]).mean(0)[columns])
         matrices[label] = torch.stack(rows)
-    off = ~torch.eye(len(attributes), dtype=torch.bool)
-    off_ratio = (matrices["disentangled"][off].abs().mean() / matrices["original"][off].abs().mean()).item()
-    diag_ratio = (matrices["disentangled"].diagonal() / matrices["original"].diagonal())
-    report["effect"] = {k: v.tolist() for k, v in matrices.items()}
-    report["off_diagonal_ratio"], report["diagonal_ratio"] = off_ratio, diag_ratio.tolist()
-    for label, m in matrices.items():
         print(f"\nEffect matrix, {label} directions (rows: edited along; columns: change of score ÷ scale, "
               f"from −{s:g} to +{s:g} mean differences, {edits.latent['samples'].shape[0]} samples):\n")
         print(markdown_table(["direction", *attributes],
-                             [[k, *(f"{v:+.3f}" for v in m[i].tolist())] for i, k in enumerate(attributes)]))
-    print(f"\nDisentangled ÷ original: mean |off-diagonal| {off_ratio:.2f} (target ≤ 0.5); diagonal "
-          + ", ".join(f"{k} {v:.2f}" for k, v in zip(attributes, diag_ratio.tolist())) + " (target ≥ 0.8)")
+                             [[k, *(f"{v:+.3f}" for v in matrices[label][i].tolist())]
+                              for i, k in enumerate(attributes)]))
+    report["effect"] = {k: v.tolist() for k, v in matrices.items()}
+    off = ~torch.eye(len(attributes), dtype=torch.bool)
     pair = (attributes.index("glasses"), attributes.index("blond"))
-    print(f"The correlated pair: glasses → blond {matrices['original'][pair].item():+.3f} before, "
-          f"{matrices['disentangled'][pair].item():+.3f} after; blond → glasses "
-          f"{matrices['original'][pair[::-1]].item():+.3f} before, "
-          f"{matrices['disentangled'][pair[::-1]].item():+.3f} after.")
+    report["ratios"] = {}
+    for label, reference in COMPARED:
+        m, r = matrices[label], matrices[reference]
+        off_ratio = (m[off].abs().mean() / r[off].abs().mean()).item()
+        diag_ratio = m.diagonal() / r.diagonal()
+        report["ratios"][f"{label} ÷ {reference}"] = {"off_diagonal": off_ratio, "diagonal": diag_ratio.tolist()}
+        print(f"\n{label} ÷ {reference}: mean |off-diagonal| {off_ratio:.2f} (target ≤ 0.5); diagonal "
+              + ", ".join(f"{k} {v:.2f}" for k, v in zip(attributes, diag_ratio.tolist())) + " (target ≥ 0.8); "
+              f"glasses → blond {r[pair].item():+.3f} → {m[pair].item():+.3f}, blond → glasses "
+              f"{r[pair[::-1]].item():+.3f} → {m[pair[::-1]].item():+.3f}")
+    print("\nSelectivity, mean |diagonal| ÷ mean |off-diagonal|: " + ", ".join(
+        f"{label} {m.diagonal().abs().mean() / m[off].abs().mean():.2f}" for label, m in matrices.items()))
     return matrices
 
 
-def monotonic_response(edits: Edits, original: D.Directions, attributes: list[str], report: dict) -> None:
-    """Each attribute's mean score over a strength sweep along its own direction, and its Spearman correlation."""
+def monotonic_response(edits: Edits, directions: dict, attributes: list[str], report: dict) -> None:
+    """Each attribute's mean score over a strength sweep along its own direction, and its Spearman
+    correlation, for each method's (not disentangled) directions."""
     sweep = [-2.0, -1.0, 0.0, 1.0, 2.0]
     print(f"\nResponse of each attribute to its own direction (mean score ÷ scale over "
           f"{edits.latent['samples'].shape[0]} samples):\n")
-    print(markdown_table(["direction", *(f"{v:+g}" for v in sweep), "Spearman"]))
+    print(markdown_table(["method", "direction", *(f"{v:+g}" for v in sweep), "Spearman"]))
     report["monotonic"] = {}
-    for i, k in enumerate(attributes):
-        means = edits.scores(D.select(original, [i]), [1.0], sweep)[:, :, C.NAMES.index(k)].mean(1)
-        rho = spearman(torch.tensor(sweep), means)
-        report["monotonic"][k] = {"means": means.tolist(), "spearman": rho}
-        print(markdown_row([k, *(f"{v:.3f}" for v in means.tolist()), f"{rho:.2f}"]))
+    for method in METHODS:
+        for k in attributes:
+            own = D.select(directions[method], [directions[method].names.index(k)])
+            means = edits.scores(own, [1.0], sweep)[:, :, C.NAMES.index(k)].mean(1)
+            rho = spearman(torch.tensor(sweep), means)
+            report["monotonic"][f"{method} {k}"] = {"means": means.tolist(), "spearman": rho}
+            print(markdown_row([method, k, *(f"{v:.3f}" for v in means.tolist()), f"{rho:.2f}"]))
 
 
 def combined_edits(edits: Edits, directions: dict, matrices: dict, attributes: list[str], s: float,
@@ -205,23 +221,29 @@ def main() -> None:
     p.add_argument("--count", type=int, default=64, help="top and bottom samples per attribute direction")
     p.add_argument("--edits", type=int, default=64, help="samples each direction is applied to")
     p.add_argument("--strength", type=float, default=1.0, help="in units of the mean difference")
-    p.add_argument("--attributes", default="glasses,blond,smile,size,bg_hue",
-                   help="classifier factors to find directions for (glasses and blond are the correlated pair)")
+    p.add_argument("--sets", default=";".join(SETS), help="attribute sets separated by ';', each with the "
+                                                          "correlated pair glasses and blond, and smile")
     p.add_argument("--sampler", default="ddpm", help="for annotation and edits (paper 000: DDPM, η = 1)")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
-    attributes = a.attributes.split(",")
     model, vae = embedded.load_model()
     null = embedded.conditioning("null")
     report: dict = {"settings": vars(a)}
 
     activations, scores = annotated_samples(model, vae, null, a)
-    original, cleaned = find_directions(activations, scores, attributes, a.count, report)
-    directions = {"original": original, "disentangled": cleaned}
     edits = Edits(model, vae, null, {"samples": torch.zeros(a.edits, 3, 32, 32)}, a.sampler)
-    matrices = effect_matrices(edits, directions, attributes, a.strength, report)
-    monotonic_response(edits, original, attributes, report)
-    combined_edits(edits, directions, matrices, attributes, a.strength, report)
+    report["sets"], measured = {}, set()
+    for attributes in (part.split(",") for part in a.sets.split(";")):
+        print(f"\n## Set {', '.join(attributes)}")
+        part = report["sets"][",".join(attributes)] = {}
+        directions = {}
+        for method in METHODS:
+            original, cleaned = find_directions(activations, scores, attributes, a.count, method, part)
+            directions.update({method: original, f"{method}, disentangled": cleaned})
+        matrices = effect_matrices(edits, directions, attributes, a.strength, part)
+        monotonic_response(edits, directions, [k for k in attributes if k not in measured], part)
+        measured.update(attributes)
+        combined_edits(edits, directions, matrices, attributes, a.strength, part)
     sample_efficiency(activations, scores, report)
     inversion(model, vae, null, report)
     write_report(a.json, report)

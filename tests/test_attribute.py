@@ -3,7 +3,13 @@ import pytest
 import torch
 
 from comfy_hspace import directions as D
-from comfy_hspace.attribute import disentangle, disentangle_directions, mean_difference, top_and_bottom
+from comfy_hspace.attribute import (
+    disentangle,
+    disentangle_directions,
+    mean_difference,
+    score_regression,
+    top_and_bottom,
+)
 from comfy_hspace.directions import TIME_INVARIANT
 
 
@@ -18,6 +24,29 @@ def test_mean_difference_and_top_bottom():
         top_and_bottom(torch.rand(5), 3)
     with pytest.raises(ValueError, match="count: expected 2 … 3 \\(at least two positives and two negatives"):
         top_and_bottom(torch.rand(6), 1)
+
+
+def test_score_regression_holds_the_other_scores_fixed():
+    # rows move with `a` along u and with `b` along v; a and b are correlated (like glasses and
+    # blond), so the top-vs-bottom mean difference of `a` carries v too, the regression does not
+    g = torch.Generator().manual_seed(0)
+    n = 4000
+    a = torch.randn(n, generator=g, dtype=torch.float64)
+    b = -0.7 * a + 0.7 * torch.randn(n, generator=g, dtype=torch.float64)
+    u, v = torch.zeros(2, 3, 8, dtype=torch.float64), torch.zeros(2, 3, 8, dtype=torch.float64)
+    u[:, 0], v[:, 1] = 1.0, 1.0
+    rows = a[:, None, None, None] * u + b[:, None, None, None] * v + 0.1 * torch.randn(n, 2, 3, 8, generator=g)
+    scores = torch.stack([2.0 * a + 5.0, b], 1)  # scale and offset do not matter
+    w = score_regression(lambda index: rows[index], scores, 0, count=400)
+    top, bottom = top_and_bottom(a, 400)
+    gap = a[top].mean() - a[bottom].mean()
+    assert torch.allclose(w, gap * u, atol=0.02 * gap)
+    plain = mean_difference(rows[top], rows[bottom])
+    assert plain[0, 1, 0] < -0.3 * gap  # the plain difference also moves b
+    with pytest.raises(ValueError, match="scores: a regression on 2 scores needs at least 4 samples, got 3"):
+        score_regression(lambda index: rows[index], scores[:3], 0, count=1)
+    with pytest.raises(ValueError, match="scores: column 1 is the same for every sample"):
+        score_regression(lambda index: rows[index], torch.stack([a, torch.ones(n)], 1), 1, count=10)
 
 
 def test_disentangle_is_the_joint_projection():
@@ -76,14 +105,25 @@ def test_attribute_direction_from_scores_and_from_a_label_pair(pack, faces_model
     images = vae.decode(samples["samples"])
     scores = pack.nodes.FaceScores.execute(images=images).args[0]
     node = pack.nodes.AttributeDirection
-    d = node.execute(activations=activations, scores=scores, attribute="smile", count=4, space="h").args[0]
+    d = node.execute(activations=activations, scores=scores, attribute="smile", count=4, space="h",
+                     method="mean difference").args[0]
     T = len(activations.timesteps)  # ddim_uniform may give one more point than steps
     assert d.vectors.shape == (1, T, 96, 8, 8) and d.names == ["smile"] and d.units == "mean difference"
     # by hand: the top and bottom four samples' recorded trajectories
-    smile = scores["values"][:, scores["names"].index("smile")]
+    column = scores["names"].index("smile")
+    smile = scores["values"][:, column]
     order = smile.argsort(descending=True)
     h = activations.trajectories()
     assert torch.allclose(d.vectors[0], (h[order[:4]].mean(0) - h[order[-4:]].mean(0)).float(), atol=1e-5)
+    # the default, by hand: least squares of h on all standardised scores, smile's coefficient × its top-bottom gap
+    fitted = node.execute(activations=activations, scores=scores, attribute="smile", count=4, space="h").args[0]
+    z = scores["values"].double()
+    z = (z - z.mean(0)) / z.std(0)
+    design = torch.cat([torch.ones(len(z), 1, dtype=torch.float64), z], 1)
+    beta = torch.linalg.lstsq(design, h.flatten(1).double()).solution[1 + column]
+    gap = z[order[:4], column].mean() - z[order[-4:], column].mean()
+    assert fitted.parameters["method"] == "regression"
+    assert torch.allclose(fitted.vectors[0].flatten().double(), beta * gap, atol=1e-4 * beta.abs().max() * gap)
     x_t = node.execute(activations=activations, scores=scores, attribute="smile", count=4, space="x_T").args[0]
     assert x_t.space == "x_T" and x_t.vectors.shape == (1, 1, 3, 32, 32)
 

@@ -172,6 +172,12 @@ CASES = [
     bad("AttributeDirection", {"scores": None, "negative": use("activations_other_model")},
         r"negative: recorded on another model than the positives", "negative-other-model"),
     bad("AttributeDirection", {"space": "z"}, r"space: expected one of", "space"),
+    bad("AttributeDirection", {"method": "svm"}, r"method: expected one of \('regression', 'mean difference'\)",
+        "method"),
+    bad("AttributeDirection", {"scores": use("scores_collinear")}, r"scores: some scores are linear combinations",
+        "scores-collinear"),
+    bad("AttributeDirection", {"scores": use("scores_wide")}, r"scores: a regression on 3 scores needs at least 5 "
+        r"samples, got 4", "regression-too-few-samples"),
     bad("AttributeDirection", {"scores": None, "negative": use("activations_kept"), "space": "x_T"},
         r"positive / negative: their mean x_T is identical", "same-noise-in-x_T"),
 
@@ -494,7 +500,16 @@ class World:
 
     @property
     def scores(self):
+        return {"names": ["smile", "glasses"], "values": torch.tensor([[0.1, 0.9], [0.8, 0.7], [0.3, 0.2],
+                                                                       [0.9, 0.4]])}
+
+    @property
+    def scores_collinear(self):
         return {"names": ["smile", "glasses"], "values": torch.linspace(0, 1, 8).reshape(4, 2)}
+
+    @property
+    def scores_wide(self):
+        return {"names": ["smile", "glasses", "blond"], "values": torch.rand(4, 3)}
 
     @property
     def scores_for_3(self):
