@@ -74,13 +74,17 @@ def score_regression(read: Callable[[torch.Tensor], torch.Tensor], scores: torch
 
 def disentangle(primary: torch.Tensor, others: torch.Tensor, tolerance: float = 1e-6) -> torch.Tensor:
     """primary [T, d] minus its projection onto span(others[:, t]) for each t, jointly over all
-    others [K, T, d] (least squares, not one after another). Raises if nothing is left."""
+    others [K, T, d] (least squares, not one after another); zero where the primary is zero.
+    Raises if nothing is left."""
     if others.shape[1:] != primary.shape:
         raise ValueError(f"others: per-direction shape {list(others.shape[1:])} does not match the primary's "
                          f"{list(primary.shape)}")
     p, w = primary.double(), others.double()
     out = torch.empty_like(p)
     for t in range(p.shape[0]):
+        if not p[t].abs().max() > 0:  # a direction that does not act at this timestep (start_percent)
+            out[t] = 0
+            continue
         basis = w[:, t].T  # [d, K]
         coefficients = torch.linalg.pinv(basis, rtol=1e-10) @ p[t]
         out[t] = p[t] - basis @ coefficients
@@ -93,7 +97,8 @@ def disentangle(primary: torch.Tensor, others: torch.Tensor, tolerance: float = 
 
 def attribute_direction(positive: HSpaceActivations, negative: HSpaceActivations | None = None,
                         scores: torch.Tensor | None = None, count: int = 0, space: str = "h",
-                        name: str = "attribute", column: int = 0, method: str = "regression") -> Directions:
+                        name: str = "attribute", column: int = 0, method: str = "regression",
+                        start_percent: float = 0.5) -> Directions:
     """The direction of one attribute, per timestep (or in x_T, for the paper's comparison).
 
     With ``scores`` ([N] or [N, J], one row per recorded sample of ``positive``; ``column`` is the
@@ -102,11 +107,19 @@ def attribute_direction(positive: HSpaceActivations, negative: HSpaceActivations
     (``score_regression``), so an attribute that comes with others in the samples, or that the
     classifier reads worse next to another (eyes behind glasses), does not carry them along.
     Without scores, positives and negatives are all samples of ``positive`` and of ``negative``
-    (labelled images, or the same seeds under a label pair)."""
+    (labelled images, or the same seeds under a label pair).
+
+    An h direction is zero before ``start_percent`` of the schedule (model timesteps above
+    (1 − start_percent)·999, ComfyUI's percent for 1000-timestep models): an edit in the early,
+    noisy steps changes which sample the model settles on, and the model then fills in the
+    attributes that come with the edited one in its data (glasses bring dark hair), while the
+    same edit later changes the attribute alone."""
     if space not in SPACES:
         raise ValueError(f"space: expected one of {SPACES}, got {space!r}")
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if not 0.0 <= start_percent < 1.0:
+        raise ValueError(f"start_percent: expected 0 ≤ start_percent < 1, got {start_percent}")
     timesteps = positive.timesteps
     if scores is not None:
         scores = scores.reshape(scores.shape[0], -1)
@@ -139,9 +152,15 @@ def attribute_direction(positive: HSpaceActivations, negative: HSpaceActivations
     if not w.abs().max() > 0:
         raise ValueError(f"positive / negative: their mean {space} is identical, there is no direction (in x_T, "
                          f"a label pair sampled from the same seeds starts from the same noise)")
+    if space == "h":
+        w = w * (timesteps <= (1 - start_percent) * 999).to(w)[:, None, None, None]
+        if not w.abs().max() > 0:
+            raise ValueError(f"start_percent: no recorded timestep lies after {start_percent} of the schedule "
+                             f"(the latest is {timesteps.min().item():g})")
     return Directions(w.float()[None], timesteps if space == "h" else timesteps[:1], [name], method="attribute",
                       model_fingerprint=positive.parameters.get("model_fingerprint", ""), units="mean difference",
-                      parameters={**source, "steps": positive.parameters.get("steps")}, space=space)
+                      parameters={**source, "steps": positive.parameters.get("steps"),
+                                  "start_percent": start_percent if space == "h" else 0.0}, space=space)
 
 
 def disentangle_directions(primary: Directions, others: Directions) -> Directions:

@@ -3,8 +3,9 @@ and prints Markdown tables:
 
 - effect matrix (paper 000 Table I analog): E[i, j] = mean change of attribute j's score when
   editing along direction i from −s to +s, for the classifier-annotated directions of both
-  Attribute Direction methods (the paper's mean difference, and the regression on all scores)
-  and for the same directions disentangled from the others;
+  Attribute Direction methods (the paper's mean difference at every step, and the node's default:
+  the regression on all scores, acting from half the schedule on) and for the same directions
+  disentangled from the others;
 - monotonic response: each direction's attribute score over a strength sweep (Spearman);
 - sample efficiency (paper Fig. 8a): cosine between the direction from n pairs and from the
   reference number of pairs, in h and in x_T;
@@ -74,8 +75,9 @@ def annotated_samples(model, vae, null, a):
 def find_directions(activations, scores: torch.Tensor, attributes: list[str], count: int, method: str,
                     report: dict):
     """(classifier-annotated directions, the same disentangled from the others); prints their cosines."""
+    start = 0.0 if method == "mean difference" else 0.5  # the paper's, and the node's default
     found = [attribute_direction(activations, scores=scores, count=count, name=k, column=C.NAMES.index(k),
-                                 method=method) for k in attributes]
+                                 method=method, start_percent=start) for k in attributes]
     original = D.Directions(torch.cat([d.vectors for d in found]), found[0].timesteps, attributes, method="attribute",
                             model_fingerprint=found[0].model_fingerprint, units="mean difference")
     flat = torch.nn.functional.normalize(original.vectors.flatten(1).double(), dim=1)

@@ -4,6 +4,7 @@ import torch
 
 from comfy_hspace import directions as D
 from comfy_hspace.attribute import (
+    attribute_direction,
     disentangle,
     disentangle_directions,
     mean_difference,
@@ -64,6 +65,10 @@ def test_disentangle_is_the_joint_projection():
         o = others[k, 0]
         sequential -= (sequential @ o) / (o @ o) * o
     assert (others[:, 0] @ sequential).abs().max() > 1e-3
+    late_only = primary.clone()
+    late_only[0] = 0  # a direction that acts from half the schedule on
+    out = disentangle(late_only, others)
+    assert out[0].abs().max() == 0 and (others[:, 1] @ out[1]).abs().max() < 1e-10
     with pytest.raises(ValueError, match="primary: at timestep index 0 it lies inside the span"):
         disentangle((2 * others[0] - others[2]), others)
 
@@ -106,7 +111,7 @@ def test_attribute_direction_from_scores_and_from_a_label_pair(pack, faces_model
     scores = pack.nodes.FaceScores.execute(images=images).args[0]
     node = pack.nodes.AttributeDirection
     d = node.execute(activations=activations, scores=scores, attribute="smile", count=4, space="h",
-                     method="mean difference").args[0]
+                     method="mean difference", start_percent=0.0).args[0]
     T = len(activations.timesteps)  # ddim_uniform may give one more point than steps
     assert d.vectors.shape == (1, T, 96, 8, 8) and d.names == ["smile"] and d.units == "mean difference"
     # by hand: the top and bottom four samples' recorded trajectories
@@ -122,14 +127,21 @@ def test_attribute_direction_from_scores_and_from_a_label_pair(pack, faces_model
     design = torch.cat([torch.ones(len(z), 1, dtype=torch.float64), z], 1)
     beta = torch.linalg.lstsq(design, h.flatten(1).double()).solution[1 + column]
     gap = z[order[:4], column].mean() - z[order[-4:], column].mean()
-    assert fitted.parameters["method"] == "regression"
-    assert torch.allclose(fitted.vectors[0].flatten().double(), beta * gap, atol=1e-4 * beta.abs().max() * gap)
+    assert fitted.parameters["method"] == "regression" and fitted.parameters["start_percent"] == 0.5
+    late = activations.timesteps <= 499.5  # the default acts from half the schedule on, zero before
+    assert late.any() and not late.all()
+    assert fitted.vectors[0, ~late].abs().max() == 0
+    expected = (beta * gap).reshape(T, -1)[late].float()
+    assert torch.allclose(fitted.vectors[0, late].flatten(1), expected, atol=1e-4 * expected.abs().max().item())
+    with pytest.raises(ValueError, match="start_percent: no recorded timestep lies after 0.9999"):
+        attribute_direction(activations, scores=scores["values"], count=4, column=column, start_percent=0.9999)
     x_t = node.execute(activations=activations, scores=scores, attribute="smile", count=4, space="x_T").args[0]
     assert x_t.space == "x_T" and x_t.vectors.shape == (1, 1, 3, 32, 32)
 
     pos, _ = hook(pack, model, labels(pack, "smile"))
     neg, _ = hook(pack, model, labels(pack, ""))
-    pair = node.execute(activations=pos, negative=neg, attribute="smile", count=1, space="h").args[0]
+    pair = node.execute(activations=pos, negative=neg, attribute="smile", count=1, space="h",
+                        start_percent=0.0).args[0]
     assert torch.allclose(pair.vectors[0], (pos.means() - neg.means()).float())
     with pytest.raises(ValueError, match="same seeds starts from the same noise"):
         node.execute(activations=pos, negative=neg, attribute="smile", count=1, space="x_T")
