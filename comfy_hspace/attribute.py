@@ -98,7 +98,7 @@ def disentangle(primary: torch.Tensor, others: torch.Tensor, tolerance: float = 
 def attribute_direction(positive: HSpaceActivations, negative: HSpaceActivations | None = None,
                         scores: torch.Tensor | None = None, count: int = 0, space: str = "h",
                         name: str = "attribute", column: int = 0, method: str = "regression",
-                        start_percent: float = 0.5) -> Directions:
+                        start_percent: float = 0.0) -> Directions:
     """The direction of one attribute, per timestep (or in x_T, for the paper's comparison).
 
     With ``scores`` ([N] or [N, J], one row per recorded sample of ``positive``; ``column`` is the
@@ -113,7 +113,7 @@ def attribute_direction(positive: HSpaceActivations, negative: HSpaceActivations
     (1 − start_percent)·999, ComfyUI's percent for 1000-timestep models): an edit in the early,
     noisy steps changes which sample the model settles on, and the model then fills in the
     attributes that come with the edited one in its data (glasses bring dark hair), while the
-    same edit later changes the attribute alone."""
+    same edit later changes the attribute alone, if it is not already decided."""
     if space not in SPACES:
         raise ValueError(f"space: expected one of {SPACES}, got {space!r}")
     if method not in METHODS:

@@ -20,12 +20,12 @@ class AttributeDirection(io.ComfyNode):
                         "along; strength 1 is the change between the top and bottom samples either way. Without "
                         "scores: all samples of `activations` minus all of `negative` (labelled images through "
                         "Invert Image, or the same seeds under two labels or prompts through two HSpace Hooks). "
-                        "The direction is zero before `start_percent` of the schedule (default 0.5, the second "
-                        "half): an edit in the early, noisy steps changes which sample the model settles on, and "
-                        "the model fills in what comes with the attribute in its data (glasses bring dark hair); "
-                        "later the same edit moves the attribute alone (0 = every step, the paper's). Sample the "
-                        "scored set with an ancestral sampler (ddpm, as the paper): with deterministic DDIM the "
-                        "early steps' h mostly encodes each sample's starting noise.",
+                        "With `start_percent` > 0 the direction is zero before that point of the schedule: "
+                        "an edit in the early, noisy steps lets the model re-attach what comes with the attribute "
+                        "in its data (glasses bring dark hair), a later one does not, but attributes decided early "
+                        "(hair colour) then barely move. Sample the scored set with an ancestral sampler (ddpm, as "
+                        "the paper): with deterministic DDIM the early steps' h mostly encodes each sample's "
+                        "starting noise.",
             inputs=[Activations.Input("activations", tooltip="The positives, or all scored samples."),
                     Activations.Input("negative", optional=True, tooltip="The negatives, when not chosen by score."),
                     Scores.Input("scores", optional=True, tooltip="One score set per recorded sample, e.g. Face "
@@ -40,7 +40,7 @@ class AttributeDirection(io.ComfyNode):
                     io.Combo.Input("method", options=list(METHODS), default=METHODS[0], optional=True,
                                    tooltip="With scores: regression holds the other scores fixed; mean difference "
                                            "is the paper's top-minus-bottom mean."),
-                    io.Float.Input("start_percent", default=0.5, min=0.0, max=0.99, step=0.01, optional=True,
+                    io.Float.Input("start_percent", default=0.0, min=0.0, max=0.99, step=0.01, optional=True,
                                    tooltip="The direction acts from this fraction of the schedule on (ComfyUI's "
                                            "percent, for models with 1000 timesteps); 0 = at every step, the "
                                            "paper's.")],
@@ -49,7 +49,7 @@ class AttributeDirection(io.ComfyNode):
 
     @classmethod
     def execute(cls, activations, attribute, count, space, negative=None, scores=None,
-                method=METHODS[0], start_percent=0.5) -> io.NodeOutput:
+                method=METHODS[0], start_percent=0.0) -> io.NodeOutput:
         column = 0
         if scores is not None:
             if attribute not in scores["names"]:

@@ -3,9 +3,9 @@ and prints Markdown tables:
 
 - effect matrix (paper 000 Table I analog): E[i, j] = mean change of attribute j's score when
   editing along direction i from −s to +s, for the classifier-annotated directions of both
-  Attribute Direction methods (the paper's mean difference at every step, and the node's default:
-  the regression on all scores, acting from half the schedule on) and for the same directions
-  disentangled from the others;
+  Attribute Direction methods (the paper's mean difference, and the node's default, the
+  regression on all scores; both at every step, and the regression acting from half the
+  schedule on) and for the first two disentangled from the others;
 - monotonic response: each direction's attribute score over a strength sweep (Spearman);
 - sample efficiency (paper Fig. 8a): cosine between the direction from n pairs and from the
   reference number of pairs, in h and in x_T;
@@ -32,7 +32,7 @@ import torch
 from comfy_hspace import classifier as C  # noqa: E402
 from comfy_hspace import directions as D  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
-from comfy_hspace.attribute import METHODS, attribute_direction, disentangle_directions  # noqa: E402
+from comfy_hspace.attribute import attribute_direction, disentangle_directions  # noqa: E402
 from comfy_hspace.host import embedded  # noqa: E402
 from comfy_hspace.host.edited_sampling import edited_sample  # noqa: E402
 from comfy_hspace.host.recording import invert, record_activations  # noqa: E402
@@ -72,19 +72,24 @@ def annotated_samples(model, vae, null, a):
     return activations, scores
 
 
-def find_directions(activations, scores: torch.Tensor, attributes: list[str], count: int, method: str,
+# the directions measured: Attribute Direction's method and start_percent
+VARIANTS = {"mean difference": ("mean difference", 0.0), "regression": ("regression", 0.0),
+            "regression from 0.5": ("regression", 0.5)}
+
+
+def find_directions(activations, scores: torch.Tensor, attributes: list[str], count: int, variant: str,
                     report: dict):
     """(classifier-annotated directions, the same disentangled from the others); prints their cosines."""
-    start = 0.0 if method == "mean difference" else 0.5  # the paper's, and the node's default
+    method, start = VARIANTS[variant]
     found = [attribute_direction(activations, scores=scores, count=count, name=k, column=C.NAMES.index(k),
                                  method=method, start_percent=start) for k in attributes]
     original = D.Directions(torch.cat([d.vectors for d in found]), found[0].timesteps, attributes, method="attribute",
                             model_fingerprint=found[0].model_fingerprint, units="mean difference")
     flat = torch.nn.functional.normalize(original.vectors.flatten(1).double(), dim=1)
-    print(f"\nCosine between the {method} directions (all timesteps):\n")
+    print(f"\nCosine between the {variant} directions (all timesteps):\n")
     print(markdown_table(["", *attributes], [[k, *(f"{v:+.2f}" for v in (flat @ flat.T)[i].tolist())]
                                               for i, k in enumerate(attributes)]))
-    report.setdefault("cosines", {})[method] = (flat @ flat.T).tolist()
+    report.setdefault("cosines", {})[variant] = (flat @ flat.T).tolist()
     disentangled = []
     for i in range(len(attributes)):
         rest = D.select(original, [j for j in range(len(attributes)) if j != i])
@@ -96,7 +101,7 @@ def find_directions(activations, scores: torch.Tensor, attributes: list[str], co
 
 # (label, reference): the ratios of each set against the one its target compares it with
 COMPARED = [("mean difference, disentangled", "mean difference"), ("regression", "mean difference"),
-            ("regression, disentangled", "regression")]
+            ("regression, disentangled", "mean difference"), ("regression from 0.5", "mean difference")]
 
 
 def effect_matrices(edits: Edits, directions: dict, attributes: list[str], s: float, report: dict) -> dict:
@@ -140,7 +145,7 @@ def monotonic_response(edits: Edits, directions: dict, attributes: list[str], re
           f"{edits.latent['samples'].shape[0]} samples):\n")
     print(markdown_table(["method", "direction", *(f"{v:+g}" for v in sweep), "Spearman"]))
     report["monotonic"] = {}
-    for method in METHODS:
+    for method in VARIANTS:
         for k in attributes:
             own = D.select(directions[method], [directions[method].names.index(k)])
             means = edits.scores(own, [1.0], sweep)[:, :, C.NAMES.index(k)].mean(1)
@@ -239,9 +244,11 @@ def main() -> None:
         print(f"\n## Set {', '.join(attributes)}")
         part = report["sets"][",".join(attributes)] = {}
         directions = {}
-        for method in METHODS:
-            original, cleaned = find_directions(activations, scores, attributes, a.count, method, part)
-            directions.update({method: original, f"{method}, disentangled": cleaned})
+        for variant in VARIANTS:
+            original, cleaned = find_directions(activations, scores, attributes, a.count, variant, part)
+            directions[variant] = original
+            if variant != "regression from 0.5":
+                directions[f"{variant}, disentangled"] = cleaned
         matrices = effect_matrices(edits, directions, attributes, a.strength, part)
         monotonic_response(edits, directions, [k for k in attributes if k not in measured], part)
         measured.update(attributes)

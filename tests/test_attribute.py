@@ -120,15 +120,17 @@ def test_attribute_direction_from_scores_and_from_a_label_pair(pack, faces_model
     order = smile.argsort(descending=True)
     h = activations.trajectories()
     assert torch.allclose(d.vectors[0], (h[order[:4]].mean(0) - h[order[-4:]].mean(0)).float(), atol=1e-5)
-    # the default, by hand: least squares of h on all standardised scores, smile's coefficient × its top-bottom gap
-    fitted = node.execute(activations=activations, scores=scores, attribute="smile", count=4, space="h").args[0]
+    # the default method by hand: least squares of h on all standardised scores, smile's coefficient × its
+    # top-bottom gap; here acting from half the schedule on
+    fitted = node.execute(activations=activations, scores=scores, attribute="smile", count=4, space="h",
+                          start_percent=0.5).args[0]
     z = scores["values"].double()
     z = (z - z.mean(0)) / z.std(0)
     design = torch.cat([torch.ones(len(z), 1, dtype=torch.float64), z], 1)
     beta = torch.linalg.lstsq(design, h.flatten(1).double()).solution[1 + column]
     gap = z[order[:4], column].mean() - z[order[-4:], column].mean()
     assert fitted.parameters["method"] == "regression" and fitted.parameters["start_percent"] == 0.5
-    late = activations.timesteps <= 499.5  # the default acts from half the schedule on, zero before
+    late = activations.timesteps <= 499.5  # acts from half the schedule on, zero before
     assert late.any() and not late.all()
     assert fitted.vectors[0, ~late].abs().max() == 0
     expected = (beta * gap).reshape(T, -1)[late].float()
