@@ -162,10 +162,18 @@ def train_phi(x: torch.Tensor, z: torch.Tensor, k: int, *, epochs: int = 5, batc
     return phi.cpu().eval().requires_grad_(False), history
 
 
-def merge_latents(x: torch.Tensor, z: torch.Tensor, k: int, rho: float, phi: SingularValueNet | None = None
-                  ) -> torch.Tensor:
+def trailing_part(x: torch.Tensor, k: int) -> torch.Tensor:
+    """x minus its rank-k approximation, per channel: what the merge takes away from x."""
+    u, s, vh = channel_svd(x)
+    return compose(u[..., k:], s[..., k:], vh[..., k:, :]).to(x.dtype)
+
+
+def merge_latents(x: torch.Tensor, z: torch.Tensor, k: int, rho: float, phi: SingularValueNet | None = None,
+                  keep_noise: bool = False) -> torch.Tensor:
     """y_pred for ComfyUI latents [B, C, H, W]: the merge of the unit-RMS latents with Φ's S (or x's
-    own singular values without Φ), given x's RMS back."""
+    own singular values without Φ), given x's RMS back. With ``keep_noise``, ρ times x's trailing
+    part (x minus its rank-k approximation) is added back before the RMS: at Tx that part is mostly
+    the noise the remaining steps expect, and without it the sample at ρ = 1 comes out grainy."""
     check_pair(x, z, k, rho)
     if phi is not None:
         phi.check(x)
@@ -175,7 +183,10 @@ def merge_latents(x: torch.Tensor, z: torch.Tensor, k: int, rho: float, phi: Sin
     if phi is not None:
         with torch.inference_mode():
             values = phi(xn.to(next(phi.parameters()).device))[0].cpu()
-    return (merge(xn, zn, k, rho, values) * rms).to(x.dtype)
+    merged = merge(xn, zn, k, rho, values)
+    if keep_noise:
+        merged = unit_rms(unit_rms(merged)[0] + rho * trailing_part(xn, k))[0]
+    return (merged * rms).to(x.dtype)
 
 
 def save_phi(phi: SingularValueNet, path: str | os.PathLike, info: dict | None = None) -> Path:

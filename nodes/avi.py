@@ -141,17 +141,23 @@ class AVILatentMerge(io.ComfyNode):
                                 tooltip="ρ in [0, 1]: 0 gives x back (without Φ), 1 the full integration. "
                                         "A list such as '0, 0.5, 1' gives a sweep."),
                 Phi.Input("phi", optional=True, tooltip="A trained Φ; without it x's singular values are used."),
+                io.Boolean.Input("keep_noise", default=False, optional=True,
+                                 tooltip="Add ρ times x's trailing part (x minus its top k) back: at Tx it is mostly "
+                                         "the noise the remaining steps remove, so samples at ρ = 1 come out clean "
+                                         "instead of grainy and closer to x; the attribute moves less for some "
+                                         "edits (see the README). Off: the paper's merge."),
             ],
             outputs=[io.Latent.Output()],
         )
 
     @classmethod
-    def execute(cls, x, z, k, rho, phi=None) -> io.NodeOutput:
+    def execute(cls, x, z, k, rho, phi=None, keep_noise=False) -> io.NodeOutput:
         xs, zs = x["samples"], z["samples"]
         rhos = parse_floats(rho, "rho")
         if not rhos:
             raise ValueError("rho: empty; expected a value in [0, 1] or a list like '0, 0.5, 1'")
-        return io.NodeOutput(latent_with(x, torch.cat([avi.merge_latents(xs, zs, _k(k, xs), r, phi) for r in rhos])))
+        return io.NodeOutput(latent_with(x, torch.cat([avi.merge_latents(xs, zs, _k(k, xs), r, phi, keep_noise)
+                                                       for r in rhos])))
 
 
 class LatentSingularValues(io.ComfyNode):

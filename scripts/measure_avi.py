@@ -31,6 +31,7 @@ from comfy_hspace.host import embedded  # noqa: E402
 IDENTITY = ("x", "y", "size", "skin_hue")
 COARSE, FINE = ("x", "y", "size", "skin_hue", "bg_hue"), ("smile", "eyes_open", "glasses", "blond")
 RHOS = (0.0, 0.25, 0.5, 0.75, 1.0)
+VARIANTS = {"plain": "x values", "phi": "Φ", "keep noise": "x values, keep noise"}
 
 
 class Embedded:
@@ -76,17 +77,17 @@ def fidelity(e: Embedded, original: str, attribute: str, a) -> dict:
     zs = e.sample(target, pairs, 0, a.tz, a.seed + 1, True)
     pair_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    phi, history = avi.train_phi(xs, zs, faces.SIZE // 2, epochs=a.epochs, batch_size=256, seed=a.seed)
+    phi, history = avi.train_phi(xs, zs, a.k, epochs=a.epochs, batch_size=256, seed=a.seed)
     train_s = time.perf_counter() - t0
     row = {"target": target, "original_hit": float((s_orig[:, col] > 0.5).float().mean()),
            "regenerated_hit": float((s_regen[:, col] > 0.5).float().mean()),
            "regenerated_identity": change(s_regen, s_orig, IDENTITY), "original_roughness": roughness(final_orig),
            "pairs_s": pair_s, "train_s": train_s,
            "phi_losses": history[-1]}
-    for name, net in (("plain", None), ("phi", phi)):
+    for name, net, keep in (("plain", None, False), ("phi", phi, False), ("keep noise", None, True)):
         means, hits, ids, noise = [], [], [], []
         for rho in RHOS:
-            y = avi.merge_latents(x, z, faces.SIZE // 2, rho, net)
+            y = avi.merge_latents(x, z, a.k, rho, net, keep_noise=keep)
             final = e.sample(original, y, a.tx, a.steps, a.seed, False)
             s = e.scores(final)
             means.append(float(s[:, col].mean()))
@@ -133,26 +134,27 @@ def value_edits(e: Embedded, a) -> list[dict]:
 
 def print_fidelity(e: Embedded, a) -> dict:
     """Measures and prints fidelity for each attribute as it goes: {attribute: fidelity(…)}."""
-    print(f"## AVI fidelity ({a.samples} seeds, DDIM {a.steps} steps, x at step {a.tx}, z at step {a.tz}, "
+    print(f"## AVI fidelity ({a.samples} seeds, DDIM {a.steps} steps, x at step {a.tx}, z at step {a.tz}, k {a.k}, "
           f"original labels '{a.original}', Φ on {a.pairs} pairs × {a.epochs} epochs)\n")
     print(markdown_table(["target", "original hit", "regenerated hit", "identity", "AVI hit (ρ 1)", "identity",
-                          "AVI + Φ hit (ρ 1)", "identity", "score along ρ 0…1 (no Φ)", "Spearman", "with Φ",
-                          "Spearman"]))
+                          "AVI + Φ hit (ρ 1)", "identity", "AVI, keep noise hit (ρ 1)", "identity",
+                          "score along ρ 0…1 (no Φ)", "Spearman", "with Φ", "Spearman", "keep noise", "Spearman"]))
     rows = {}
     for attribute in a.attributes.split(","):
         r = rows[attribute] = fidelity(e, a.original, attribute, a)
-        pl, ph = r["plain"], r["phi"]
+        variants = [r[name] for name in VARIANTS]
         print(markdown_row([r["target"], f"{r['original_hit']:.2f}", f"{r['regenerated_hit']:.2f}",
-                            f"{r['regenerated_identity']:.3f}", f"{pl['hit'][-1]:.2f}", f"{pl['identity'][-1]:.3f}",
-                            f"{ph['hit'][-1]:.2f}", f"{ph['identity'][-1]:.3f}",
-                            " ".join(f"{m:.2f}" for m in pl["mean"]), f"{pl['spearman']:.2f}",
-                            " ".join(f"{m:.2f}" for m in ph["mean"]), f"{ph['spearman']:.2f}"]), flush=True)
+                            f"{r['regenerated_identity']:.3f}",
+                            *(f"{v[key][-1]:{form}}" for v in variants for key, form in (("hit", ".2f"),
+                                                                                       ("identity", ".3f"))),
+                            *(part for v in variants for part in (" ".join(f"{m:.2f}" for m in v["mean"]),
+                                                                  f"{v['spearman']:.2f}"))]), flush=True)
     print("\nPer ρ (0 … 1): hit rate / identity / roughness ÷ the original samples' (residual noise)\n")
     print(markdown_table(["target", "AVI", *(f"ρ {r}" for r in RHOS)],
-                         [[attribute, "x values" if name == "plain" else "Φ",
+                         [[attribute, label,
                            *(f"{h:.2f} / {i:.3f} / {n:.2f}" for h, i, n in
                              zip(r[name]["hit"], r[name]["identity"], r[name]["roughness"]))]
-                          for attribute, r in rows.items() for name in ("plain", "phi")]))
+                          for attribute, r in rows.items() for name, label in VARIANTS.items()]))
     print("\nΦ: pairs generated in " + ", ".join(f"{r['pairs_s']:.0f} s" for r in rows.values())
           + "; trained in " + ", ".join(f"{r['train_s']:.1f} s" for r in rows.values()))
     return rows
@@ -180,6 +182,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--tx", type=int, default=4, help="end step of x (paper Tx = 0.8T: step 4 of 20)")
     p.add_argument("--tz", type=int, default=10, help="end step of z (Tx + Δτ, Δτ = −0.3T: step 10 of 20)")
+    p.add_argument("--k", type=int, default=faces.SIZE // 2, help="x's singular vectors kept whole (paper: half)")
     p.add_argument("--cfg", type=float, default=1.0)
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--pairs", type=int, default=1024, help="training pairs for Φ")

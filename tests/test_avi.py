@@ -86,6 +86,23 @@ def test_merge_latents_keeps_x_noise_level_and_gives_x_back_at_rho_0():
     assert not torch.allclose(y, x, atol=0.1)
 
 
+def test_keep_noise_adds_back_what_the_merge_takes_from_x():
+    x, z = pairs(n=4)
+    plain, kept = avi.merge_latents(x, z, 4, 1.0), avi.merge_latents(x, z, 4, 1.0, keep_noise=True)
+    xn = avi.unit_rms(x)[0]
+    expected = avi.unit_rms(avi.unit_rms(avi.unit_rms(plain)[0])[0] + avi.trailing_part(xn, 4))[0] * avi.unit_rms(x)[1]
+    assert torch.allclose(kept, expected, atol=1e-5)
+    # x's trailing part is x minus its rank-4 approximation, orthogonal to it per channel
+    rest = avi.trailing_part(xn, 4)
+    assert (((xn - rest) * rest).sum((-2, -1)).abs() < 1e-3).all()
+    def cos(a, b):
+        return torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1)).mean().item()
+
+    assert cos(kept, x) > cos(plain, x) + 0.03
+    assert torch.allclose(avi.unit_rms(kept)[1], avi.unit_rms(x)[1], rtol=1e-4)
+    assert torch.allclose(avi.merge_latents(x, z, 4, 0.0, keep_noise=True), x, atol=1e-4)
+
+
 def test_phi_save_load_round_trip_and_refusals(tmp_path):
     x, z = pairs(n=16)
     phi, _ = avi.train_phi(x, z, 4, epochs=1, batch_size=8, hidden=32)
