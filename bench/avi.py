@@ -21,6 +21,8 @@ from bench_common import interleaved_medians, random_embedded_model
 import nodes as comfy_nodes  # noqa: E402
 from comfy_hspace import avi  # noqa: E402
 
+K = 8  # the node's default for 32×32: a quarter of min(H, W), with keep_noise
+
 
 def phi_training(g: torch.Generator, pairs: int) -> tuple[float, int, float]:
     """(seconds, updates) of Φ's training at the paper's N, batch and epochs on embedded-size pairs, and
@@ -45,7 +47,7 @@ def main() -> None:
     a = parser.parse_args()
     model, cond = random_embedded_model()
     latent = {"samples": torch.zeros(a.batch, 3, 32, 32)}
-    tx, tz = round(0.2 * a.steps), round(0.5 * a.steps)  # paper: Tx = 0.8T, Tz = Tx − 0.3T
+    tx, tz = round(0.2 * a.steps), round(0.7 * a.steps)  # Tx = 0.8T, Tz = Tx − 0.5T (the node's default)
     sampler = comfy_nodes.KSamplerAdvanced()
 
     def ksampler(lat, start, end, fresh=True):
@@ -53,7 +55,7 @@ def main() -> None:
                               cond, cond, lat, start, end, "enable" if end < a.steps else "disable")[0]
 
     g = torch.Generator().manual_seed(0)
-    phi, _ = avi.train_phi(torch.randn(64, 3, 32, 32, generator=g), torch.randn(64, 3, 32, 32, generator=g), 16,
+    phi, _ = avi.train_phi(torch.randn(64, 3, 32, 32, generator=g), torch.randn(64, 3, 32, 32, generator=g), K,
                            epochs=1)
     x, z = ksampler(latent, 0, tx), ksampler(latent, 0, tz)
 
@@ -62,10 +64,11 @@ def main() -> None:
 
     def edit_path(z=z):
         x = ksampler(latent, 0, tx)
-        ksampler({"samples": avi.merge_latents(x["samples"], z["samples"], 16, 1.0, phi)}, tx, a.steps, False)
+        merged = avi.merge_latents(x["samples"], z["samples"], K, 1.0, phi, keep_noise=True)
+        ksampler({"samples": merged}, tx, a.steps, False)
 
     def merge():
-        avi.merge_latents(x["samples"], z["samples"], 16, 1.0, phi)
+        avi.merge_latents(x["samples"], z["samples"], K, 1.0, phi, keep_noise=True)
 
     def whole():
         edit_path(ksampler(latent, 0, tz))

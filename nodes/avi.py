@@ -24,12 +24,12 @@ from .common import (
 
 Phi = io.Custom("HSPACE_AVI_PHI")
 SPLIT = ("Sample x with KSamplerAdvanced (original conditioning, steps 0 → Tx, return_with_leftover_noise on) and z "
-         "with a second one (target conditioning, same seed, 0 → Tz); paper: Tx = 0.8T, Tz = Tx − 0.3T, e.g. end "
-         "steps 4 and 10 of 20.")
+         "with a second one (target conditioning, same seed, 0 → Tz); Tx = 0.8T as the paper, Tz = Tx − 0.5T "
+         "(the paper: − 0.3T), e.g. end steps 4 and 14 of 20.")
 
 
 def _k(k: int, latent) -> int:
-    return k or min(latent.shape[-2:]) // 2
+    return k or min(latent.shape[-2:]) // 4
 
 
 class AVITrainer(io.ComfyNode):
@@ -46,7 +46,7 @@ class AVITrainer(io.ComfyNode):
                 io.Latent.Input("x", tooltip="N latents at Tx under the original conditioning (leftover noise)."),
                 io.Latent.Input("z", tooltip="The same N seeds at Tz under the target conditioning."),
                 io.Int.Input("k", default=0, min=0, max=4096,
-                             tooltip="Singular vectors kept from x; 0 = half of min(H, W) (paper)."),
+                             tooltip="Singular vectors kept from x; 0 = a quarter of min(H, W) (the paper: half)."),
                 io.Int.Input("epochs", default=5, min=1, max=10000,
                              tooltip="Passes over the pairs. Paper: 5 epochs of 5,000 pairs at batch 256, about "
                                      "100 updates; with fewer pairs raise it to keep about 100 updates."),
@@ -136,22 +136,23 @@ class AVILatentMerge(io.ComfyNode):
                 io.Latent.Input("x", tooltip="Latent at Tx under the original conditioning (leftover noise)."),
                 io.Latent.Input("z", tooltip="Latent at Tz under the target conditioning; same shape as x."),
                 io.Int.Input("k", default=0, min=0, max=4096,
-                             tooltip="Singular vectors of x kept whole; 0 = half of min(H, W) (paper)."),
+                             tooltip="Singular vectors of x kept whole; 0 = a quarter of min(H, W) (the paper: half; a "
+                                     "quarter with keep_noise and z at Tx − 0.5T measured best, see the README)."),
                 io.String.Input("rho", default="1.0",
                                 tooltip="ρ in [0, 1]: 0 gives x back (without Φ), 1 the full integration. "
                                         "A list such as '0, 0.5, 1' gives a sweep."),
                 Phi.Input("phi", optional=True, tooltip="A trained Φ; without it x's singular values are used."),
-                io.Boolean.Input("keep_noise", default=False, optional=True,
+                io.Boolean.Input("keep_noise", default=True, optional=True,
                                  tooltip="Add ρ times x's trailing part (x minus its top k) back: at Tx it is mostly "
                                          "the noise the remaining steps remove, so samples at ρ = 1 come out clean "
                                          "instead of grainy and closer to x; the attribute moves less for some "
-                                         "edits (see the README). Off: the paper's merge."),
+                                         "edits (see the README). Off: the paper's merge, grainy at ρ = 1."),
             ],
             outputs=[io.Latent.Output()],
         )
 
     @classmethod
-    def execute(cls, x, z, k, rho, phi=None, keep_noise=False) -> io.NodeOutput:
+    def execute(cls, x, z, k, rho, phi=None, keep_noise=True) -> io.NodeOutput:
         xs, zs = x["samples"], z["samples"]
         rhos = parse_floats(rho, "rho")
         if not rhos:

@@ -181,8 +181,10 @@ def main() -> None:
     p.add_argument("--original", default="null", help="original labels; the target adds one attribute")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--tx", type=int, default=4, help="end step of x (paper Tx = 0.8T: step 4 of 20)")
-    p.add_argument("--tz", type=int, default=10, help="end step of z (Tx + Δτ, Δτ = −0.3T: step 10 of 20)")
-    p.add_argument("--k", type=int, default=faces.SIZE // 2, help="x's singular vectors kept whole (paper: half)")
+    p.add_argument("--tz", type=int, default=14, help="end step of z (Tx + Δτ; the node's default Δτ = −0.5T: "
+                                                       "step 14 of 20; the paper's −0.3T: 10)")
+    p.add_argument("--k", type=int, default=faces.SIZE // 4,
+                   help="x's singular vectors kept whole (the node's default: a quarter; the paper: half)")
     p.add_argument("--cfg", type=float, default=1.0)
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--pairs", type=int, default=1024, help="training pairs for Φ")
