@@ -1,9 +1,9 @@
 """Runs the API-format workflows in workflows/api/ on the embedded faces model through a real
 ComfyUI server (by default a representative subset that takes about two minutes on a 2-core CPU;
-``--all`` for every workflow, as ``--thumbnails`` does), and writes each saved image batch as one
-grid PNG to out/demo/ (an edit strip: one row per sweep multiplier, one column per sample). With
---thumbnails it also writes each workflow's template thumbnail, workflows/<name>.jpg (its first
-picture)."""
+``--all`` for every workflow, as ``--thumbnails`` does, or the workflows named, e.g. ``avi_smile``)
+and writes each saved image batch as one grid PNG to out/demo/ (an edit strip: one row per sweep
+multiplier, one column per sample). With --thumbnails it also writes each workflow's template
+thumbnail, workflows/<name>.jpg (its first picture)."""
 from __future__ import annotations
 
 import json
@@ -94,6 +94,7 @@ def checkpoint_cards(examples: Path) -> None:
 
 def main() -> None:
     make_thumbnails = "--thumbnails" in sys.argv[1:]
+    named = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
     run_all = make_thumbnails or "--all" in sys.argv[1:]
     examples = REPO / "workflows"
     out = REPO / "out" / "demo"
@@ -104,7 +105,8 @@ def main() -> None:
     with ComfyServer(base) as server:
         print(f"ComfyUI up in {time.monotonic() - start:.1f} s at {server.url}")
         for workflow in sorted((REPO / "workflows" / "api").glob("*.api.json")):
-            if not run_all and workflow.name.replace(".api.json", "") not in DEFAULT:
+            stem = workflow.name.replace(".api.json", "")
+            if (named and stem not in named) or (not named and not run_all and stem not in DEFAULT):
                 continue
             t = time.monotonic()
             prompt = json.loads(workflow.read_text())
