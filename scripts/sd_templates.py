@@ -83,7 +83,7 @@ def prompt_pair(family: str, f: dict) -> dict:
             "7": hook(f, "2", 32, 0),
             "8": {"class_type": "HSpaceAttributeDirection",
                   "inputs": {"activations": link("6"), "negative": link("7"), "attribute": "smiling", "count": 1,
-                             "space": "h"}},
+                             "space": "h", "method": "regression", "start_percent": 0.0}},
             "9": {"class_type": "HSpaceSaveDirections",
                   "inputs": {"directions": link("8"), "filename": f"{family}_smiling", "overwrite": True}},
             "10": sweep_grid(f, link("8"), "-1, -0.5, 0, 0.5, 1", seed=7),
