@@ -31,7 +31,7 @@ from comfy_hspace.host import embedded  # noqa: E402
 IDENTITY = ("x", "y", "size", "skin_hue")
 COARSE, FINE = ("x", "y", "size", "skin_hue", "bg_hue"), ("smile", "eyes_open", "glasses", "blond")
 RHOS = (0.0, 0.25, 0.5, 0.75, 1.0)
-VARIANTS = {"plain": "x values", "phi": "Φ", "keep noise": "x values, keep noise"}
+VARIANTS = {"plain": "x values", "phi": "Φ", "keep noise": "x values, keep noise", "phi, keep noise": "Φ, keep noise"}
 
 
 class Embedded:
@@ -84,7 +84,8 @@ def fidelity(e: Embedded, original: str, attribute: str, a) -> dict:
            "regenerated_identity": change(s_regen, s_orig, IDENTITY), "original_roughness": roughness(final_orig),
            "pairs_s": pair_s, "train_s": train_s,
            "phi_losses": history[-1]}
-    for name, net, keep in (("plain", None, False), ("phi", phi, False), ("keep noise", None, True)):
+    for name, net, keep in (("plain", None, False), ("phi", phi, False), ("keep noise", None, True),
+                            ("phi, keep noise", phi, True)):
         means, hits, ids, noise = [], [], [], []
         for rho in RHOS:
             y = avi.merge_latents(x, z, a.k, rho, net, keep_noise=keep)
@@ -138,7 +139,8 @@ def print_fidelity(e: Embedded, a) -> dict:
           f"original labels '{a.original}', Φ on {a.pairs} pairs × {a.epochs} epochs)\n")
     print(markdown_table(["target", "original hit", "regenerated hit", "identity", "AVI hit (ρ 1)", "identity",
                           "AVI + Φ hit (ρ 1)", "identity", "AVI, keep noise hit (ρ 1)", "identity",
-                          "score along ρ 0…1 (no Φ)", "Spearman", "with Φ", "Spearman", "keep noise", "Spearman"]))
+                          "AVI + Φ, keep noise hit (ρ 1)", "identity", "score along ρ 0…1 (no Φ)", "Spearman",
+                          "with Φ", "Spearman", "keep noise", "Spearman", "Φ, keep noise", "Spearman"]))
     rows = {}
     for attribute in a.attributes.split(","):
         r = rows[attribute] = fidelity(e, a.original, attribute, a)
