@@ -50,12 +50,11 @@ class AttributeDirection(io.ComfyNode):
     @classmethod
     def execute(cls, activations, attribute, count, space, negative=None, scores=None,
                 method=METHODS[0], start_percent=0.0) -> io.NodeOutput:
-        column = 0
+        values, column = None, 0
         if scores is not None:
             if attribute not in scores["names"]:
                 raise ValueError(f"attribute: {attribute!r} is not among the scores {scores['names']}")
-            column = scores["names"].index(attribute)
-        values = None if scores is None else scores["values"]
+            values, column = scores["values"], scores["names"].index(attribute)
         return io.NodeOutput(attribute_direction(activations, negative, values, count, space, attribute, column,
                                                  method, start_percent))
 
