@@ -78,11 +78,15 @@ VARIANTS = {"mean difference": ("mean difference", 0.0), "regression": ("regress
 
 
 def find_directions(activations, scores: torch.Tensor, attributes: list[str], count: int, variant: str,
-                    report: dict):
-    """(classifier-annotated directions, the same disentangled from the others); prints their cosines."""
+                    known: dict, report: dict):
+    """(classifier-annotated directions, the same disentangled from the others); prints their cosines.
+    ``known`` keeps each (variant, attribute) direction for the next sets: it does not depend on the set."""
     method, start = VARIANTS[variant]
-    found = [attribute_direction(activations, scores=scores, count=count, name=k, column=C.NAMES.index(k),
-                                 method=method, start_percent=start) for k in attributes]
+    for k in attributes:
+        if (variant, k) not in known:
+            known[variant, k] = attribute_direction(activations, scores=scores, count=count, name=k,
+                                                    column=C.NAMES.index(k), method=method, start_percent=start)
+    found = [known[variant, k] for k in attributes]
     original = D.Directions(torch.cat([d.vectors for d in found]), found[0].timesteps, attributes, method="attribute",
                             model_fingerprint=found[0].model_fingerprint, units="mean difference")
     flat = torch.nn.functional.normalize(original.vectors.flatten(1).double(), dim=1)
@@ -239,13 +243,13 @@ def main() -> None:
 
     activations, scores = annotated_samples(model, vae, null, a)
     edits = Edits(model, vae, null, {"samples": torch.zeros(a.edits, 3, 32, 32)}, a.sampler)
-    report["sets"], measured = {}, set()
+    report["sets"], measured, known = {}, set(), {}
     for attributes in (part.split(",") for part in a.sets.split(";")):
         print(f"\n## Set {', '.join(attributes)}")
         part = report["sets"][",".join(attributes)] = {}
         directions = {}
         for variant in VARIANTS:
-            original, cleaned = find_directions(activations, scores, attributes, a.count, variant, part)
+            original, cleaned = find_directions(activations, scores, attributes, a.count, variant, known, part)
             directions[variant] = original
             if variant != "regression from 0.5":
                 directions[f"{variant}, disentangled"] = cleaned
