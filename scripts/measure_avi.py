@@ -31,7 +31,9 @@ from comfy_hspace.host import embedded  # noqa: E402
 IDENTITY = ("x", "y", "size", "skin_hue")
 COARSE, FINE = ("x", "y", "size", "skin_hue", "bg_hue"), ("smile", "eyes_open", "glasses", "blond")
 RHOS = (0.0, 0.25, 0.5, 0.75, 1.0)
-VARIANTS = {"plain": "x values", "phi": "Φ", "keep noise": "x values, keep noise", "phi, keep noise": "Φ, keep noise"}
+# name: (label, merge with Φ, keep_noise)
+VARIANTS = {"plain": ("x values", False, False), "phi": ("Φ", True, False),
+            "keep noise": ("x values, keep noise", False, True), "phi, keep noise": ("Φ, keep noise", True, True)}
 
 
 class Embedded:
@@ -84,11 +86,10 @@ def fidelity(e: Embedded, original: str, attribute: str, a) -> dict:
            "regenerated_identity": change(s_regen, s_orig, IDENTITY), "original_roughness": roughness(final_orig),
            "pairs_s": pair_s, "train_s": train_s,
            "phi_losses": history[-1]}
-    for name, net, keep in (("plain", None, False), ("phi", phi, False), ("keep noise", None, True),
-                            ("phi, keep noise", phi, True)):
+    for name, (_, with_phi, keep) in VARIANTS.items():
         means, hits, ids, noise = [], [], [], []
         for rho in RHOS:
-            y = avi.merge_latents(x, z, a.k, rho, net, keep_noise=keep)
+            y = avi.merge_latents(x, z, a.k, rho, phi if with_phi else None, keep_noise=keep)
             final = e.sample(original, y, a.tx, a.steps, a.seed, False)
             s = e.scores(final)
             means.append(float(s[:, col].mean()))
@@ -156,7 +157,7 @@ def print_fidelity(e: Embedded, a) -> dict:
                          [[attribute, label,
                            *(f"{h:.2f} / {i:.3f} / {n:.2f}" for h, i, n in
                              zip(r[name]["hit"], r[name]["identity"], r[name]["roughness"]))]
-                          for attribute, r in rows.items() for name, label in VARIANTS.items()]))
+                          for attribute, r in rows.items() for name, (label, _, _) in VARIANTS.items()]))
     print("\nΦ: pairs generated in " + ", ".join(f"{r['pairs_s']:.0f} s" for r in rows.values())
           + "; trained in " + ", ".join(f"{r['train_s']:.1f} s" for r in rows.values()))
     return rows
