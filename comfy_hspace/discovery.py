@@ -42,11 +42,13 @@ class ShiftBlock(nn.Module):
     """Asyrp's delta block with K output convolutions (§4.2): f_k(h, t) = out_k(SiLU(norm(in(h))·(1 + a(t)) + b(t))).
     The timestep enters as scale and shift after the norm (ADM's scale-shift norm), where a norm
     cannot remove it. The output convolutions start at zero, so shifted and unshifted samples
-    start out identical."""
+    start out identical. With ``limit`` > 0 the unit shift is softly capped at ``limit`` times the
+    RMS of h (each sample): f·(1 + rms(f)²/(limit·rms(h))²)^(−1/2), f itself while small."""
 
-    def __init__(self, channels: int, count: int, embed_dim: int = 128):
+    def __init__(self, channels: int, count: int, embed_dim: int = 128, limit: float = 0.0):
         super().__init__()
         self.embed_dim = embed_dim
+        self.limit = limit
         self.conv_in = nn.Conv2d(channels, channels, 1)
         self.time = nn.Linear(embed_dim, 2 * channels)
         self.norm = nn.GroupNorm(_groups(channels), channels)
@@ -61,7 +63,12 @@ class ShiftBlock(nn.Module):
     def forward(self, h: torch.Tensor, timesteps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         scale, shift = self.time(timestep_embedding(timesteps, self.embed_dim).to(h))[:, :, None, None].chunk(2, dim=1)
         a = F.silu(self.norm(self.conv_in(h)) * (1 + scale) + shift)
-        return torch.einsum("noc,nchw->nohw", self.out_weight[index], a) + self.out_bias[index][:, :, None, None]
+        f = torch.einsum("noc,nchw->nohw", self.out_weight[index], a) + self.out_bias[index][:, :, None, None]
+        if self.limit <= 0:
+            return f
+        # unbounded, the learnt shifts grew to 2–17× h and left the data (README, Discovery Trainer)
+        cap = self.limit * h.detach().pow(2).mean((1, 2, 3), keepdim=True).sqrt()
+        return f * torch.rsqrt(1 + f.pow(2).mean((1, 2, 3), keepdim=True) / cap.pow(2))
 
 
 class ResBlock(nn.Module):
@@ -122,6 +129,7 @@ class DiscoverySettings:
     learning_rate: float = 1e-3
     regression_weight: float = 0.1  # magnitude regression loss (paper table 4)
     adversarial_weight: float = 0.1  # fooling the discriminator (paper table 4)
+    shift_limit: float = 0.0  # soft cap on the unit shift's RMS ÷ h's RMS; 0: none (the paper)
     checkpointed: bool = True  # False: plain backprop through the whole chain (for comparison)
 
 
@@ -159,20 +167,25 @@ def shift_fn(block: ShiftBlock, index: torch.Tensor, magnitude: torch.Tensor,
 
 
 def chain_step(denoise: Denoiser, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
-               shift: Callable | None = None) -> torch.Tensor:
-    """One DDIM (η = 0) step in sigma space; with ``shift``, Asyrp's asymmetric step (eq. 2)."""
+               shift: Callable | None = None, plain: torch.Tensor | None = None) -> torch.Tensor:
+    """One DDIM (η = 0) step in sigma space; with ``shift``, Asyrp's asymmetric step (eq. 2).
+    ``plain``: the unshifted prediction at x, when it is already known."""
     s = sigma.expand(x.shape[0])
-    plain = denoise(x, s, None)
+    if plain is None:
+        plain = denoise(x, s, None)
     x0 = plain if shift is None else denoise(x, s, shift)
     return x0 + (x - plain) * (sigma_next / sigma)
 
 
 def run_chain(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, shifted_steps: int,
-              shift: Callable | None = None, keep: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """x0 from x_T over ``sigmas``; the first ``shifted_steps`` steps shifted. ``keep``: also every x_i."""
+              shift: Callable | None = None, keep: bool = False,
+              first: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """x0 from x_T over ``sigmas``; the first ``shifted_steps`` steps shifted. ``keep``: also every x_i.
+    ``first``: the unshifted prediction at x_T, when it is already known."""
     nodes = [x] if keep else []
     for i in range(len(sigmas) - 1):
-        x = chain_step(denoise, x, sigmas[i], sigmas[i + 1], shift if i < shifted_steps else None)
+        x = chain_step(denoise, x, sigmas[i], sigmas[i + 1], shift if i < shifted_steps else None,
+                       first if i == 0 else None)
         if keep:
             nodes.append(x)
     return x, nodes
@@ -224,27 +237,34 @@ def generator_losses(trainer: Trainer, x0: torch.Tensor, x0_shifted: torch.Tenso
 
 
 def chain_gradients(denoise: Denoiser, trainer: Trainer, batch: Batch, sigmas: torch.Tensor, shifted_steps: int,
-                    x0: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                    x0: torch.Tensor, first: torch.Tensor | None = None
+                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Accumulates the generator loss's gradients into the shift block and the reconstructor and
     returns (losses, shifted x0). Checkpointed (appendix A): the shifted chain runs once without
     gradient keeping every x_i; then from x0 back to x_T each step is recomputed with gradient and
-    the cached dL/dx_{i+1} is pushed through it, so only one step's graph exists at a time."""
+    the cached dL/dx_{i+1} is pushed through it, so only one step's graph exists at a time.
+    ``first``: the unshifted prediction at x_T (the unshifted chain's first), computed once: it
+    depends on nothing learnt."""
     shift = shift_fn(trainer.shift, batch.index, batch.magnitude)
     x_t = batch.noise.to(x0)
+    if first is None:
+        with torch.no_grad():
+            first = denoise(x_t, sigmas[0].expand(x_t.shape[0]), None)
     if not trainer.settings.checkpointed:
-        x0_shifted, _ = run_chain(denoise, x_t, sigmas, shifted_steps, shift)
+        x0_shifted, _ = run_chain(denoise, x_t, sigmas, shifted_steps, shift, first=first)
         losses = generator_losses(trainer, x0, x0_shifted, batch)
         losses["total"].backward()
         return losses, x0_shifted.detach()
     with torch.no_grad():
-        _, nodes = run_chain(denoise, x_t, sigmas, shifted_steps, shift, keep=True)
+        _, nodes = run_chain(denoise, x_t, sigmas, shifted_steps, shift, keep=True, first=first)
     last = nodes[-1].detach().requires_grad_(True)
     losses = generator_losses(trainer, x0, last, batch)
     losses["total"].backward()
     grad = last.grad
     for i in reversed(range(len(sigmas) - 1)):
         x_i = nodes[i].detach().requires_grad_(i > 0)  # x_T is drawn, not learnt
-        out = chain_step(denoise, x_i, sigmas[i], sigmas[i + 1], shift if i < shifted_steps else None)
+        out = chain_step(denoise, x_i, sigmas[i], sigmas[i + 1], shift if i < shifted_steps else None,
+                         first if i == 0 else None)
         out.backward(grad)
         grad = x_i.grad
     return losses, nodes[-1].detach()
@@ -270,8 +290,9 @@ def train_step(denoise: Denoiser, trainer: Trainer, batch: Batch, sigmas: torch.
     for optimizer in trainer.optimizers.values():
         optimizer.zero_grad(set_to_none=True)
     with torch.no_grad():  # the unshifted chain never needs gradient
-        x0, _ = run_chain(denoise, batch.noise, sigmas, 0)
-    losses, x0_shifted = chain_gradients(denoise, trainer, batch, sigmas, shifted_steps, x0)
+        first = denoise(batch.noise, sigmas[0].expand(batch.noise.shape[0]), None)
+        x0, _ = run_chain(denoise, batch.noise, sigmas, 0, first=first)
+    losses, x0_shifted = chain_gradients(denoise, trainer, batch, sigmas, shifted_steps, x0, first)
     trainer.discriminator.zero_grad(set_to_none=True)  # drop what the generator's loss left there
     real, fake = trainer.discriminator(x0).reshape(-1), trainer.discriminator(x0_shifted).reshape(-1)
     d_loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) \
@@ -343,15 +364,16 @@ def save_state(path: str | Path, trainer: Trainer, metadata: dict) -> None:
                       {"format": STATE_FORMAT, **{k: json.dumps(v) for k, v in metadata.items()}})
 
 
-def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, metadata) of a saved training state; never unpickles anything."""
-    tensors, header = read_safetensors(path, "resume: state file", STATE_FORMAT, "a Discovery Trainer state")
+def load_state(path: str | Path, what: str = "resume: state file") -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of a saved training state; never unpickles anything. ``what`` names the
+    input in errors."""
+    tensors, header = read_safetensors(path, what, STATE_FORMAT, "a Discovery Trainer state")
     metadata = {}
     for key, value in header.items():
         if key != "format":
             try:
                 metadata[key] = json.loads(value)
             except json.JSONDecodeError:
-                raise ValueError(f"resume: state file {path}: its {key!r} entry is not JSON ({value[:40]!r}); "
+                raise ValueError(f"{what} {path}: its {key!r} entry is not JSON ({value[:40]!r}); "
                                  f"the file was not written by this pack") from None
     return tensors, metadata

@@ -32,9 +32,14 @@ def _without_edit(extra_args: dict) -> dict:
 @torch.no_grad()
 def sample_asyrp(model: Callable, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None,
                  callback: Callable | None = None, disable: bool | None = None, eta: float = 1.0,
-                 sigma_start: float = float("inf"), sigma_end: float = 0.0) -> torch.Tensor:
+                 sigma_start: float = float("inf"), sigma_end: float = 0.0, flow: bool = False) -> torch.Tensor:
     """x_{t-1} = x0(edited h) + σ_down·ε(unedited h) + σ_up·z inside the edit interval
-    [sigma_end, sigma_start]; outside it, a plain DDIM(η) step on the unedited pass."""
+    [sigma_end, sigma_start]; outside it, a plain DDIM(η) step on the unedited pass. ``flow``: a
+    flow-matching model, x_σ = (1 − σ)·x0 + σ·ε, whose DDIM step is x_next = (1 − σ_next)·x0 + σ_next·ε
+    with ε = (x − (1 − σ)·x0)/σ (deterministic only)."""
+    if flow and eta > 0:
+        raise ValueError(f"eta: the asymmetric mode samples flow-matching models deterministically; use eta 0, "
+                         f"got {eta:g}")
     extra_args = extra_args or {}
     plain_args = _without_edit(extra_args)
     generator = torch.Generator(device=x.device).manual_seed(int(extra_args.get("seed", 0)))
@@ -48,6 +53,10 @@ def sample_asyrp(model: Callable, x: torch.Tensor, sigmas: torch.Tensor, extra_a
             denoised = denoised_plain
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+        if flow:
+            eps = (x - (1 - sigma) * denoised_plain) / sigma
+            x = (1 - sigma_next) * denoised + sigma_next * eps
+            continue
         eps = (x - denoised_plain) / sigma
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         x = denoised + eps * sigma_down

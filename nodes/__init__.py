@@ -12,6 +12,7 @@ from .directions_nodes import (
 from .discovery_trainer import DiscoveryTrainer
 from .edited_sampler import ApplyHSpaceEdit, DirectionSweepGrid, EditedSampler
 from .embedded import EmbeddedFacesModel, FaceImages, FaceLabels, FaceRegionMask, FaceScores
+from .hspace_block import HSpaceBlock
 from .hspace_hook import HSpaceHook
 from .invert_image import InvertImage
 from .jacobian_directions import JacobianDirections
@@ -22,4 +23,4 @@ NODES = [EditedSampler, ApplyHSpaceEdit, DirectionSweepGrid, SaveDirections, Loa
          SelectDirections, ScaleDirections, CombineDirections, ResizeDirections, PixelDDPMLoader, NullConditioning,
          EmbeddedFacesModel, FaceLabels, FaceScores, FaceRegionMask, FaceImages, HSpaceHook,
          PCADirections, JacobianDirections, AttributeDirection, Disentangle, InvertImage,
-         DiscoveryTrainer, AVILatentMerge, AVITrainer, LoadAVIPhi, LatentSingularValues]
+         DiscoveryTrainer, AVILatentMerge, AVITrainer, LoadAVIPhi, LatentSingularValues, HSpaceBlock]

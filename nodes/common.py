@@ -61,8 +61,10 @@ for folder in (DIRECTIONS_FOLDER, DISCOVERY_FOLDER, AVI_FOLDER):
     if folder not in folder_paths.folder_names_and_paths:
         folder_paths.folder_names_and_paths[folder] = ([os.path.join(folder_paths.models_dir, folder)],
                                                        {".safetensors"})
-# The shipped faces DDPM is a diffusers folder too: list it in the Pixel DDPM Loader.
+# The shipped faces DDPM is a diffusers folder too: list it in the Pixel DDPM Loader; and the
+# shipped Discovery state for it in the Discovery Trainer's start_from (new states go to the first path).
 folder_paths.add_model_folder_path("diffusers", str(embedded.FOLDER))
+folder_paths.add_model_folder_path(DISCOVERY_FOLDER, str(embedded.DISCOVERY_FOLDER))
 
 
 def send_progress_text(text: str, node_id) -> None:

@@ -1,12 +1,15 @@
 from pathlib import Path
 
 import comfy.utils
+import folder_paths
 from comfy_api.latest import io
 
 from comfy_hspace.discovery import DiscoverySettings
 from comfy_hspace.host.discovery import train_discovery
 
 from .common import CATEGORY, DISCOVERY_FOLDER, TIPS, Directions, output_path, sampler_inputs, send_progress_text
+
+SHIFT_LIMIT = 0.25  # measured in the README, "Discovery Trainer, measured"
 
 
 class DiscoveryTrainer(io.ComfyNode):
@@ -19,8 +22,10 @@ class DiscoveryTrainer(io.ComfyNode):
                         "ε from the unshifted and shifted samples, a discriminator keeps shifted samples realistic. "
                         "Trained through the whole M-step chain with step-by-step gradient checkpointing, so memory "
                         "does not grow with M. The state (shift block, reconstructor, discriminator, optimisers) is "
-                        "saved to models/hspace_discovery/<name>.safetensors and training can resume from it. Use "
-                        "the directions in the Edited Sampler in asymmetric mode; strength = ε.",
+                        "saved to models/hspace_discovery/<name>.safetensors and training can resume from it, or "
+                        "start from another saved state (start_from; the pack ships one for the embedded faces "
+                        "model): with training_steps at or below its step, the node only computes its directions. "
+                        "Use the directions in the Edited Sampler in asymmetric mode; strength = ε.",
             inputs=[
                 io.Model.Input("model", tooltip=TIPS["model"]),
                 io.Conditioning.Input("positive", tooltip=TIPS["positive"]),
@@ -54,6 +59,14 @@ class DiscoveryTrainer(io.ComfyNode):
                 io.Boolean.Input("checkpointed", default=True,
                                  tooltip="Off: plain backprop through the chain "
                                          "(same gradients, memory grows with M)."),
+                io.Float.Input("shift_limit", default=SHIFT_LIMIT, min=0.0, max=100.0, step=0.01, optional=True,
+                               tooltip="Soft cap on each unit shift's size ÷ the size of h (RMS, per sample); "
+                                       "0: none, as the paper. Unbounded shifts grow until samples leave the data."),
+                io.Combo.Input("start_from", options=["none", *folder_paths.get_filename_list(DISCOVERY_FOLDER)],
+                               default="none", optional=True,
+                               tooltip="A saved state to begin from when <name> has none yet (or resume is off): "
+                                       "its networks, optimisers and step. It must match the model, K and "
+                                       "shift_limit."),
             ],
             outputs=[Directions.Output("directions", tooltip="Mean shift per timestep, zero after t_edit."),
                      Directions.Output("time_invariant",
@@ -64,11 +77,19 @@ class DiscoveryTrainer(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, count, magnitude, steps, t_edit, batch_size,
                 training_steps, learning_rate, seed, cfg, name, resume, save_every, regression_weight,
-                adversarial_weight, direction_samples, checkpointed) -> io.NodeOutput:
+                adversarial_weight, direction_samples, checkpointed, shift_limit=SHIFT_LIMIT,
+                start_from="none") -> io.NodeOutput:
         settings = DiscoverySettings(count=count, magnitude=magnitude, t_edit=t_edit, batch_size=batch_size,
                                      learning_rate=learning_rate, regression_weight=regression_weight,
-                                     adversarial_weight=adversarial_weight, checkpointed=checkpointed)
+                                     adversarial_weight=adversarial_weight, shift_limit=shift_limit,
+                                     checkpointed=checkpointed)
         path = output_path(DISCOVERY_FOLDER, name)
+        start = None
+        if start_from != "none":
+            found = folder_paths.get_full_path(DISCOVERY_FOLDER, start_from)
+            if found is None:
+                raise ValueError(f"start_from: {start_from!r} is not a state in models/{DISCOVERY_FOLDER}")
+            start = Path(found)
         pbar = comfy.utils.ProgressBar(max(training_steps, 1))
         node = cls.hidden.unique_id if cls.hidden is not None else None
 
@@ -80,7 +101,7 @@ class DiscoveryTrainer(io.ComfyNode):
 
         per_step, time_invariant, _ = train_discovery(
             model, positive, negative, tuple(latent_image["samples"].shape), settings, steps=steps,
-            training_steps=training_steps, seed=seed, cfg=cfg, state_path=Path(path),
+            training_steps=training_steps, seed=seed, cfg=cfg, state_path=Path(path), start_from=start,
             resume=resume, save_every=save_every, direction_samples=direction_samples,
             progress=progress)
         return io.NodeOutput(per_step, time_invariant)

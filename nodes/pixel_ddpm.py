@@ -6,6 +6,7 @@ import torch
 from comfy_api.latest import io
 
 from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
+from comfy_hspace.host.transformer import empty_conditioning, family_of
 
 from .common import CATEGORY
 
@@ -50,11 +51,16 @@ class NullConditioning(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="HSpaceNullConditioning", display_name="Null Conditioning (h-space)", category=CATEGORY,
-            description="An empty CONDITIONING for unconditional models such as a pixel DDPM.",
-            inputs=[],
+            description="An empty CONDITIONING for unconditional models such as a pixel DDPM; with a transformer "
+                        "model (SD3, Flux, Chroma) one shaped for it (a zero text token of its width, "
+                        "a zero pooled vector where it takes one), so it samples without text encoders.",
+            inputs=[io.Model.Input("model", optional=True,
+                                   tooltip="A transformer to shape the conditioning for; none: a pixel DDPM's.")],
             outputs=[io.Conditioning.Output()],
         )
 
     @classmethod
-    def execute(cls) -> io.NodeOutput:
-        return io.NodeOutput([[torch.zeros(1, 1, 1), {}]])
+    def execute(cls, model=None) -> io.NodeOutput:
+        if model is None or family_of(model.get_model_object("diffusion_model")) is None:
+            return io.NodeOutput([[torch.zeros(1, 1, 1), {}]])
+        return io.NodeOutput(empty_conditioning(model))

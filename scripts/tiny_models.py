@@ -21,6 +21,18 @@ SDXL_UNET = {
     "num_head_channels": 16, "num_heads": -1,
 }
 
+# Transformers: SD3's loader reads depth = hidden ÷ 64 from the state dict, so 2 blocks of width 128.
+SD3_DIT = {"in_channels": 16, "patch_size": 2, "depth": 2, "adm_in_channels": 64, "pos_embed_max_size": 16,
+           "num_patches": 256, "pos_embed_scaling_factor": None,
+           "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 32, "out_features": 128}}}
+FLUX_DIT = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 32, "context_in_dim": 32,
+            "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 2, "depth_single_blocks": 2,
+            "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": True}
+CHROMA_DIT = {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": 32, "hidden_size": 64,
+              "mlp_ratio": 2.0, "num_heads": 2, "depth": 2, "depth_single_blocks": 2, "axes_dim": [8, 12, 12],
+              "theta": 10000, "patch_size": 2, "qkv_bias": True, "in_dim": 64, "out_dim": 64, "hidden_dim": 64,
+              "n_layers": 2}
+
 PIXEL_UNET = {
     "_class_name": "UNet2DModel", "sample_size": 16, "in_channels": 3, "out_channels": 3,
     "block_out_channels": [16, 32], "layers_per_block": 1, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
@@ -45,9 +57,41 @@ def comfy_unet(kind: str, seed: int = 0):
                                             offload_device=comfy.model_management.unet_offload_device())
 
 
+def comfy_dit(kind: str, seed: int = 0):
+    """A ModelPatcher around a random SD3-, Flux- or Chroma-shaped transformer built by ComfyUI's own classes
+    (the 0.3.75 loader cannot detect a tiny Flux: it fixes 24 heads of 128 channels)."""
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    torch.manual_seed(seed)
+    config_class, config = {"sd3": (comfy.supported_models.SD3, SD3_DIT),
+                            "flux": (comfy.supported_models.Flux, FLUX_DIT),
+                            "chroma": (comfy.supported_models.Chroma, CHROMA_DIT)}[kind]
+    model = config_class(dict(config)).get_model({})
+    init_weights(model.diffusion_model)
+    return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
+                                            offload_device=comfy.model_management.unet_offload_device())
+
+
+def save_tiny_sd3(path: Path, seed: int = 0) -> Path:
+    """The tiny SD3 transformer's weights alone, as UNETLoader (Load Diffusion Model) reads them."""
+    from safetensors.torch import save_file
+
+    dm = comfy_dit("sd3", seed).model.diffusion_model
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in dm.state_dict().items()}, str(path))
+    return path
+
+
 def init_weights(module: torch.nn.Module) -> None:
     """ComfyUI's layers skip weight initialisation (weights come from a checkpoint): give them
-    torch's default initialisation, with no zero output layers that would hide every edit."""
+    torch's default initialisation, with no zero output layers that would hide every edit; norm
+    scales 1 and learnt position tables small."""
+    for name, p in [*module.named_parameters(), *module.named_buffers()]:
+        if name.endswith(".scale") or name == "pos_embed":  # RMSNorm scales, SD3's position table
+            with torch.no_grad():
+                p.fill_(1.0) if name.endswith(".scale") else p.normal_(0, 0.02)
     for m in module.modules():
         if isinstance(m, torch.nn.Linear):
             torch.nn.Linear.reset_parameters(m)
@@ -67,6 +111,13 @@ def conditioning(kind: str, seed: int = 0) -> list:
         extra = {"pooled_output": torch.randn(1, 32, generator=g), "width": 64, "height": 64}
     elif kind == "pixel":
         return [[torch.zeros(1, 1, 1), {}]]
+    elif kind == "sd3":
+        return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": torch.randn(1, 64, generator=g)}]]
+    elif kind == "chroma":
+        return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": None}]]
+    elif kind == "flux":
+        return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": torch.randn(1, 32, generator=g),
+                                                       "guidance": 3.5}]]
     return [[torch.randn(1, 7, 64, generator=g), extra]]
 
 

@@ -41,11 +41,14 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--regression-weight", type=float, default=0.1)
     p.add_argument("--adversarial-weight", type=float, default=0.1)
+    p.add_argument("--shift-limit", type=float, default=0.0,
+                   help="soft cap on the unit shift's RMS ÷ h's RMS (0: none, as the paper)")
     p.add_argument("--vanilla", action="store_true", help="plain backprop through the chain (no checkpointing)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg", type=float, default=1.0)
     p.add_argument("--state", type=Path, required=True, help="training state (.safetensors), resumed if it exists")
     p.add_argument("--fresh", action="store_true", help="start over even if --state exists")
+    p.add_argument("--start-from", type=Path, default=None, help="a saved state to begin from when --state has none")
     p.add_argument("--save-every", type=int, default=25)
     p.add_argument("--direction-samples", type=int, default=16)
     p.add_argument("--directions", type=Path, default=None, help="write the per-timestep directions here")
@@ -96,7 +99,8 @@ def main() -> None:
 
     settings = DiscoverySettings(count=a.count, magnitude=a.magnitude, t_edit=a.t_edit, batch_size=a.batch_size,
                                  learning_rate=a.learning_rate, regression_weight=a.regression_weight,
-                                 adversarial_weight=a.adversarial_weight, checkpointed=not a.vanilla)
+                                 adversarial_weight=a.adversarial_weight, shift_limit=a.shift_limit,
+                                 checkpointed=not a.vanilla)
     started = time.monotonic()
 
     def progress(step, total, losses):
@@ -109,6 +113,7 @@ def main() -> None:
 
     per_step, _, _ = train_discovery(model, positive, negative, latent_shape, settings, steps=a.steps,
                                      training_steps=a.training_steps, seed=a.seed, cfg=a.cfg, state_path=a.state,
+                                     start_from=a.start_from,
                                      resume=not a.fresh, save_every=a.save_every,
                                      direction_samples=a.direction_samples, progress=progress, rank=rank,
                                      world_size=world_size)

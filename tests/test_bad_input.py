@@ -27,7 +27,7 @@ import folder_paths
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny_models import PIXEL_SCHEDULER, PIXEL_UNET, comfy_unet, conditioning, save_pixel_ddpm
+from tiny_models import PIXEL_SCHEDULER, PIXEL_UNET, comfy_dit, comfy_unet, conditioning, save_pixel_ddpm
 
 from comfy_hspace import avi
 from comfy_hspace import directions as D
@@ -216,6 +216,19 @@ CASES = [
         r"resume: state file .*broken\.safetensors: its 'count' entry is not JSON", "resume-broken-metadata"),
     bad("DiscoveryTrainer", {"name": lambda w: w.discovery_state("five", "count 5")},
         r"resume: five\.safetensors was trained with count 5, this run has 2", "resume-other-count"),
+    bad("DiscoveryTrainer", {"start_from": lambda w: w.discovery_state("five", "count 5") + ".safetensors"},
+        r"start_from: five\.safetensors was trained with count 5, this run has 2", "start_from-other-count"),
+    bad("DiscoveryTrainer", {"start_from": "missing.safetensors"},
+        r"start_from: 'missing\.safetensors' is not a state in models/hspace_discovery", "start_from-missing"),
+    bad("DiscoveryTrainer", {"shift_limit": -0.5}, r"shift_limit: expected ≥ 0", "shift_limit-negative"),
+    bad("DiscoveryTrainer", {"model": use("flux")}, r"model: the Discovery Trainer does not take transformers \(Flux\)",
+        "transformer"),
+
+    # ---- H-space Block (transformer): the tiny Flux, 2 double- and 2 single-stream blocks ----
+    bad("HSpaceBlock", {"block": 4}, r"block: 4 is outside this Flux model's blocks 0 … 3", "block-out-of-range"),
+    bad("HSpaceBlock", {"model": use("sd15")}, r"model: UNetModel is not a transformer", "unet"),
+    bad("ApplyHSpaceEdit", {"model": use("flux")}, r"directions: found at the UNet bottleneck, but this model's h is "
+        r"at the Flux block 1", "unet-directions-on-transformer"),
 
     # ---- AVI Latent Merge (h-space): x and z 1×3×16×16 ----
     bad("AVILatentMerge", {"z": latent(1, 3, 16, 8)}, r"z: shape \[1, 3, 16, 8\] differs from x's \[1, 3, 16, 16\]",
@@ -393,6 +406,10 @@ class World:
     @cached_property
     def sd15(self):
         return comfy_unet("sd15")
+
+    @cached_property
+    def flux(self):
+        return comfy_dit("flux")
 
     @cached_property
     def _pixel(self):
@@ -676,6 +693,7 @@ BASE = {
         learning_rate=1e-3, target_weight=3.0, original_weight=10.0, values_weight=10.0, correction_weight=10.0,
         hidden=8, seed=0, name="phi"),
     "LoadAVIPhi": lambda w: dict(filename=w.phi_file("phi.safetensors")),
+    "HSpaceBlock": lambda w: dict(model=w.flux, block=-1),
     "LatentSingularValues": lambda w: dict(latent=latent(1, 3, 16, 16, fill="randn"), indices="0", scales="0.5, 1"),
     "InvertImage": lambda w: dict(model=w.pixel, vae=w.pixel_vae, images=torch.rand(1, 16, 16, 3),
                                   **pixel_conditioning(w), steps=2, cfg=1.0, scheduler="normal", batch_size=1,

@@ -17,9 +17,9 @@ def pixel_model(tmp_path_factory):
     return model
 
 
-def gradients(model, cond, latent_shape, checkpointed, cfg=1.0):
+def gradients(model, cond, latent_shape, checkpointed, cfg=1.0, shift_limit=0.0):
     settings = discovery.DiscoverySettings(count=3, magnitude=2.0, t_edit=500, batch_size=latent_shape[0],
-                                           checkpointed=checkpointed)
+                                           checkpointed=checkpointed, shift_limit=shift_limit)
     sigmas, timesteps = discovery_schedule(model, 5)
     shifted = discovery.shifted_step_count(timesteps, settings.t_edit)
     trainer = new_discovery_trainer(model, latent_shape, settings, seed=1)
@@ -38,21 +38,45 @@ def gradients(model, cond, latent_shape, checkpointed, cfg=1.0):
     return with_denoiser(model, cond, cond, latent_shape, cfg, run), shifted
 
 
-@pytest.mark.parametrize("kind", ["pixel", "sd15"])
-def test_checkpointed_gradients_equal_plain_backprop(kind, pixel_model):
+@pytest.mark.parametrize("kind, shift_limit", [("pixel", 0.0), ("pixel", 0.1), ("sd15", 0.0)])
+def test_checkpointed_gradients_equal_plain_backprop(kind, shift_limit, pixel_model):
     if kind == "pixel":
         model, shape, cfg = pixel_model, (2, 3, 16, 16), 1.0
     else:
         model, shape, cfg = comfy_unet("sd15"), (2, 4, 16, 16), 2.0
     cond = conditioning(kind)
-    (checkpointed, losses_c), shifted = gradients(model, cond, shape, True, cfg)
-    (plain, losses_p), _ = gradients(model, cond, shape, False, cfg)
+    (checkpointed, losses_c), shifted = gradients(model, cond, shape, True, cfg, shift_limit)
+    (plain, losses_p), _ = gradients(model, cond, shape, False, cfg, shift_limit)
     assert 0 < shifted < 5
     assert torch.allclose(losses_c["total"], losses_p["total"], rtol=1e-5)
     for name, g in plain.items():
         assert g.abs().sum() > 0, name  # a real gradient, not zeros on both sides
         rel = (checkpointed[name] - g).norm() / g.norm()
         assert rel <= 1e-4, (name, rel.item())
+
+
+def test_shift_limit_caps_large_shifts_and_keeps_small_ones():
+    h = torch.randn(4, 8, 2, 2, generator=torch.Generator().manual_seed(0))
+    h = h * torch.tensor([0.5, 1, 2, 4]).reshape(4, 1, 1, 1)  # samples of different sizes
+    t, k = torch.tensor([900.0, 700, 500, 300]), torch.tensor([0, 1, 0, 1])
+    free, capped = discovery.ShiftBlock(8, 2), discovery.ShiftBlock(8, 2, limit=0.2)
+    capped.load_state_dict(free.state_dict())
+
+    def rms(x):
+        return x.pow(2).mean((1, 2, 3)).sqrt()
+
+    with torch.no_grad():
+        for scale, small in ((1e-4, True), (1e3, False)):
+            for block in (free, capped):
+                block.out_weight.normal_(0, scale, generator=torch.Generator().manual_seed(1))
+            f, g = free(h, t, k), capped(h, t, k)
+            ratio = rms(g) / rms(h)
+            assert (ratio <= 0.2 + 1e-6).all()
+            if small:  # far below the cap: the block's own shift
+                assert torch.allclose(g, f, rtol=1e-3, atol=0)
+            else:  # far above it: the cap, in the block's own direction
+                assert torch.allclose(ratio, torch.full((4,), 0.2), rtol=1e-4)
+                assert torch.allclose(g / rms(g).reshape(-1, 1, 1, 1), f / rms(f).reshape(-1, 1, 1, 1), atol=1e-5)
 
 
 def test_training_saves_resumes_and_gives_directions(pixel_model, tmp_path):
@@ -184,3 +208,23 @@ def test_cancel_keeps_the_last_saved_state_and_the_model(pack, pixel_model, tmp_
     with torch.inference_mode():
         out = pack.nodes.DiscoveryTrainer.execute(**{**args, "training_steps": 4})
     assert out.args[0].count == 3 and discovery.load_state(tmp_path / "run.safetensors")[1]["step"] == 4
+
+
+def test_start_from_a_saved_state_without_training(pack, pixel_model, tmp_path, monkeypatch):
+    """A state saved by one run, as start_from of a run under another name with no further steps: the
+    directions that state gives, and no new file."""
+    import folder_paths
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "hspace_discovery", ([str(tmp_path)], {".safetensors"}))
+    cond = conditioning("pixel")
+    args = dict(model=pixel_model, positive=cond, negative=cond, latent_image={"samples": torch.zeros(1, 3, 16, 16)},
+                count=3, magnitude=1.0, steps=3, t_edit=600.0, batch_size=2, training_steps=2, learning_rate=1e-2,
+                seed=0, cfg=1.0, name="trained", resume=True, save_every=1, regression_weight=0.1,
+                adversarial_weight=0.1, direction_samples=2, checkpointed=True, shift_limit=0.2)
+    with torch.inference_mode():
+        trained = pack.nodes.DiscoveryTrainer.execute(**args).args[0]
+        again = pack.nodes.DiscoveryTrainer.execute(**{**args, "name": "other", "training_steps": 0,
+                                                       "start_from": "trained.safetensors"}).args[0]
+    assert trained.vectors.abs().sum() > 0
+    assert torch.equal(again.vectors, trained.vectors)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trained.safetensors"]

@@ -12,7 +12,7 @@ IMPORT_COMFYUI = {"host/autograd.py": False, "host/discovery.py": True, "host/ed
                   "host/embedded.py": False, "host/latents.py": True, "host/memory.py": True,
                   "host/model_info.py": False,
                   "host/patch.py": False, "host/pixel_ddpm.py": True, "host/recording.py": True,
-                  "host/trajectory.py": True, "host/__init__.py": False}
+                  "host/trajectory.py": True, "host/transformer.py": False, "host/__init__.py": False}
 
 
 def imports_comfyui(path) -> bool:

@@ -56,7 +56,7 @@ def test_node_help_pages_are_served_and_up_to_date(server):
 
 # Every node id the pack registers; workflows and saved graphs refer to them, so they never change.
 NODE_IDS = [
-    "HSpaceAVILatentMerge", "HSpaceAVITrainer", "HSpaceApplyEdit", "HSpaceAttributeDirection",
+    "HSpaceAVILatentMerge", "HSpaceAVITrainer", "HSpaceApplyEdit", "HSpaceAttributeDirection", "HSpaceBlock",
     "HSpaceCombineDirections", "HSpaceDirectionSweepGrid", "HSpaceDiscoveryTrainer", "HSpaceDisentangle",
     "HSpaceEditedSampler",
     "HSpaceEmbeddedFacesModel", "HSpaceFaceImages", "HSpaceFaceLabels", "HSpaceFaceRegionMask", "HSpaceFaceScores",

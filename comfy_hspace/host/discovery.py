@@ -16,7 +16,7 @@ from ..settings import SamplerSettings
 from .autograd import autograd_context
 from .latents import noise_scale, sampler_sigmas
 from .memory import autograd_bytes, check_fits
-from .model_info import bottleneck_shape, encoder_levels, model_fingerprint
+from .model_info import bottleneck_shape, encoder_levels, model_fingerprint, require_unet
 from .patch import DELTA, hspace_clone
 
 
@@ -70,7 +70,7 @@ def new_discovery_trainer(model: Any, latent_shape: tuple[int, ...], settings: d
     in_channels, levels, layers = encoder_levels(model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return dv.Trainer(dv.ShiftBlock(channels, settings.count),
+        return dv.Trainer(dv.ShiftBlock(channels, settings.count, limit=settings.shift_limit),
                           dv.Reconstructor(in_channels, settings.count, levels, layers),
                           dv.Encoder(in_channels, levels, layers, 1), settings)
 
@@ -85,20 +85,24 @@ def _check_settings(settings: dv.DiscoverySettings, world_size: int) -> None:
         raise ValueError(f"count: expected K ≥ 2 directions to tell apart, got {settings.count}")
     if not settings.magnitude > 0:
         raise ValueError(f"magnitude: expected S > 0 (ε is drawn from [−S, S]), got {settings.magnitude}")
+    if not settings.shift_limit >= 0:
+        raise ValueError(f"shift_limit: expected ≥ 0 (0: no limit), got {settings.shift_limit}")
     if settings.batch_size % world_size:
         raise ValueError(f"batch_size: {settings.batch_size} does not split over {world_size} processes")
 
 
-def _saved_state(state_path: Path | None, meta: dict) -> tuple[dict[str, torch.Tensor], int]:
-    """(tensors, step) of the state to resume from, none if there is no file yet; a state of
-    another model or shape is refused."""
-    if state_path is None or not state_path.exists():
+def _saved_state(state_path: Path | None, start_from: Path | None, meta: dict) -> tuple[dict[str, torch.Tensor], int]:
+    """(tensors, step) to go on from: the run's own state if it exists, else ``start_from``, else
+    none. A state of another model, K, h or latent shape or shift limit is refused."""
+    own = state_path is not None and state_path.exists()
+    path, what = (state_path, "resume") if own else (start_from, "start_from")
+    if path is None:
         return {}, 0
-    tensors, saved = dv.load_state(state_path)
+    tensors, saved = dv.load_state(path, f"{what}: state file")
     for key, value in meta.items():
         if saved.get(key) != value:
-            raise ValueError(f"resume: {state_path.name} was trained with {key} {saved.get(key)}, "
-                             f"this run has {value}; use another name or turn resume off")
+            raise ValueError(f"{what}: {path.name} was trained with {key} {saved.get(key)}, this run has {value}; "
+                             f"use another {'name or turn resume off' if what == 'resume' else 'state'}")
     return tensors, int(saved["step"])
 
 
@@ -107,16 +111,18 @@ def _saved_state(state_path: Path | None, meta: dict) -> tuple[dict[str, torch.T
 @torch.inference_mode(False)
 def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tuple[int, ...],
                     settings: dv.DiscoverySettings, *, steps: int, training_steps: int, seed: int, cfg: float,
-                    state_path: Path | None = None,
+                    state_path: Path | None = None, start_from: Path | None = None,
                     resume: bool = False, save_every: int = 50, direction_samples: int = 16,
                     progress: Callable[[int, int, dict], None] | None = None, rank: int = 0, world_size: int = 1
                     ) -> tuple[Directions, Directions, list[dict]]:
     """Discovery Trainer (paper 001): trains shift block, reconstructor and discriminator through
     the M-step chain for ``training_steps`` updates of ``settings.batch_size`` samples (split over
     ``world_size`` torch.distributed processes), saving the state to ``state_path`` every
-    ``save_every`` steps and at the end (rank 0; written whole, never half). Returns the per-step
+    ``save_every`` steps and at the end (rank 0; written whole, never half). Goes on from the saved
+    state when ``resume`` finds one, else from the state ``start_from`` if given. Returns the per-step
     and the time-invariant directions (mean unit shift over ``direction_samples`` samples) and the
     loss history."""
+    require_unet(model, "the Discovery Trainer")
     _check_settings(settings, world_size)
     latent_shape = (settings.batch_size, *latent_shape[1:])
     h_shape = bottleneck_shape(model, latent_shape)
@@ -124,8 +130,8 @@ def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tupl
     shifted = dv.shifted_step_count(timesteps, settings.t_edit)
     trainer = new_discovery_trainer(model, latent_shape, settings, seed)
     meta = {"model_fingerprint": model_fingerprint(model), "count": settings.count, "h_shape": list(h_shape),
-            "latent_shape": list(latent_shape[1:])}
-    resumed, trainer.step = _saved_state(state_path, meta) if resume else ({}, 0)
+            "latent_shape": list(latent_shape[1:]), "shift_limit": settings.shift_limit}
+    resumed, trainer.step = _saved_state(state_path if resume else None, start_from, meta)
     scale = noise_scale(model, float(sigmas[0]))
     history: list[dict] = []
 

@@ -12,7 +12,7 @@ from ..directions import Directions, DirectionsError
 from ..editing import sample_asyrp
 from ..settings import SamplerSettings
 from .latents import latent_with, model_latent, sampler_sigmas
-from .model_info import check_directions_fit, unet_levels
+from .model_info import check_directions_fit, check_site, h_channels, is_flow
 from .patch import APPLY_TO, HSpaceEdit, hspace_clone
 
 MODES = ("both terms", "asymmetric (Asyrp)")
@@ -73,7 +73,8 @@ def edited_model(model: Any, directions: Directions, strengths: list[float], *, 
     if directions.space == "x_T":
         raise DirectionsError("directions: x_T-space directions move the starting noise, not h; use them in the "
                               "Edited Sampler")
-    channels = unet_levels(model)[0]  # the size is checked at the first step
+    check_site(model, directions)
+    channels = h_channels(model)  # the size is checked at the first step
     if directions.h_shape[0] != channels:
         raise DirectionsError(f"directions: h has {directions.h_shape[0]} channels, this model's h has {channels} "
                               f"(directions of another model)")
@@ -126,7 +127,7 @@ def _sample_asymmetric(model: Any, noise: torch.Tensor, sampling: SamplerSetting
     edit's second pass only inside the sigma interval."""
     sigmas = sampler_sigmas(model, sampling, model.load_device)
     sampler = comfy.samplers.KSAMPLER(sample_asyrp, extra_options={
-        "eta": eta, "sigma_start": interval[0], "sigma_end": interval[1]})
+        "eta": eta, "sigma_start": interval[0], "sigma_end": interval[1], "flow": is_flow(model)})
     return comfy.sample.sample_custom(model, noise, sampling.cfg, sampler, sigmas, positive, negative, latent_image,
                                       noise_mask=noise_mask, callback=callback, disable_pbar=True,
                                       seed=sampling.seed)

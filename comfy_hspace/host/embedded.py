@@ -15,6 +15,7 @@ from .pixel_ddpm import CLASS_KEY, load_pixel_ddpm
 FOLDER = Path(__file__).resolve().parent.parent / "embedded"
 DDPM_FOLDER = FOLDER / "faces-ddpm"
 CLASSIFIER_FILE = classifier.EMBEDDED
+DISCOVERY_FOLDER = FOLDER / "discovery"  # Discovery Trainer states for the faces DDPM
 
 
 def load_model(folder: str | Path = DDPM_FOLDER) -> tuple[Any, Any]:

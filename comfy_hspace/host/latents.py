@@ -9,7 +9,7 @@ import comfy.samplers
 import torch
 
 from ..settings import SamplerSettings
-from .model_info import unet_levels
+from .model_info import h_site
 
 
 def latent_with(latent: dict, samples: torch.Tensor) -> dict:
@@ -22,7 +22,7 @@ def latent_with(latent: dict, samples: torch.Tensor) -> dict:
 def model_latent(model: Any, latent: dict, what: str = "latent_image") -> torch.Tensor:
     """The LATENT's samples as the model takes them (an empty latent gets the model's channels, as
     KSampler gives it), checked to be a batch with the model's latent channels."""
-    unet_levels(model)  # a model without a bottleneck is the first thing to say
+    h_site(model)  # a model without h is the first thing to say
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     expected = model.model.latent_format.latent_channels
     if samples.ndim != 4 or samples.shape[1] != expected:

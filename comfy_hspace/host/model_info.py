@@ -1,5 +1,5 @@
-"""What a ComfyUI MODEL looks like to h-space methods: h's shape, a fingerprint of the UNet, the
-VAE scale, the down path's levels, checked before anything is sampled."""
+"""What a ComfyUI MODEL looks like to h-space methods: where h is and its shape, a fingerprint of
+the network, the VAE scale, the down path's levels, checked before anything is sampled."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +9,10 @@ from typing import Any
 import torch
 
 from ..directions import Directions, DirectionsError
+from . import transformer
 from .pixel_ddpm import DiffusersUNet, PixelDDPM
+
+UNET_SITE = "UNet bottleneck"
 
 
 def unet_levels(model: Any) -> tuple[int, int]:
@@ -21,13 +24,47 @@ def unet_levels(model: Any) -> tuple[int, int]:
     if hasattr(dm, "channel_mult") and hasattr(dm, "model_channels") and dm.middle_block is not None:
         return dm.model_channels * dm.channel_mult[-1], len(dm.channel_mult) - 1
     raise ValueError(f"model: {type(dm).__name__} has no UNet bottleneck (h-space needs an SD1.x/SD2.x/SDXL "
-                     f"UNet or a diffusers UNet2DModel)")
+                     f"UNet, a diffusers UNet2DModel or a transformer of the families "
+                     f"{', '.join(f.name for f in transformer.FAMILIES.values())})")
+
+
+def h_site(model: Any) -> str:
+    """Where the model's h is: "UNet bottleneck" or a transformer block ("Flux block 9 (double-block 9)");
+    raises for models without either."""
+    site = transformer.site_of(model)
+    if site is not None:
+        return str(site)
+    unet_levels(model)
+    return UNET_SITE
+
+
+def is_flow(model: Any) -> bool:
+    """A flow-matching model (SD3, Flux, …): x_σ = (1 − σ)·x0 + σ·ε, ComfyUI's CONST sampling."""
+    return any(c.__name__ == "CONST" for c in type(model.get_model_object("model_sampling")).__mro__)
+
+
+def require_unet(model: Any, what: str) -> None:
+    """Methods the pack runs only on UNets so far."""
+    if transformer.site_of(model) is not None:
+        dm = model.get_model_object("diffusion_model")
+        raise ValueError(f"model: {what} does not take transformers ({transformer.family_of(dm).name}) yet; "
+                         f"HSpace Hook, PCA and Attribute Directions, Disentangle, the Edited Sampler, Apply H-space "
+                         f"Edit, Direction Sweep Grid and Random/Resize Directions do")
+
+
+def h_channels(model: Any) -> int:
+    """Channels of h; raises for models without h."""
+    if transformer.site_of(model) is not None:
+        return transformer.width(model)
+    return unet_levels(model)[0]
 
 
 def bottleneck_shape(model: Any, latent_shape: tuple[int, ...] | torch.Size, what: str = "latent_image"
                      ) -> tuple[int, int, int]:
     """(C, H, W) of h for a latent of ``latent_shape`` [B, C, H, W] (given as the input ``what``); raises for
-    models without a UNet bottleneck and for sizes the UNet cannot take."""
+    models without h and for sizes the UNet cannot take. A transformer's h is its token grid."""
+    if transformer.site_of(model) is not None:
+        return (transformer.width(model), *transformer.token_grid(model, latent_shape))
     channels, downs = unet_levels(model)
     dm = model.get_model_object("diffusion_model")
     height, width = latent_shape[-2:]
@@ -41,19 +78,39 @@ def bottleneck_shape(model: Any, latent_shape: tuple[int, ...] | torch.Size, wha
 
 
 def model_fingerprint(model: Any) -> str:
-    """Identifies the UNet a direction was found on: its class, h channels and a hash of a
-    sample of its middle-block weights."""
+    """Identifies the network and the place a direction was found at: for a UNet its class and a hash
+    of a sample of its middle-block weights; for a transformer "<site>/<class>:<hash of that block>"."""
     dm = model.get_model_object("diffusion_model")
-    middle = dm.unet.mid_block if isinstance(dm, DiffusersUNet) else getattr(dm, "middle_block", None)
+    site = transformer.site_of(model)
+    if site is not None:
+        middle = getattr(dm, dict(site.family.stacks)[site.kind])[site.index]
+    else:
+        middle = dm.unet.mid_block if isinstance(dm, DiffusersUNet) else getattr(dm, "middle_block", None)
     digest = hashlib.sha256(type(dm).__name__.encode())
     if middle is not None:
         for name, p in sorted(middle.state_dict().items()):
             digest.update(name.encode())
             digest.update(p.detach().flatten()[:4096].float().cpu().numpy().tobytes())
-    return f"{type(dm).__name__}:{digest.hexdigest()[:16]}"
+    return f"{'' if site is None else f'{site}/'}{type(dm).__name__}:{digest.hexdigest()[:16]}"
+
+
+def directions_site(directions: Directions) -> str | None:
+    """Where directions were found, from their fingerprint; None when they do not say."""
+    if not directions.model_fingerprint:
+        return None
+    site, _, _ = directions.model_fingerprint.rpartition("/")
+    return site or UNET_SITE
+
+
+def check_site(model: Any, directions: Directions) -> None:
+    """Directions of a UNet on a transformer, or of another block, fail before sampling."""
+    here, there = h_site(model), directions_site(directions)
+    if there is not None and there != here:
+        raise DirectionsError(f"directions: found at the {there}, but this model's h is at the {here}")
 
 
 def check_directions_fit(model: Any, directions: Directions, latent_shape: tuple[int, ...]) -> None:
+    check_site(model, directions)
     expected = bottleneck_shape(model, latent_shape)
     if tuple(directions.h_shape) != tuple(expected):
         hint = " (use Resize Directions for another resolution)" if directions.h_shape[0] == expected[0] else ""

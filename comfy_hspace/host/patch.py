@@ -1,8 +1,10 @@
-"""ComfyUI's patch protocol at the UNet bottleneck: reading and writing h on a clone of a MODEL.
+"""ComfyUI's patch protocol at h: reading and writing h on a clone of a MODEL.
 
-The patch goes through ``set_model_output_block_patch`` and acts only at block ("output", 0),
-where h is exactly the middle block's output (see DESIGN.md §3). Nothing here imports ComfyUI:
-the model is used through its ModelPatcher methods only.
+In a UNet the patch goes through ``set_model_output_block_patch`` and acts only at block
+("output", 0), where h is exactly the middle block's output (see DESIGN.md §3). In a transformer
+it replaces the chosen block's ``patches_replace["dit"]`` entry, wrapping whatever was there
+(see ``transformer``). Nothing here imports ComfyUI: the model is used through its ModelPatcher
+methods only.
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from .transformer import GRID, TEXT_TOKENS, site_of, token_grid
 
 # transformer_options key: a model call made with it set to True runs without the edit
 # (the asymmetric sampler's unedited pass).
@@ -79,19 +83,17 @@ def row_layout(h: torch.Tensor, options: dict[str, Any]) -> tuple[torch.Tensor, 
 
 
 def hspace_clone(model: Any, *, edit: HSpaceEdit | None = None, recorder: Any = None, deltas: bool = False) -> Any:
-    """A clone of a ComfyUI MODEL with one more bottleneck patch: h is recorded
+    """A clone of a ComfyUI MODEL with one more patch at h: h is recorded
     (``recorder.record(h, row_timesteps, row_chunks)``, see ``comfy_hspace.recorder``), then offset
     by ``edit``, then, with ``deltas``, by the per-call ``DELTA`` of transformer_options. Patches
     of clones in a row all act, in order, so edits add; only one patch of a chain may take the
-    per-call deltas. The input model is never touched and no global hook is registered."""
+    per-call deltas. h is a UNet's bottleneck, or a transformer's image tokens after its chosen
+    block (``transformer.site_of``). The input model is never touched and no global hook is registered."""
     model_sampling = model.get_model_object("model_sampling")
+    site = site_of(model)
     clone = model.clone()
 
-    def bottleneck_patch(h, hsp, options):
-        # newer ComfyUI lets an earlier patch (SUPIR's) fuse the skip connection into h and hand on
-        # hsp = None: h is then no longer the bottleneck's
-        if options.get("block") != BOTTLENECK or hsp is None:
-            return h, hsp
+    def at_h(h: torch.Tensor, options: dict) -> torch.Tensor:
         row_sigmas, row_chunks = row_layout(h, options)
         row_timesteps = model_sampling.timestep(row_sigmas).float()
         if recorder is not None:
@@ -103,7 +105,41 @@ def hspace_clone(model: Any, *, edit: HSpaceEdit | None = None, recorder: Any = 
             h = h + delta(h, row_timesteps)
         elif delta is not None:
             h = h + delta.to(h.dtype).repeat(h.shape[0] // delta.shape[0], 1, 1, 1)
-        return h, hsp
+        return h
 
-    clone.set_model_output_block_patch(bottleneck_patch)
+    if site is None:
+        def bottleneck_patch(h, hsp, options):
+            # newer ComfyUI lets an earlier patch (SUPIR's) fuse the skip connection into h and hand on
+            # hsp = None: h is then no longer the bottleneck's
+            if options.get("block") != BOTTLENECK or hsp is None:
+                return h, hsp
+            return at_h(h, options), hsp
+
+        clone.set_model_output_block_patch(bottleneck_patch)
+        return clone
+
+    key = (site.kind, site.index)
+    earlier = clone.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {}).get(key)
+
+    def block_patch(args: dict, extra: dict) -> dict:
+        out = earlier(args, extra) if earlier is not None else extra["original_block"](args)
+        options = args.get("transformer_options") or {}
+        rows, cols = options[GRID]
+        start = options[TEXT_TOKENS] if site.kind == "single_block" else 0
+        img = out["img"]
+        tokens = img[:, start:start + rows * cols]  # reference-image tokens (Kontext) come after these
+        h = tokens.transpose(1, 2).reshape(img.shape[0], img.shape[2], rows, cols)
+        moved = at_h(h, options)
+        if moved is h:
+            return out
+        tokens = moved.reshape(img.shape[0], img.shape[2], rows * cols).transpose(1, 2)
+        return {**out, "img": torch.cat([img[:, :start], tokens, img[:, start + rows * cols:]], dim=1)}
+
+    def note_grid(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+        transformer_options[GRID] = token_grid(model, x.shape)
+        transformer_options[TEXT_TOKENS] = 0 if c_crossattn is None else c_crossattn.shape[1]
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+    clone.set_model_patch_replace(block_patch, "dit", site.kind, site.index)
+    clone.add_wrapper_with_key("apply_model", "comfy_hspace", note_grid)
     return clone

@@ -16,7 +16,7 @@ from ..recorder import HSpaceActivations
 from ..settings import SamplerSettings
 from .latents import model_latent, noise_scale, sampler_sigmas, seed_noise
 from .memory import check_disk, check_fits, kept_bytes, recording_bytes
-from .model_info import bottleneck_shape, model_fingerprint
+from .model_info import bottleneck_shape, model_fingerprint, require_unet
 from .patch import hspace_clone
 
 
@@ -73,6 +73,7 @@ def invert(model: Any, positive: Any, negative: Any, latent: dict, sampling: Sam
     Returns the starting noise in the form ComfyUI's samplers take it (unit variance; sampling it
     with the ddim sampler, the same steps and scheduler and a zero edit gives the image back) and
     the recorded activations."""
+    require_unet(model, "Invert Image")
     from ..inversion import sample_ddim_inversion
 
     latent_image = model_latent(model, latent, "images")

@@ -17,7 +17,7 @@ from ..settings import SamplerSettings
 from .autograd import autograd_context
 from .latents import model_latent, sampler_sigmas
 from .memory import autograd_bytes, check_fits
-from .model_info import bottleneck_shape, image_scale, model_fingerprint
+from .model_info import bottleneck_shape, image_scale, model_fingerprint, require_unet
 from .patch import DELTA, hspace_clone
 
 
@@ -100,6 +100,7 @@ def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, 
     mask, the masked one (eq. 9–10). Each direction is a unit vector times ‖h‖ at that step
     (strength 0.1 moves h by a tenth of its norm), optionally times σ_k/σ_1. Found at one step,
     a direction applies at every step (T = 1)."""
+    require_unet(model, "Jacobian Directions")
     latent_image = model_latent(model, latent)
     if latent_image.shape[0] != 1:
         raise ValueError(f"latent_image: Jacobian directions are for one sample, "

@@ -1,0 +1,134 @@
+"""Where h lives in a diffusion transformer, and how the pack reads and writes it there.
+
+In a transformer, h is the image tokens of the residual stream after one block, seen as a grid
+[C, rows, columns] (row-major, as every family here patchifies); text tokens are never touched.
+The block is reached through ComfyUI's own hook, ``transformer_options["patches_replace"]["dit"]
+[(kind, i)]``, on a clone. Nothing here imports ComfyUI's model classes: families are told apart by
+the class names of the diffusion model.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+# model_options key: the block a MODEL's h is read and written at (index over all its blocks)
+BLOCK_OPTION = "hspace_block"
+# transformer_options keys set for each model call: the latent's token grid and the text tokens
+# that come before the image tokens in a single-stream block
+GRID = "hspace_token_grid"
+TEXT_TOKENS = "hspace_text_tokens"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    stacks: tuple[tuple[str, str], ...]  # (hook kind, attribute holding the blocks), in the order they run
+    width: str  # attribute holding the residual stream's width
+    default_stack: str  # the default block is the middle of this stack
+
+    def blocks(self, dm: Any) -> list[tuple[str, int]]:
+        return [(kind, i) for kind, attr in self.stacks for i in range(len(getattr(dm, attr)))]
+
+    def default_block(self, dm: Any) -> int:
+        blocks = self.blocks(dm)
+        own = [j for j, (kind, _) in enumerate(blocks) if kind == self.default_stack]
+        return own[len(own) // 2]
+
+
+_FLUX_STACKS = (("double_block", "double_blocks"), ("single_block", "single_blocks"))
+# Families with image and text in separate streams for the first blocks default to the middle of
+# those (FluxSpace edits the joint blocks; fixed directions written into late single-stream
+# blocks were reported to do nothing).
+FAMILIES = {
+    "OpenAISignatureMMDITWrapper": Family("SD3", (("double_block", "joint_blocks"),), "hidden_size", "double_block"),
+    "Flux": Family("Flux", _FLUX_STACKS, "hidden_size", "double_block"),
+    "Chroma": Family("Chroma", _FLUX_STACKS, "hidden_size", "double_block"),
+}
+NOT_YET = {  # ComfyUI has a block hook, the pack does not read these yet
+    "WanModel": "Wan", "HunyuanVideo": "HunyuanVideo", "LTXVModel": "LTXV", "MMDiT": "AuraFlow",
+    "QwenImageTransformer2DModel": "Qwen-Image",  # its latents have a frame axis, as video models' do
+}
+NO_HOOK = {  # ComfyUI 0.3.75 has no block hook in these
+    "HiDreamImageTransformer2DModel": "HiDream", "NextDiT": "Lumina 2 / Z-Image", "PixArtMS": "PixArt",
+    "GeneralDIT": "Cosmos", "MiniTrainDIT": "Cosmos",
+}
+
+
+def _named(dm: Any, table: dict) -> Any:
+    for cls in type(dm).__mro__:
+        if cls.__name__ in table:
+            return table[cls.__name__]
+    return None
+
+
+def family_of(dm: Any) -> Family | None:
+    """The transformer family of a diffusion model; None for anything else. Families whose h the
+    pack cannot reach are refused, naming the family."""
+    family = _named(dm, FAMILIES)
+    if family is not None:
+        return family
+    if (name := _named(dm, NOT_YET)) is not None:
+        raise ValueError(f"model: {name} has a block hook in ComfyUI, but comfy-hspace does not read its h yet "
+                         f"(supported transformers: {', '.join(f.name for f in FAMILIES.values())})")
+    if (name := _named(dm, NO_HOOK)) is not None:
+        raise ValueError(f"model: {name} has no block hook in this ComfyUI, so its h cannot be read or edited")
+    return None
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where h is read and written: the family, the hook and the block index over all blocks."""
+    family: Family
+    kind: str
+    index: int  # within its stack
+    block: int  # over all blocks
+
+    def __str__(self) -> str:
+        return f"{self.family.name} block {self.block} ({self.kind.replace('_', '-')} {self.index})"
+
+
+def site_of(model: Any) -> Site | None:
+    """The block a transformer MODEL's h sits at (its ``hspace_block`` option, else the family's
+    default); None for a UNet. A block out of range is refused with the valid range."""
+    dm = model.get_model_object("diffusion_model")
+    family = family_of(dm)
+    if family is None:
+        return None
+    blocks = family.blocks(dm)
+    block = model.model_options.get(BLOCK_OPTION)
+    block = family.default_block(dm) if block is None else block
+    if not 0 <= block < len(blocks):
+        counts = ", ".join(f"{len(getattr(dm, attr))} {kind.replace('_', '-')}" for kind, attr in family.stacks)
+        raise ValueError(f"block: {block} is outside this {family.name} model's blocks 0 … {len(blocks) - 1} "
+                         f"({counts})")
+    kind, index = blocks[block]
+    return Site(family, kind, index, block)
+
+
+def width(model: Any) -> int:
+    dm = model.get_model_object("diffusion_model")
+    return int(getattr(dm, family_of(dm).width))
+
+
+def token_grid(model: Any, latent_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(rows, columns) of image tokens for a latent [..., H, W]: the latent padded to whole patches."""
+    patch = model.get_model_object("diffusion_model").patch_size
+    ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)[-2:]
+    return math.ceil(latent_shape[-2] / ph), math.ceil(latent_shape[-1] / pw)
+
+
+def empty_conditioning(model: Any) -> list:
+    """A CONDITIONING shaped for a transformer without its text encoders: one zero context token of
+    the width the model takes, and a zero pooled vector where the model takes one (none for Chroma,
+    which ComfyUI still asks for; Flux's guidance then defaults to ComfyUI's 3.5)."""
+    import torch
+
+    dm = model.get_model_object("diffusion_model")
+    text_in = getattr(dm, "context_embedder", None) or dm.txt_in
+    extra = {"pooled_output": None}
+    pooled = getattr(dm, "y_embedder", None) or getattr(dm, "vector_in", None)  # SD3's, Flux's pooled input
+    if pooled is not None:
+        first = next(m for m in pooled.modules() if isinstance(m, torch.nn.Linear))
+        extra["pooled_output"] = torch.zeros(1, first.in_features)
+    return [[torch.zeros(1, 1, text_in.in_features), extra]]

@@ -1,0 +1,37 @@
+from comfy_api.latest import io
+
+from comfy_hspace.host.transformer import BLOCK_OPTION, FAMILIES, family_of, site_of
+
+from .common import CATEGORY
+
+
+class HSpaceBlock(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        defaults = "; ".join(f"{f.name}: the middle {f.default_stack.replace('_', '-')} block"
+                             for f in FAMILIES.values())
+        return io.Schema(
+            node_id="HSpaceBlock", display_name="H-space Block (transformer)", category=CATEGORY,
+            description="Chooses where a transformer's h is: the image tokens of the residual stream after this "
+                        "block, as a grid of channels × rows × columns (text tokens are never edited). Every node "
+                        "of the pack then reads and writes h there. Blocks count from 0 over the whole stack "
+                        f"(Flux, Chroma: the double-stream blocks, then the single-stream ones). Defaults: {defaults}. "
+                        "A UNet's h is always its bottleneck.",
+            inputs=[io.Model.Input("model", tooltip="A transformer: SD3, Flux or Chroma."),
+                    io.Int.Input("block", default=-1, min=-1, max=1000,
+                                 tooltip="Block index over the whole stack; −1: the family's default.")],
+            outputs=[io.Model.Output(tooltip="The model with h at that block; the input model is unchanged.")],
+        )
+
+    @classmethod
+    def execute(cls, model, block) -> io.NodeOutput:
+        dm = model.get_model_object("diffusion_model")
+        if family_of(dm) is None:
+            raise ValueError(f"model: {type(dm).__name__} is not a transformer; a UNet's h is its bottleneck")
+        clone = model.clone()
+        if block >= 0:
+            clone.model_options[BLOCK_OPTION] = block
+        else:
+            clone.model_options.pop(BLOCK_OPTION, None)
+        site_of(clone)  # the range, checked here
+        return io.NodeOutput(clone)

@@ -1,0 +1,144 @@
+"""h in diffusion transformers (issue 21): tiny SD3- and Flux-shaped models built by ComfyUI's own
+classes, read and edited through ComfyUI's block hooks, against ComfyUI's own samplers."""
+import pytest
+import torch
+from tiny_models import comfy_dit, comfy_unet, conditioning
+
+import nodes as comfy_nodes  # ComfyUI's nodes.py (the stock samplers)
+from comfy_hspace import directions as D
+from comfy_hspace.directions import DirectionsError
+from comfy_hspace.host.model_info import bottleneck_shape, model_fingerprint
+from comfy_hspace.host.transformer import BLOCK_OPTION
+
+KINDS = ["sd3", "flux", "chroma"]
+LATENT = {"samples": torch.zeros(1, 16, 16, 12)}  # 8 × 6 tokens: rows and columns told apart
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {kind: comfy_dit(kind) for kind in KINDS}
+
+
+def stock(model, cond, lat=LATENT, sampler="euler", steps=4):
+    return comfy_nodes.common_ksampler(model, 5, steps, 1.0, sampler, "simple", cond, cond, lat)[0]["samples"]
+
+
+def apply_edit(pack, model, directions, strengths="1.0", **kw):
+    args = dict(model=model, directions=directions, strengths=strengths, start_percent=0.0, end_percent=1.0,
+                apply_to="both")
+    return pack.nodes.ApplyHSpaceEdit.execute(**{**args, **kw}).args[0]
+
+
+def random(model, count=1, seed=0):
+    return D.random_directions(count, bottleneck_shape(model, LATENT["samples"].shape), seed, 1.0,
+                               model_fingerprint(model))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_edit_at_a_block_moves_the_output_and_strength_zero_is_stock(pack, models, kind, tmp_path):
+    model, cond = models[kind], conditioning(kind)
+    options, weights = repr(model.model_options), {n: p.clone() for n, p in model.model.named_parameters()}
+    before = stock(model, cond)
+    d = random(model)
+    assert d.h_shape == (model.model.diffusion_model.hidden_size, 8, 6)
+    zero = pack.nodes.EditedSampler.execute(
+        model=model, positive=cond, negative=cond, latent_image=LATENT, directions=d, seed=5, steps=4, cfg=1.0,
+        sampler_name="euler", scheduler="simple", strengths="0", sweep="", start_percent=0.0, end_percent=1.0,
+        apply_to="both", mode="both terms", eta=0.0, denoise=1.0).args[0]["samples"]
+    assert torch.equal(zero, before)
+    edited = stock(apply_edit(pack, model, d), cond)
+    assert (edited - before).abs().mean() > 1e-2
+    # another block, chosen with the H-space Block node, is another h
+    elsewhere = pack.nodes.HSpaceBlock.execute(model=model, block=3 if kind == "flux" else 0).args[0]
+    other = stock(apply_edit(pack, elsewhere, random(elsewhere)), cond)
+    assert (other - before).abs().mean() > 1e-2 and not torch.allclose(other, edited)
+    assert repr(model.model_options) == options and torch.equal(stock(model, cond), before)
+    assert all(torch.equal(p, weights[n]) for n, p in model.model.named_parameters())
+    # the file keeps where the direction was found
+    D.save_directions(d, tmp_path / "d.safetensors")
+    back = D.load_directions(tmp_path / "d.safetensors")
+    assert torch.equal(back.vectors, d.vectors) and back.model_fingerprint == d.model_fingerprint
+    assert torch.equal(stock(apply_edit(pack, model, back), cond), edited)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_edit_follows_a_split_ksampler_advanced_run(pack, models, kind):
+    model, cond = models[kind], conditioning(kind)
+    patched = apply_edit(pack, model, random(model), start_percent=0.5)
+
+    def advanced(m, start, end, latent, add_noise, leftover):
+        return comfy_nodes.KSamplerAdvanced().sample(m, add_noise, 5, 4, 1.0, "euler", "simple", cond, cond,
+                                                     latent, start, end, leftover)[0]
+
+    first = advanced(patched, 0, 2, LATENT, "enable", "enable")
+    assert torch.equal(first["samples"], advanced(model, 0, 2, LATENT, "enable", "enable")["samples"])
+    split = advanced(patched, 2, 4, first, "disable", "disable")["samples"]
+    whole = stock(patched, cond)
+    assert (whole - stock(model, cond)).abs().mean() > 1e-3
+    assert torch.allclose(split, whole, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_hook_records_the_image_tokens_as_a_grid_and_pca_finds_directions(pack, models, kind):
+    model, cond = models[kind], conditioning(kind)
+    acts, samples = pack.nodes.HSpaceHook.execute(
+        model=model, positive=cond, negative=cond, latent_image=LATENT, n_samples=4, batch_size=2, components=2,
+        seed=5, steps=3, cfg=1.0, sampler_name="euler", scheduler="simple", latent_is_noise=False,
+        keep_samples=False).args[:2]
+    pcs = pack.nodes.PCADirections.execute(activations=acts, n_components=2).args[0]
+    assert pcs.h_shape == bottleneck_shape(model, LATENT["samples"].shape)
+    assert pcs.model_fingerprint == model_fingerprint(model)
+    # recording leaves sampling as it was: sample 0 is KSampler's for the seed
+    assert torch.allclose(samples["samples"][:1], stock(model, cond, steps=3), atol=1e-5)
+    assert (stock(apply_edit(pack, model, pcs, strengths="2, 0"), cond) - stock(model, cond)).abs().mean() > 1e-3
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_asymmetric_mode_without_edit_is_the_flow_ddim_step(pack, models, kind):
+    """For flow matching, x_next = (1 − σ_next)·x0 + σ_next·ε with ε = (x − (1 − σ)·x0)/σ: with no
+    edit that is ComfyUI's Euler step."""
+    model, cond = models[kind], conditioning(kind)
+    d = random(model)
+    args = dict(model=model, positive=cond, negative=cond, latent_image=LATENT, directions=d, seed=5, steps=4,
+                cfg=1.0, sampler_name="euler", scheduler="simple", sweep="", start_percent=0.0, end_percent=1.0,
+                apply_to="both", mode="asymmetric (Asyrp)", eta=0.0, denoise=1.0)
+    plain = pack.nodes.EditedSampler.execute(**args, strengths="0").args[0]["samples"]
+    assert torch.allclose(plain, stock(model, cond), atol=1e-5)
+    edited = pack.nodes.EditedSampler.execute(**args, strengths="1").args[0]["samples"]
+    both = pack.nodes.EditedSampler.execute(**{**args, "mode": "both terms"}, strengths="1").args[0]["samples"]
+    assert (edited - plain).abs().mean() > 1e-3 and not torch.allclose(edited, both)
+    with pytest.raises(ValueError, match="eta: the asymmetric mode samples flow-matching models deterministically"):
+        pack.nodes.EditedSampler.execute(**{**args, "eta": 1.0}, strengths="1")
+
+
+def test_null_conditioning_is_shaped_for_the_model(pack, models):
+    for kind, model in models.items():
+        cond = pack.nodes.NullConditioning.execute(model=model).args[0]
+        assert stock(model, cond).isfinite().all(), kind
+    assert pack.nodes.NullConditioning.execute().args[0][0][0].shape == (1, 1, 1)
+
+
+def test_directions_of_another_block_family_or_unet_fail_before_sampling(pack, models):
+    flux, sd3, unet = models["flux"], models["sd3"], comfy_unet("sd15")
+    single = pack.nodes.HSpaceBlock.execute(model=flux, block=3).args[0]
+    with pytest.raises(DirectionsError, match=r"found at the Flux block 1 \(double-block 1\), but this model's h "
+                                              r"is at the Flux block 3 \(single-block 1\)"):
+        apply_edit(pack, single, random(flux))
+    with pytest.raises(DirectionsError, match=r"found at the SD3 block 1 .* this model's h is at the Flux block 1"):
+        apply_edit(pack, flux, random(sd3))
+    unet_dirs = D.random_directions(1, (64, 4, 4), 0, 1.0, model_fingerprint(unet))
+    with pytest.raises(DirectionsError, match=r"found at the UNet bottleneck, but this model's h is at the Flux"):
+        apply_edit(pack, flux, unet_dirs)
+    with pytest.raises(DirectionsError, match=r"found at the Flux block 1 .* this model's h is at the UNet bottleneck"):
+        apply_edit(pack, unet, random(flux))
+    with pytest.raises(ValueError, match=r"block: 4 is outside this Flux model's blocks 0 … 3 \(2 double-block, "
+                                         r"2 single-block\)"):
+        pack.nodes.HSpaceBlock.execute(model=flux, block=4)
+    with pytest.raises(ValueError, match="model: UNetModel is not a transformer"):
+        pack.nodes.HSpaceBlock.execute(model=unet, block=0)
+    with pytest.raises(ValueError, match=r"model: Jacobian Directions does not take transformers \(Flux\) yet"):
+        pack.nodes.JacobianDirections.execute(
+            model=flux, positive=conditioning("flux"), negative=conditioning("flux"), latent_image=LATENT, seed=0,
+            steps=3, cfg=1.0, sampler_name="euler", scheduler="simple", step=0, each_step=False, n_directions=1,
+            batch_size=1, tolerance=1e-3, max_iterations=2, scale_by_singular_value=False)
+    assert BLOCK_OPTION not in flux.model_options
