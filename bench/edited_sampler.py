@@ -5,6 +5,8 @@ Edit in the stock KSampler against the stock KSampler (target ≤ 1.02×), the E
 against the Edited Sampler with a zero edit (both terms ≤ 1.05×, asymmetric ≤ 2.1×). The model is
 a pixel-space UNet2DModel of the embedded default's architecture
 (scripts/train_ddpm.py's UNET_CONFIG, 32×32 images) with random weights: timing does not depend on them.
+Then the same Apply H-space Edit ratio on the tiny SD3- and Flux-shaped transformers of the tests
+(scripts/tiny_models.py), at a 64×64 latent (1,024 image tokens), h at each family's default block.
 Usage: .venv/bin/python bench/edited_sampler.py [--steps 20] [--batch 8] [--repeats 9]
 """
 from __future__ import annotations
@@ -78,7 +80,29 @@ def main() -> None:
     print(f"Edited Sampler, zero edit      {plain_es:.3f} s  ({plain_es / plain:.3f}× the KSampler node)")
     print(f"both terms / zero edit         {both / plain_es:.3f}×  (target ≤ 1.05)")
     print(f"asymmetric / zero edit         {asyrp / plain_es:.3f}×  (target ≤ 2.1)")
+    for kind in ("sd3", "flux"):
+        result[f"apply_edit_ratio_{kind}"] = round(transformer_ratio(kind, a), 3)
     print(json.dumps(result))
+
+
+def transformer_ratio(kind: str, a: argparse.Namespace) -> float:
+    """Apply H-space Edit + KSampler ÷ KSampler on a tiny transformer, interleaved in one run."""
+    from tiny_models import comfy_dit, conditioning
+
+    model, cond = comfy_dit(kind), conditioning(kind)
+    latent = {"samples": torch.zeros(a.batch, 16, 64, 64)}
+    shape = bottleneck_shape(model, latent["samples"].shape)
+    applied = edited_model(model, Directions(torch.randn(2, 1, *shape), torch.tensor([TIME_INVARIANT]), ["a", "b"]),
+                           [1.0, 0.5])
+
+    def run(m):
+        return lambda: comfy_nodes.common_ksampler(m, 1, a.steps, 1.0, "euler", "simple", cond, cond, latent)
+
+    run(model)()  # warm-up
+    plain, again, patched = interleaved_medians([run(model), run(model), run(applied)], a.repeats)
+    print(f"tiny {kind}: plain KSampler {plain:.3f} s (batch {a.batch}, {a.steps} steps, 1,024 tokens); second timing "
+          f"{again / plain:.3f}×; Apply H-space Edit + KSampler {patched / plain:.3f}× (target ≤ 1.02)")
+    return patched / plain
 
 
 if __name__ == "__main__":

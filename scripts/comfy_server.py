@@ -102,6 +102,8 @@ class ComfyServer:
         r = requests.post(self.url + "/prompt", json={"prompt": prompt, "client_id": client_id}, timeout=30)
         if r.status_code != 200:
             raise RuntimeError(f"/prompt refused the workflow ({r.status_code}): {r.text[:4000]}")
+        if r.json().get("node_errors"):  # ComfyUI runs the valid outputs and drops the others
+            raise RuntimeError(f"/prompt dropped outputs: {json.dumps(r.json()['node_errors'])[:4000]}")
         prompt_id = r.json()["prompt_id"]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -130,6 +130,10 @@ CASES = [
     bad("HSpaceHook", {"latent_image": latent(1, 3, 256, 256), "n_samples": 1_000_000},
         r"n_samples: keeping 1000000 samples needs about [\d.]+ GiB on cpu, [\d.]+ GiB are free; lower n_samples",
         "samples-over-memory"),
+    bad("HSpaceHook", {"model": use("flux"), "latent_image": latent(1, 16, 256, 256), "n_samples": 1_000_000,
+                       "keep_samples": True},  # h: 64 channels × 128 × 128 tokens
+        r"n_samples: keeping every sample's h trajectory \(1000000 samples × \d+ steps\) needs about [\d.]+ GiB on "
+        r"disk", "transformer-keep-samples-over-disk"),
 
     # ---- PCA Directions (h-space): activations with 2 components kept ----
     bad("PCADirections", {"n_components": 3}, r"n_components: expected 1 … 2 \(the HSpace Hook kept 2",

@@ -142,3 +142,43 @@ def test_directions_of_another_block_family_or_unet_fail_before_sampling(pack, m
             steps=3, cfg=1.0, sampler_name="euler", scheduler="simple", step=0, each_step=False, n_directions=1,
             batch_size=1, tolerance=1e-3, max_iterations=2, scale_by_singular_value=False)
     assert BLOCK_OPTION not in flux.model_options
+
+
+def test_a_tiny_sd3_goes_through_unet_loader_in_the_real_server(tmp_path):
+    """ComfyUI's own loader detects SD3 from the state dict (width 64 × depth); in the real server
+    Null Conditioning shapes its conditioning, a Hook finds PCA directions at its default block,
+    and Apply H-space Edit moves a stock KSampler's sample."""
+    from comfy_server import ComfyServer
+    from safetensors.torch import load_file
+    from tiny_models import save_tiny_sd3
+
+    save_tiny_sd3(tmp_path / "models" / "diffusion_models" / "tiny_sd3.safetensors")
+    sampler = {"seed": 5, "steps": 3, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple"}
+    cond = {"positive": ["2", 0], "negative": ["2", 0], "latent_image": ["3", 0]}
+    prompt = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sd3.safetensors", "weight_dtype": "default"}},
+        "2": {"class_type": "HSpaceNullConditioning", "inputs": {"model": ["1", 0]}},
+        "3": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 48, "batch_size": 1}},
+        "4": {"class_type": "HSpaceHook", "inputs": {"model": ["1", 0], **cond, "n_samples": 4, "batch_size": 2,
+                                                     "components": 2, **sampler, "latent_is_noise": False,
+                                                     "keep_samples": False}},
+        "5": {"class_type": "HSpacePCADirections", "inputs": {"activations": ["4", 0], "n_components": 2}},
+        "6": {"class_type": "HSpaceSaveDirections",
+              "inputs": {"directions": ["5", 0], "filename": "sd3_pcs", "overwrite": True}},
+        "7": {"class_type": "HSpaceApplyEdit", "inputs": {"model": ["1", 0], "directions": ["5", 0], "strengths": "3",
+                                                          "start_percent": 0.0, "end_percent": 1.0,
+                                                          "apply_to": "both"}},
+        "8": {"class_type": "KSampler", "inputs": {"model": ["7", 0], **cond, **sampler, "denoise": 1.0}},
+        "9": {"class_type": "KSampler", "inputs": {"model": ["1", 0], **cond, **sampler, "denoise": 1.0}},
+        "10": {"class_type": "SaveLatent", "inputs": {"samples": ["8", 0], "filename_prefix": "latents/edited"}},
+        "11": {"class_type": "SaveLatent", "inputs": {"samples": ["9", 0], "filename_prefix": "latents/stock"}},
+    }
+    with ComfyServer(tmp_path) as server:
+        server.run(prompt)
+    found = sorted((tmp_path / "output" / "latents").iterdir())
+    latents = {p.name.split("_")[0]: load_file(p)["latent_tensor"] for p in found}
+    assert set(latents) == {"edited", "stock"}, [p.name for p in found]
+    assert latents["edited"].shape == latents["stock"].shape == (1, 16, 6, 8)
+    assert latents["stock"].isfinite().all() and (latents["edited"] - latents["stock"]).abs().mean() > 1e-3
+    saved = D.load_directions(tmp_path / "models" / "hspace_directions" / "sd3_pcs.safetensors")
+    assert saved.model_fingerprint.startswith("SD3 block 1 (double-block 1)/") and saved.h_shape == (128, 3, 4)
