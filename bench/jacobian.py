@@ -1,7 +1,7 @@
-"""Jacobian Directions: time of one power iteration (Jv by linearised forward mode, JᵀJv by
+"""Jacobian Directions: time of one power iteration (Jv by forward mode, JᵀJv by
 the retained reverse graph, QR) ÷ time of one forward pass of the UNet at the same batch, at a
 point of a real trajectory of the embedded model (target ≤ 4). Iteration time is the slope
-between runs of few and many iterations, so the one-off set-up (linearisation, reverse graph)
+between runs of few and many iterations, so the one-off set-up (the reverse graph)
 is reported on its own.
 Usage: .venv/bin/python bench/jacobian.py [--batch 4 8] [--repeats 5]
 """

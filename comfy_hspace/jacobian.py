@@ -113,8 +113,10 @@ class TrajectoryPoint:
 
 def jacobian_maps(point: TrajectoryPoint, weight: torch.Tensor | None = None) -> tuple[Callable, Callable]:
     """(v ↦ Jv, u ↦ Jᵀu) for J = ∂(weight·ε)/∂h at ``point``, batched along dim 0. Jv is forward
-    mode, linearised once per batch size so that each product costs about one pass; Jᵀu reuses
-    one retained reverse graph per batch size (J is only ever taken at δ = 0)."""
+    mode, one pass per product; Jᵀu reuses one retained reverse graph per batch size (J is only
+    ever taken at δ = 0). Not torch.func.linearize: its traced map drifted after the first product
+    through ComfyUI's sampling path (a second product differed by half its size on the embedded
+    model) and gave NaN on SD3's MMDiT."""
     region = None if weight is None else weight.to(point.h).clone()  # clone: not an inference tensor
     h_shape = tuple(point.h.shape)
 
@@ -122,13 +124,11 @@ def jacobian_maps(point: TrajectoryPoint, weight: torch.Tensor | None = None) ->
         out = point.eps(delta)
         return out if region is None else out * region
 
-    linear, graphs = {}, {}
+    graphs = {}
 
     def jvp(v):
-        b = v.shape[0]
-        if b not in linear:
-            _, linear[b] = torch.func.linearize(masked_eps, torch.zeros(b, *h_shape).to(point.h))
-        return linear[b](v.to(point.h))
+        v = v.to(point.h)
+        return torch.func.jvp(masked_eps, (torch.zeros_like(v),), (v,))[1]
 
     def vjp(u):
         b = u.shape[0]

@@ -137,16 +137,20 @@ def main() -> None:
     p.add_argument("--jacobian-samples", type=int, default=8)
     p.add_argument("--jacobian-steps", type=int, nargs="+", default=[12, 8, 15], help="the first also unmasked")
     p.add_argument("--jacobian-strength", type=float, default=0.1)
+    p.add_argument("--parts", nargs="+", choices=["pca", "jacobian"], default=["pca", "jacobian"])
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
     model, vae = embedded.load_model()
     null = embedded.conditioning("null")
 
-    pca = measure_pca(model, vae, null, a)
-    print_pca(pca, a)
-    jac = measure_jacobian(model, vae, null, a)
-    print_jacobian(jac, a)
-    write_report(a.json, {"pca": pca, "jacobian": jac, "settings": vars(a)})
+    report = {"settings": vars(a)}
+    if "pca" in a.parts:
+        report["pca"] = measure_pca(model, vae, null, a)
+        print_pca(report["pca"], a)
+    if "jacobian" in a.parts:
+        report["jacobian"] = measure_jacobian(model, vae, null, a)
+        print_jacobian(report["jacobian"], a)
+    write_report(a.json, report)
 
 
 if __name__ == "__main__":

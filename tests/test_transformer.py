@@ -119,6 +119,8 @@ def test_null_conditioning_is_shaped_for_the_model(pack, models):
 
 
 def test_directions_of_another_block_family_or_unet_fail_before_sampling(pack, models):
+    """Directions of another block, family or a UNet are refused before sampling; Jacobian Directions,
+    which backpropagates through Flux's in-place blocks, records its site."""
     flux, sd3, unet = models["flux"], models["sd3"], comfy_unet("sd15")
     single = pack.nodes.HSpaceBlock.execute(model=flux, block=3).args[0]
     with pytest.raises(DirectionsError, match=r"found at the Flux block 1 \(double-block 1\), but this model's h "
@@ -136,11 +138,11 @@ def test_directions_of_another_block_family_or_unet_fail_before_sampling(pack, m
         pack.nodes.HSpaceBlock.execute(model=flux, block=4)
     with pytest.raises(ValueError, match="model: UNetModel is not a transformer"):
         pack.nodes.HSpaceBlock.execute(model=unet, block=0)
-    with pytest.raises(ValueError, match=r"model: Jacobian Directions does not take transformers \(Flux\) yet"):
-        pack.nodes.JacobianDirections.execute(
-            model=flux, positive=conditioning("flux"), negative=conditioning("flux"), latent_image=LATENT, seed=0,
-            steps=3, cfg=1.0, sampler_name="euler", scheduler="simple", step=0, each_step=False, n_directions=1,
-            batch_size=1, tolerance=1e-3, max_iterations=2, scale_by_singular_value=False)
+    jacobian = pack.nodes.JacobianDirections.execute(
+        model=flux, positive=conditioning("flux"), negative=conditioning("flux"), latent_image=LATENT, seed=0,
+        steps=3, cfg=1.0, sampler_name="euler", scheduler="simple", step=1, each_step=False, n_directions=2,
+        batch_size=2, tolerance=1e-3, max_iterations=3, scale_by_singular_value=False).args[0]
+    assert jacobian.h_shape == (64, 8, 6) and jacobian.model_fingerprint == model_fingerprint(flux)
     assert BLOCK_OPTION not in flux.model_options
 
 

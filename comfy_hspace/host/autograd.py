@@ -1,9 +1,11 @@
 """Gradients through a ComfyUI model from inside a prompt, which ComfyUI runs in inference mode."""
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
+
+from .transformer import family_of
 
 
 @contextmanager
@@ -44,3 +46,16 @@ def autograd_context(module: torch.nn.Module):
 
     with torch.inference_mode(False), torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]), _autograd_ready(module):
         yield
+
+
+def in_place_safe(module: torch.nn.Module):
+    """Reverse-mode autograd through ``module`` when its blocks add residuals in place (Flux,
+    Chroma): every tensor autograd saves for the backward pass is copied when it is saved, so a
+    later in-place add cannot change it. The gradients are exactly those of the out-of-place
+    computation (checked against forward mode in the tests); the cost is the copies' memory. Not
+    used under torch.func transforms (forward mode), which work as they are and refuse these hooks."""
+    family = family_of(module)
+    transformed = torch._C._functorch.peek_interpreter_stack() is not None  # no public query for this yet
+    if family is None or not family.adds_in_place or transformed or not torch.is_grad_enabled():
+        return nullcontext()
+    return torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone(), lambda t: t)

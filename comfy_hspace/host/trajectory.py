@@ -14,10 +14,10 @@ import torch
 from ..directions import Directions
 from ..jacobian import TrajectoryPoint, jacobian_maps, mask_for_latent, top_singular_vectors
 from ..settings import SamplerSettings
-from .autograd import autograd_context
+from .autograd import autograd_context, in_place_safe
 from .latents import model_latent, sampler_sigmas
 from .memory import autograd_bytes, check_fits
-from .model_info import bottleneck_shape, image_scale, model_fingerprint, require_unet
+from .model_info import bottleneck_shape, image_scale, model_fingerprint
 from .patch import DELTA, hspace_clone
 
 
@@ -65,7 +65,8 @@ def at_trajectory_steps(model: Any, positive: Any, negative: Any, latent_image: 
                     **model_options.get("transformer_options", {}), DELTA: delta,
                     "optimized_attention_override": _traceable_attention}}
                 xs, sigmas = x0.expand(delta.shape[0], *x0.shape[1:]), sigma0.expand(delta.shape[0])
-                return (xs - executor(xs, sigmas, options, seed)) / sigmas.reshape(-1, 1, 1, 1)
+                with in_place_safe(diffusion_model):
+                    return (xs - executor(xs, sigmas, options, seed)) / sigmas.reshape(-1, 1, 1, 1)
 
             with autograd_context(diffusion_model):
                 x0, sigma0 = x[:1].clone(), timestep[:1].clone()
@@ -100,7 +101,6 @@ def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, 
     mask, the masked one (eq. 9–10). Each direction is a unit vector times ‖h‖ at that step
     (strength 0.1 moves h by a tenth of its norm), optionally times σ_k/σ_1. Found at one step,
     a direction applies at every step (T = 1)."""
-    require_unet(model, "Jacobian Directions")
     latent_image = model_latent(model, latent)
     if latent_image.shape[0] != 1:
         raise ValueError(f"latent_image: Jacobian directions are for one sample, "
@@ -146,7 +146,7 @@ def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, 
 
 
 def _check_jacobian_fits(model: Any, point: TrajectoryPoint, batch: int) -> None:
-    """Before the power iteration: the linearised forward and the retained reverse graph each hold
+    """Before the power iteration: a forward-mode product and the retained reverse graph each hold
     about one forward's saved tensors per row of the batch, measured on one row."""
     delta = torch.zeros(1, *point.h.shape, device=point.h.device, dtype=point.h.dtype, requires_grad=True)
     per_row = autograd_bytes(lambda: point.eps(delta), model.get_model_object("diffusion_model").parameters())

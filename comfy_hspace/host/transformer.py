@@ -26,6 +26,7 @@ class Family:
     stacks: tuple[tuple[str, str], ...]  # (hook kind, attribute holding the blocks), in the order they run
     width: str  # attribute holding the residual stream's width
     default_stack: str  # the default block is the middle of this stack
+    adds_in_place: bool = False  # blocks add their residuals in place (reverse-mode autograd needs care)
 
     def blocks(self, dm: Any) -> list[tuple[str, int]]:
         return [(kind, i) for kind, attr in self.stacks for i in range(len(getattr(dm, attr)))]
@@ -42,8 +43,8 @@ _FLUX_STACKS = (("double_block", "double_blocks"), ("single_block", "single_bloc
 # blocks were reported to do nothing).
 FAMILIES = {
     "OpenAISignatureMMDITWrapper": Family("SD3", (("double_block", "joint_blocks"),), "hidden_size", "double_block"),
-    "Flux": Family("Flux", _FLUX_STACKS, "hidden_size", "double_block"),
-    "Chroma": Family("Chroma", _FLUX_STACKS, "hidden_size", "double_block"),
+    "Flux": Family("Flux", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True),
+    "Chroma": Family("Chroma", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True),
 }
 NOT_YET = {  # ComfyUI has a block hook, the pack does not read these yet
     "WanModel": "Wan", "HunyuanVideo": "HunyuanVideo", "LTXVModel": "LTXV", "MMDiT": "AuraFlow",
