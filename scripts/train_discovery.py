@@ -54,6 +54,8 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--directions", type=Path, default=None, help="write the per-timestep directions here")
     p.add_argument("--log", type=Path, default=None, help="append each step's losses here (JSON lines)")
     p.add_argument("--gpu", action="store_true", help="use the GPU (one per process under torchrun)")
+    p.add_argument("--export", type=Path, default=None,
+                   help="only write the networks of --state, without optimiser moments, here (to ship) and stop")
     return p.parse_args()
 
 
@@ -82,6 +84,11 @@ def main() -> None:
     if a.gpu and world_size > 1:  # each process sees only its own GPU
         os.environ["CUDA_VISIBLE_DEVICES"] = os.environ.get("LOCAL_RANK", "0")
     comfy_env.setup(cpu=not a.gpu)
+    if a.export:
+        from comfy_hspace.discovery import save_networks
+
+        save_networks(a.export, a.state)
+        return
     import comfy.utils
 
     from comfy_hspace import directions

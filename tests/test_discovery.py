@@ -228,3 +228,13 @@ def test_start_from_a_saved_state_without_training(pack, pixel_model, tmp_path, 
     assert trained.vectors.abs().sum() > 0
     assert torch.equal(again.vectors, trained.vectors)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trained.safetensors"]
+    # the networks alone, as the pack ships a state: the same directions, and training goes on from them
+    discovery.save_networks(tmp_path / "shipped.safetensors", tmp_path / "trained.safetensors")
+    assert not any(k.startswith("optimizer.") for k in discovery.load_state(tmp_path / "shipped.safetensors")[0])
+    with torch.inference_mode():
+        shipped = pack.nodes.DiscoveryTrainer.execute(**{**args, "name": "other", "training_steps": 0,
+                                                         "start_from": "shipped.safetensors"}).args[0]
+        pack.nodes.DiscoveryTrainer.execute(**{**args, "name": "more", "training_steps": 3,
+                                               "start_from": "shipped.safetensors"})
+    assert torch.equal(shipped.vectors, trained.vectors)
+    assert discovery.load_state(tmp_path / "more.safetensors")[1]["step"] == 3
