@@ -1,5 +1,6 @@
 """h in diffusion transformers (issue 21): tiny SD3- and Flux-shaped models built by ComfyUI's own
 classes, read and edited through ComfyUI's block hooks, against ComfyUI's own samplers."""
+import comfy.sample
 import pytest
 import torch
 from tiny_models import comfy_dit, comfy_unet, conditioning
@@ -184,3 +185,24 @@ def test_a_tiny_sd3_goes_through_unet_loader_in_the_real_server(tmp_path):
     assert latents["stock"].isfinite().all() and (latents["edited"] - latents["stock"]).abs().mean() > 1e-3
     saved = D.load_directions(tmp_path / "models" / "hspace_directions" / "sd3_pcs.safetensors")
     assert saved.model_fingerprint.startswith("SD3 block 1 (double-block 1)/") and saved.h_shape == (128, 3, 4)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_inversion_runs_the_flow_ode_up_and_sampling_brings_the_latent_back(models, kind):
+    """Flow matching's deterministic step, x' = x + (σ' − σ)·(x − x0)/σ, taken upwards from the
+    latent to σ = 1; sampling that noise with ddim returns the latent."""
+    from comfy_hspace.host.recording import invert
+    from comfy_hspace.settings import SamplerSettings
+
+    model, cond = models[kind], conditioning(kind)
+    latent = torch.randn(1, 16, 16, 12, generator=torch.Generator().manual_seed(0)) * 0.5
+    noise, activations = invert(model, cond, cond, {"samples": latent}, SamplerSettings(0, 30, 1.0, "ddim", "simple"),
+                                batch_size=1)
+    assert noise.isfinite().all() and activations.parameters["sampler"] == "ddim inversion"
+
+    def sample(start):
+        empty = torch.zeros_like(latent)
+        return comfy.sample.sample(model, start, 30, 1.0, "ddim", "simple", cond, cond, empty, seed=0)
+
+    back, unrelated = sample(noise), sample(torch.randn(noise.shape, generator=torch.Generator().manual_seed(1)))
+    assert (back - latent).abs().mean() < 0.1 * (unrelated - latent).abs().mean()

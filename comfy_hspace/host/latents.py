@@ -9,7 +9,7 @@ import comfy.samplers
 import torch
 
 from ..settings import SamplerSettings
-from .model_info import h_site
+from .model_info import h_site, is_flow
 
 
 def latent_with(latent: dict, samples: torch.Tensor) -> dict:
@@ -39,10 +39,12 @@ def seed_noise(latent_image: torch.Tensor, first_seed: int) -> torch.Tensor:
 
 
 def noise_scale(model: Any, first_sigma: float) -> float:
-    """What sampling multiplies unit noise by at the first sigma (ComfyUI's noise_scaling with max_denoise)."""
+    """What sampling multiplies unit noise by at the first sigma (ComfyUI's noise_scaling with
+    max_denoise): √(1 + σ²) at the top of a variance-preserving schedule, σ elsewhere and for flow
+    matching, whose noise_scaling is σ·noise + (1 − σ)·latent."""
     sigma_max = float(model.get_model_object("model_sampling").sigma_max)
     full = math.isclose(first_sigma, sigma_max, rel_tol=1e-5) or first_sigma > sigma_max
-    return (1 + first_sigma ** 2) ** 0.5 if full else first_sigma
+    return (1 + first_sigma ** 2) ** 0.5 if full and not is_flow(model) else first_sigma
 
 
 def sampler_sigmas(model: Any, sampling: SamplerSettings, device: str | torch.device = "cpu") -> torch.Tensor:

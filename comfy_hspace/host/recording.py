@@ -16,7 +16,7 @@ from ..recorder import HSpaceActivations
 from ..settings import SamplerSettings
 from .latents import model_latent, noise_scale, sampler_sigmas, seed_noise
 from .memory import check_disk, check_fits, kept_bytes, recording_bytes
-from .model_info import bottleneck_shape, model_fingerprint, require_unet
+from .model_info import bottleneck_shape, model_fingerprint
 from .patch import hspace_clone
 
 
@@ -73,7 +73,6 @@ def invert(model: Any, positive: Any, negative: Any, latent: dict, sampling: Sam
     Returns the starting noise in the form ComfyUI's samplers take it (unit variance; sampling it
     with the ddim sampler, the same steps and scheduler and a zero edit gives the image back) and
     the recorded activations."""
-    require_unet(model, "Invert Image")
     from ..inversion import sample_ddim_inversion
 
     latent_image = model_latent(model, latent, "images")
@@ -87,7 +86,15 @@ def invert(model: Any, positive: Any, negative: Any, latent: dict, sampling: Sam
                                     compute_device=model.load_device,
                                     spill_directory=spill_directory() if keep_samples else None)
     patched = hspace_clone(model, recorder=activations)
-    sampler = comfy.samplers.KSAMPLER(sample_ddim_inversion)
+    top = {}
+
+    def inversion(*args, **kwargs):
+        # x at the top, as the sampler has it: sample_custom would then undo the noise scaling,
+        # which for flow matching divides by 1 − σ = 0
+        top["x"] = sample_ddim_inversion(*args, **kwargs)
+        return top["x"]
+
+    sampler = comfy.samplers.KSAMPLER(inversion)
     n = latent_image.shape[0]
     starts = list(range(0, n, batch_size))
     pbar = comfy.utils.ProgressBar(len(starts) * steps)
@@ -95,12 +102,11 @@ def invert(model: Any, positive: Any, negative: Any, latent: dict, sampling: Sam
     for b, start in enumerate(starts):
         part = latent_image[start:start + batch_size]
         activations.begin_batch(start)
-        x_top = comfy.sample.sample_custom(
+        comfy.sample.sample_custom(
             patched, torch.zeros_like(part), sampling.cfg, sampler, sigmas.flip(0), positive, negative, part,
             callback=lambda step, x0, x, total, b=b: pbar.update_absolute(b * steps + step + 1),
             disable_pbar=True, seed=0)
-        # sample_custom hands back process_latent_out(x); the sampler's noise lives before that
-        noise = model.model.process_latent_in(x_top) / to_noise
+        noise = top["x"].to(part) / to_noise
         activations.add_noise(noise)
         noises.append(noise.to(comfy.model_management.intermediate_device()))
     activations.finish()
