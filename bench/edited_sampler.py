@@ -6,7 +6,8 @@ against the Edited Sampler with a zero edit (both terms ≤ 1.05×, asymmetric �
 a pixel-space UNet2DModel of the embedded default's architecture
 (scripts/train_ddpm.py's UNET_CONFIG, 32×32 images) with random weights: timing does not depend on them.
 Then the same Apply H-space Edit ratio on the tiny SD3- and Flux-shaped transformers of the tests
-(scripts/tiny_models.py), at a 64×64 latent (1,024 image tokens), h at each family's default block.
+(scripts/tiny_models.py), at a 32×32 latent (256 image tokens, the most the tiny SD3 takes), h at
+each family's default block.
 Usage: .venv/bin/python bench/edited_sampler.py [--steps 20] [--batch 8] [--repeats 9]
 """
 from __future__ import annotations
@@ -90,7 +91,7 @@ def transformer_ratio(kind: str, a: argparse.Namespace) -> float:
     from tiny_models import comfy_dit, conditioning
 
     model, cond = comfy_dit(kind), conditioning(kind)
-    latent = {"samples": torch.zeros(a.batch, 16, 64, 64)}
+    latent = {"samples": torch.zeros(a.batch, 16, 32, 32)}
     shape = bottleneck_shape(model, latent["samples"].shape)
     applied = edited_model(model, Directions(torch.randn(2, 1, *shape), torch.tensor([TIME_INVARIANT]), ["a", "b"]),
                            [1.0, 0.5])
@@ -100,7 +101,7 @@ def transformer_ratio(kind: str, a: argparse.Namespace) -> float:
 
     run(model)()  # warm-up
     plain, again, patched = interleaved_medians([run(model), run(model), run(applied)], a.repeats)
-    print(f"tiny {kind}: plain KSampler {plain:.3f} s (batch {a.batch}, {a.steps} steps, 1,024 tokens); second timing "
+    print(f"tiny {kind}: plain KSampler {plain:.3f} s (batch {a.batch}, {a.steps} steps, 256 tokens); second timing "
           f"{again / plain:.3f}×; Apply H-space Edit + KSampler {patched / plain:.3f}× (target ≤ 1.02)")
     return patched / plain
 

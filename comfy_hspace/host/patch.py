@@ -133,7 +133,9 @@ def hspace_clone(model: Any, *, edit: HSpaceEdit | None = None, recorder: Any = 
         if moved is h:
             return out
         tokens = moved.reshape(img.shape[0], img.shape[2], rows * cols).transpose(1, 2)
-        return {**out, "img": torch.cat([img[:, :start], tokens, img[:, start + rows * cols:]], dim=1)}
+        if img.shape[1] != rows * cols:  # text or reference tokens around the image's
+            tokens = torch.cat([img[:, :start], tokens, img[:, start + rows * cols:]], dim=1)
+        return {**out, "img": tokens}
 
     def note_grid(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
         transformer_options[GRID] = token_grid(model, x.shape)
