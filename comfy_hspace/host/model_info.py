@@ -48,8 +48,8 @@ def require_unet(model: Any, what: str) -> None:
     if transformer.site_of(model) is not None:
         dm = model.get_model_object("diffusion_model")
         raise ValueError(f"model: {what} does not take transformers ({transformer.family_of(dm).name}) yet; "
-                         f"HSpace Hook, PCA, Jacobian and Attribute Directions, Disentangle, the Edited Sampler, "
-                         f"Apply H-space Edit, Direction Sweep Grid and Random/Resize Directions do")
+                         f"HSpace Hook, PCA, Jacobian and Attribute Directions, Disentangle, Invert Image, the Edited "
+                         f"Sampler, Apply H-space Edit, Direction Sweep Grid and Random/Resize Directions do")
 
 
 def h_channels(model: Any) -> int:
