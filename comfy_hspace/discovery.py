@@ -130,6 +130,7 @@ class DiscoverySettings:
     regression_weight: float = 0.1  # magnitude regression loss (paper table 4)
     adversarial_weight: float = 0.1  # fooling the discriminator (paper table 4)
     shift_limit: float = 0.0  # soft cap on the unit shift's RMS ÷ h's RMS; 0: none (the paper)
+    flow: bool = False  # the model is flow matching (set from the model, not chosen)
     checkpointed: bool = True  # False: plain backprop through the whole chain (for comparison)
 
 
@@ -167,25 +168,30 @@ def shift_fn(block: ShiftBlock, index: torch.Tensor, magnitude: torch.Tensor,
 
 
 def chain_step(denoise: Denoiser, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
-               shift: Callable | None = None, plain: torch.Tensor | None = None) -> torch.Tensor:
-    """One DDIM (η = 0) step in sigma space; with ``shift``, Asyrp's asymmetric step (eq. 2).
-    ``plain``: the unshifted prediction at x, when it is already known."""
+               shift: Callable | None = None, plain: torch.Tensor | None = None, flow: bool = False) -> torch.Tensor:
+    """One DDIM (η = 0) step in sigma space; with ``shift``, Asyrp's asymmetric step (eq. 2): x0
+    from the shifted pass, ε from the plain one. ``plain``: the unshifted prediction at x, when it is
+    already known. ``flow``: a flow-matching model, x = (1 − σ)·x0 + σ·ε (README, Transformers)."""
     s = sigma.expand(x.shape[0])
     if plain is None:
         plain = denoise(x, s, None)
-    x0 = plain if shift is None else denoise(x, s, shift)
+    if shift is None:
+        return plain + (x - plain) * (sigma_next / sigma)
+    x0 = denoise(x, s, shift)
+    if flow:
+        return (1 - sigma_next) * x0 + sigma_next * (x - (1 - sigma) * plain) / sigma
     return x0 + (x - plain) * (sigma_next / sigma)
 
 
 def run_chain(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, shifted_steps: int,
-              shift: Callable | None = None, keep: bool = False,
-              first: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+              shift: Callable | None = None, keep: bool = False, first: torch.Tensor | None = None,
+              flow: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """x0 from x_T over ``sigmas``; the first ``shifted_steps`` steps shifted. ``keep``: also every x_i.
     ``first``: the unshifted prediction at x_T, when it is already known."""
     nodes = [x] if keep else []
     for i in range(len(sigmas) - 1):
         x = chain_step(denoise, x, sigmas[i], sigmas[i + 1], shift if i < shifted_steps else None,
-                       first if i == 0 else None)
+                       first if i == 0 else None, flow)
         if keep:
             nodes.append(x)
     return x, nodes
@@ -251,12 +257,13 @@ def chain_gradients(denoise: Denoiser, trainer: Trainer, batch: Batch, sigmas: t
         with torch.no_grad():
             first = denoise(x_t, sigmas[0].expand(x_t.shape[0]), None)
     if not trainer.settings.checkpointed:
-        x0_shifted, _ = run_chain(denoise, x_t, sigmas, shifted_steps, shift, first=first)
+        x0_shifted, _ = run_chain(denoise, x_t, sigmas, shifted_steps, shift, first=first, flow=trainer.settings.flow)
         losses = generator_losses(trainer, x0, x0_shifted, batch)
         losses["total"].backward()
         return losses, x0_shifted.detach()
     with torch.no_grad():
-        _, nodes = run_chain(denoise, x_t, sigmas, shifted_steps, shift, keep=True, first=first)
+        _, nodes = run_chain(denoise, x_t, sigmas, shifted_steps, shift, keep=True, first=first,
+                             flow=trainer.settings.flow)
     last = nodes[-1].detach().requires_grad_(True)
     losses = generator_losses(trainer, x0, last, batch)
     losses["total"].backward()
@@ -264,7 +271,7 @@ def chain_gradients(denoise: Denoiser, trainer: Trainer, batch: Batch, sigmas: t
     for i in reversed(range(len(sigmas) - 1)):
         x_i = nodes[i].detach().requires_grad_(i > 0)  # x_T is drawn, not learnt
         out = chain_step(denoise, x_i, sigmas[i], sigmas[i + 1], shift if i < shifted_steps else None,
-                         first if i == 0 else None)
+                         first if i == 0 else None, trainer.settings.flow)
         out.backward(grad)
         grad = x_i.grad
     return losses, nodes[-1].detach()
@@ -312,7 +319,7 @@ def train_step(denoise: Denoiser, trainer: Trainer, batch: Batch, sigmas: torch.
 
 @torch.no_grad()
 def mean_shifts(denoise: Denoiser, block: ShiftBlock, noise: torch.Tensor, sigmas: torch.Tensor,
-                shifted_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+                shifted_steps: int, flow: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per direction the mean unit shift f_k(h, t) over the samples of ``noise`` at every step of the
     chain (zero after the shifting interval), and its time-invariant version: the mean over the
     interval's steps, at each of those steps (§5.4). Both [K, M, C, H, W]."""
@@ -320,7 +327,8 @@ def mean_shifts(denoise: Denoiser, block: ShiftBlock, noise: torch.Tensor, sigma
     for k in range(block.count):
         record: list = []
         index = torch.full((noise.shape[0],), k, dtype=torch.long)
-        run_chain(denoise, noise, sigmas, shifted_steps, shift_fn(block, index, torch.ones(noise.shape[0]), record))
+        run_chain(denoise, noise, sigmas, shifted_steps, shift_fn(block, index, torch.ones(noise.shape[0]), record),
+                  flow=flow)
         per_step.append(torch.stack([f.float().mean(0).cpu() for f in record]))
     shifts = torch.stack(per_step)  # [K, shifted_steps, C, H, W]
     after = sigmas.shape[0] - 1 - shifted_steps

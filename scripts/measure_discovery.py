@@ -48,7 +48,8 @@ def sample(model, vae, run: DiscoveryRun, settings: dv.DiscoverySettings, cfg: f
                 batch = dv.draw_batch(g, (min(CHUNK, a.pairs - start), *shape), K, S, run.noise_scale)
                 shift = dv.shift_fn(trainer.shift, batch.index.to(device), batch.magnitude.to(device))
                 x0, _ = dv.run_chain(denoise, batch.noise.to(device), sigmas.to(device), 0)
-                xs, _ = dv.run_chain(denoise, batch.noise.to(device), sigmas.to(device), shifted, shift)
+                xs, _ = dv.run_chain(denoise, batch.noise.to(device), sigmas.to(device), shifted, shift,
+                                     flow=settings.flow)
                 logits, _ = trainer.reconstructor(x0, xs)
                 correct += int((logits.argmax(1).cpu() == batch.index).sum())
                 plain_imgs.append(chain_images(model, vae, x0))
@@ -61,14 +62,15 @@ def sample(model, vae, run: DiscoveryRun, settings: dv.DiscoverySettings, cfg: f
                 ends = []
                 for eps in (-S, S):
                     shift = dv.shift_fn(trainer.shift, torch.full((n,), k, device=device), torch.full((n,), eps))
-                    xs, _ = dv.run_chain(denoise, noise, sigmas.to(device), shifted, shift)
+                    xs, _ = dv.run_chain(denoise, noise, sigmas.to(device), shifted, shift, flow=settings.flow)
                     ends.append(embedded.score(chain_images(model, vae, xs)) / C.SCALES)
                 changes.append((ends[1] - ends[0]).mean(0))
             rows = []
             for k in range(K):
                 eps = torch.linspace(-S, S, 5)
                 shift = dv.shift_fn(trainer.shift, torch.full((5,), k, device=device), eps)
-                xs, _ = dv.run_chain(denoise, noise[:1].expand(5, -1, -1, -1), sigmas.to(device), shifted, shift)
+                xs, _ = dv.run_chain(denoise, noise[:1].expand(5, -1, -1, -1), sigmas.to(device), shifted, shift,
+                                     flow=settings.flow)
                 rows.append(chain_images(model, vae, xs))
         return correct / a.pairs, torch.cat(plain_imgs), torch.cat(shifted_imgs), torch.stack(changes), rows
 

@@ -225,8 +225,6 @@ CASES = [
     bad("DiscoveryTrainer", {"start_from": "missing.safetensors"},
         r"start_from: 'missing\.safetensors' is not a state in models/hspace_discovery", "start_from-missing"),
     bad("DiscoveryTrainer", {"shift_limit": -0.5}, r"shift_limit: expected ≥ 0", "shift_limit-negative"),
-    bad("DiscoveryTrainer", {"model": use("flux")}, r"model: the Discovery Trainer does not take transformers \(Flux\)",
-        "transformer"),
 
     # ---- H-space Block (transformer): the tiny Flux, 2 double- and 2 single-stream blocks ----
     bad("HSpaceBlock", {"block": 4}, r"block: 4 is outside this Flux model's blocks 0 … 3", "block-out-of-range"),

@@ -3,11 +3,12 @@ on tiny real UNets run through ComfyUI; memory independence of M is in bench/dis
 import pytest
 import torch
 from conftest import cancel_in_inference_mode
-from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
+from tiny_models import comfy_dit, comfy_unet, conditioning, save_pixel_ddpm
 
 from comfy_hspace import discovery
 from comfy_hspace.host.discovery import discovery_schedule, new_discovery_trainer, with_denoiser
 from comfy_hspace.host.latents import noise_scale
+from comfy_hspace.host.model_info import is_flow
 from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 
 
@@ -18,9 +19,11 @@ def pixel_model(tmp_path_factory):
 
 
 def gradients(model, cond, latent_shape, checkpointed, cfg=1.0, shift_limit=0.0):
-    settings = discovery.DiscoverySettings(count=3, magnitude=2.0, t_edit=500, batch_size=latent_shape[0],
-                                           checkpointed=checkpointed, shift_limit=shift_limit)
     sigmas, timesteps = discovery_schedule(model, 5)
+    # half way down in the model's own timesteps (0 … 999 for a DDPM, 0 … 1 for Flux)
+    t_edit = float(timesteps[0]) / 2
+    settings = discovery.DiscoverySettings(count=3, magnitude=2.0, t_edit=t_edit, batch_size=latent_shape[0],
+                                           checkpointed=checkpointed, shift_limit=shift_limit, flow=is_flow(model))
     shifted = discovery.shifted_step_count(timesteps, settings.t_edit)
     trainer = new_discovery_trainer(model, latent_shape, settings, seed=1)
     with torch.no_grad():  # away from the zero start, so every shift-block weight gets a gradient
@@ -38,10 +41,14 @@ def gradients(model, cond, latent_shape, checkpointed, cfg=1.0, shift_limit=0.0)
     return with_denoiser(model, cond, cond, latent_shape, cfg, run), shifted
 
 
-@pytest.mark.parametrize("kind, shift_limit", [("pixel", 0.0), ("pixel", 0.1), ("sd15", 0.0)])
+@pytest.mark.parametrize("kind, shift_limit", [("pixel", 0.0), ("pixel", 0.1), ("sd15", 0.0), ("sd3", 0.5),
+                                               ("flux", 0.5)])
 def test_checkpointed_gradients_equal_plain_backprop(kind, shift_limit, pixel_model):
+    """Also through transformers, with the flow step; Flux's blocks add their residuals in place."""
     if kind == "pixel":
         model, shape, cfg = pixel_model, (2, 3, 16, 16), 1.0
+    elif kind in ("sd3", "flux"):
+        model, shape, cfg = comfy_dit(kind), (2, 16, 8, 8), 1.0
     else:
         model, shape, cfg = comfy_unet("sd15"), (2, 4, 16, 16), 2.0
     cond = conditioning(kind)

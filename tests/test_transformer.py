@@ -206,3 +206,27 @@ def test_inversion_runs_the_flow_ode_up_and_sampling_brings_the_latent_back(mode
 
     back, unrelated = sample(noise), sample(torch.randn(noise.shape, generator=torch.Generator().manual_seed(1)))
     assert (back - latent).abs().mean() < 0.1 * (unrelated - latent).abs().mean()
+
+
+@pytest.mark.parametrize("kind", ["sd3", "flux"])
+def test_discovery_trainer_trains_on_a_transformer(pack, models, kind, tmp_path, monkeypatch):
+    """Through the flow chain and, for Flux, reverse mode through its in-place blocks: the shift block
+    moves away from its zero start and the directions have the block's grid."""
+    import folder_paths
+
+    from comfy_hspace import discovery
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "hspace_discovery", ([str(tmp_path)], {".safetensors"}))
+    model, cond = models[kind], conditioning(kind)
+    top = float(model.get_model_object("model_sampling").timestep(torch.tensor(1.0)))  # 1000 for SD3, 1 for Flux
+    with torch.inference_mode():
+        per_step, _ = pack.nodes.DiscoveryTrainer.execute(
+            model=model, positive=cond, negative=cond, latent_image=LATENT, count=2, magnitude=1.0, steps=3,
+            t_edit=top / 2, batch_size=2, training_steps=2, learning_rate=1e-2, seed=0, cfg=1.0, name="run",
+            resume=True, save_every=1, regression_weight=0.1, adversarial_weight=0.1, direction_samples=1,
+            checkpointed=True).args
+    tensors, meta = discovery.load_state(tmp_path / "run.safetensors")
+    assert meta["step"] == 2 and meta["settings"]["flow"] is True
+    assert tensors["shift.out_weight"].abs().sum() > 0
+    assert per_step.h_shape == bottleneck_shape(model, LATENT["samples"].shape)
+    assert per_step.model_fingerprint == model_fingerprint(model) and per_step.vectors.abs().sum() > 0

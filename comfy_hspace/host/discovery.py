@@ -2,6 +2,7 @@
 networks sized from the model, and the training loop with its saved state."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,10 +14,10 @@ import torch
 from .. import discovery as dv
 from ..directions import Directions
 from ..settings import SamplerSettings
-from .autograd import autograd_context
+from .autograd import autograd_context, in_place_safe
 from .latents import noise_scale, sampler_sigmas
 from .memory import autograd_bytes, check_fits
-from .model_info import bottleneck_shape, encoder_levels, model_fingerprint, require_unet
+from .model_info import bottleneck_shape, encoder_levels, is_flow, model_fingerprint
 from .patch import DELTA, hspace_clone
 
 
@@ -34,11 +35,12 @@ def with_denoiser(model: Any, positive: Any, negative: Any, latent_shape: tuple[
         extra_args = extra_args or {}
 
         def denoise(x, sigma, shift=None):
-            if shift is None:
-                return model_fn(x, sigma, **extra_args)
-            options = dict(extra_args.get("model_options", {}))
-            options["transformer_options"] = {**options.get("transformer_options", {}), DELTA: shift}
-            return model_fn(x, sigma, **{**extra_args, "model_options": options})
+            with in_place_safe(diffusion_model):  # reverse mode through Flux's in-place blocks
+                if shift is None:
+                    return model_fn(x, sigma, **extra_args)
+                options = dict(extra_args.get("model_options", {}))
+                options["transformer_options"] = {**options.get("transformer_options", {}), DELTA: shift}
+                return model_fn(x, sigma, **{**extra_args, "model_options": options})
 
         with autograd_context(diffusion_model):
             result["value"] = fn(denoise, x.device)
@@ -122,8 +124,8 @@ def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tupl
     state when ``resume`` finds one, else from the state ``start_from`` if given. Returns the per-step
     and the time-invariant directions (mean unit shift over ``direction_samples`` samples) and the
     loss history."""
-    require_unet(model, "the Discovery Trainer")
     _check_settings(settings, world_size)
+    settings = dataclasses.replace(settings, flow=is_flow(model))
     latent_shape = (settings.batch_size, *latent_shape[1:])
     h_shape = bottleneck_shape(model, latent_shape)
     sigmas, timesteps = discovery_schedule(model, steps)
@@ -160,7 +162,7 @@ def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tupl
                 progress(trainer.step, training_steps, losses)
         g = torch.Generator().manual_seed(seed + 7)
         noise = (torch.randn((direction_samples, *latent_shape[1:]), generator=g) * scale).to(device)
-        return dv.mean_shifts(denoise, trainer.shift, noise, chain, shifted)
+        return dv.mean_shifts(denoise, trainer.shift, noise, chain, shifted, settings.flow)
 
     per_step, time_invariant = with_denoiser(model, positive, negative, (1, *latent_shape[1:]), cfg, run)
     parameters = {"settings": vars(settings), "steps": steps, "training_steps": training_steps, "seed": seed,

@@ -43,15 +43,6 @@ def is_flow(model: Any) -> bool:
     return any(c.__name__ == "CONST" for c in type(model.get_model_object("model_sampling")).__mro__)
 
 
-def require_unet(model: Any, what: str) -> None:
-    """Methods the pack runs only on UNets so far."""
-    if transformer.site_of(model) is not None:
-        dm = model.get_model_object("diffusion_model")
-        raise ValueError(f"model: {what} does not take transformers ({transformer.family_of(dm).name}) yet; "
-                         f"HSpace Hook, PCA, Jacobian and Attribute Directions, Disentangle, Invert Image, the Edited "
-                         f"Sampler, Apply H-space Edit, Direction Sweep Grid and Random/Resize Directions do")
-
-
 def h_channels(model: Any) -> int:
     """Channels of h; raises for models without h."""
     if transformer.site_of(model) is not None:
@@ -127,6 +118,8 @@ def encoder_levels(model: Any) -> tuple[int, list[int], int]:
     """(latent channels, channels per level, residual blocks per level) of the model's UNet down
     path, which the Discovery Trainer's discriminator and reconstructor copy (paper 001 B.3)."""
     dm = model.get_model_object("diffusion_model")
+    if transformer.site_of(model) is not None:  # no down path to copy: a small one of the same kind
+        return model.model.latent_format.latent_channels, [64, 128, 256], 1
     if isinstance(dm, DiffusersUNet):
         c = dm.unet.config
         return c.in_channels, list(c.block_out_channels), c.layers_per_block
