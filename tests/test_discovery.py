@@ -245,3 +245,32 @@ def test_start_from_a_saved_state_without_training(pack, pixel_model, tmp_path, 
                                                "start_from": "shipped.safetensors"})
     assert torch.equal(shipped.vectors, trained.vectors)
     assert discovery.load_state(tmp_path / "more.safetensors")[1]["step"] == 3
+
+
+def test_a_state_saved_before_shift_limits_resumes_as_unlimited(pack, pixel_model, tmp_path, monkeypatch):
+    import json
+
+    import folder_paths
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "hspace_discovery", ([str(tmp_path)], {".safetensors"}))
+    cond = conditioning("pixel")
+    args = dict(model=pixel_model, positive=cond, negative=cond, latent_image={"samples": torch.zeros(1, 3, 16, 16)},
+                count=3, magnitude=1.0, steps=3, t_edit=600.0, batch_size=2, training_steps=1, learning_rate=1e-3,
+                seed=0, cfg=1.0, name="old", resume=True, save_every=1, regression_weight=0.1,
+                adversarial_weight=0.1, direction_samples=1, checkpointed=True, shift_limit=0.0)
+    with torch.inference_mode():
+        pack.nodes.DiscoveryTrainer.execute(**args)
+    path = tmp_path / "old.safetensors"
+    with safe_open(str(path), "pt") as f:  # as states were written before the key existed
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    del meta["shift_limit"]
+    save_file(tensors, str(path), metadata=meta)
+    refused = r"resume: old\.safetensors was trained with shift_limit 0\.0, this run has 0\.5"
+    with pytest.raises(ValueError, match=refused):
+        with torch.inference_mode():
+            pack.nodes.DiscoveryTrainer.execute(**{**args, "shift_limit": 0.5, "training_steps": 2})
+    with torch.inference_mode():
+        pack.nodes.DiscoveryTrainer.execute(**{**args, "training_steps": 2})
+    assert json.loads(safe_open(str(path), "pt").metadata()["step"]) == 2

@@ -93,6 +93,10 @@ def _check_settings(settings: dv.DiscoverySettings, world_size: int) -> None:
         raise ValueError(f"batch_size: {settings.batch_size} does not split over {world_size} processes")
 
 
+# what states saved before a key was recorded had: no shift limit
+BEFORE_KEYS = {"shift_limit": 0.0}
+
+
 def _saved_state(state_path: Path | None, start_from: Path | None, meta: dict) -> tuple[dict[str, torch.Tensor], int]:
     """(tensors, step) to go on from: the run's own state if it exists, else ``start_from``, else
     none. A state of another model, K, h or latent shape or shift limit is refused."""
@@ -102,8 +106,9 @@ def _saved_state(state_path: Path | None, start_from: Path | None, meta: dict) -
         return {}, 0
     tensors, saved = dv.load_state(path, f"{what}: state file")
     for key, value in meta.items():
-        if saved.get(key) != value:
-            raise ValueError(f"{what}: {path.name} was trained with {key} {saved.get(key)}, this run has {value}; "
+        was = saved.get(key, BEFORE_KEYS.get(key))
+        if was != value:
+            raise ValueError(f"{what}: {path.name} was trained with {key} {was}, this run has {value}; "
                              f"use another {'name or turn resume off' if what == 'resume' else 'state'}")
     return tensors, int(saved["step"])
 
