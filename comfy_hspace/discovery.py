@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .editing import asymmetric_step
 from .files import read_safetensors, write_safetensors
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, "Callable | None"], torch.Tensor]
@@ -171,16 +172,12 @@ def chain_step(denoise: Denoiser, x: torch.Tensor, sigma: torch.Tensor, sigma_ne
                shift: Callable | None = None, plain: torch.Tensor | None = None, flow: bool = False) -> torch.Tensor:
     """One DDIM (η = 0) step in sigma space; with ``shift``, Asyrp's asymmetric step (eq. 2): x0
     from the shifted pass, ε from the plain one. ``plain``: the unshifted prediction at x, when it is
-    already known. ``flow``: a flow-matching model, x = (1 − σ)·x0 + σ·ε (README, Transformers)."""
+    already known. ``flow``: a flow-matching model (``editing.asymmetric_step``)."""
     s = sigma.expand(x.shape[0])
     if plain is None:
         plain = denoise(x, s, None)
-    if shift is None:
-        return plain + (x - plain) * (sigma_next / sigma)
-    x0 = denoise(x, s, shift)
-    if flow:
-        return (1 - sigma_next) * x0 + sigma_next * (x - (1 - sigma) * plain) / sigma
-    return x0 + (x - plain) * (sigma_next / sigma)
+    x0 = plain if shift is None else denoise(x, s, shift)
+    return asymmetric_step(x, x0, plain, sigma, sigma_next, flow)
 
 
 def run_chain(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, shifted_steps: int,
@@ -365,19 +362,21 @@ def load_state_tensors(trainer: Trainer, tensors: dict[str, torch.Tensor]) -> No
         optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
 
 
+def _header(metadata: dict) -> dict[str, str]:
+    return {"format": STATE_FORMAT, **{k: json.dumps(v) for k, v in metadata.items()}}
+
+
 def save_state(path: str | Path, trainer: Trainer, metadata: dict) -> None:
     """Writes the whole training state as safetensors next to ``path`` and renames it into place,
     so a cancelled or failed run never leaves a half-written file."""
-    write_safetensors(path, state_tensors(trainer),
-                      {"format": STATE_FORMAT, **{k: json.dumps(v) for k, v in metadata.items()}})
+    write_safetensors(path, state_tensors(trainer), _header(metadata))
 
 
 def save_networks(path: str | Path, state_path: str | Path) -> None:
     """The three networks of a saved state without the optimisers' moments (a third of the size), to
     ship: training that starts from it starts Adam afresh."""
     tensors, metadata = load_state(state_path)
-    write_safetensors(path, {k: v for k, v in tensors.items() if not k.startswith("optimizer.")},
-                      {"format": STATE_FORMAT, **{k: json.dumps(v) for k, v in metadata.items()}})
+    write_safetensors(path, {k: v for k, v in tensors.items() if not k.startswith("optimizer.")}, _header(metadata))
 
 
 def load_state(path: str | Path, what: str = "resume: state file") -> tuple[dict[str, torch.Tensor], dict]:

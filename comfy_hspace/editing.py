@@ -23,6 +23,17 @@ def ancestral_step(sigma: float, sigma_next: float, eta: float) -> tuple[float, 
     return (sigma_next ** 2 - sigma_up ** 2) ** 0.5, sigma_up
 
 
+def asymmetric_step(x: torch.Tensor, x0: torch.Tensor, x0_plain: torch.Tensor, sigma, sigma_next,
+                    flow: bool = False) -> torch.Tensor:
+    """Asyrp's deterministic step (eq. 2) from σ to σ': x0 from the edited pass, the noise from the
+    plain one. For ε-models in sigma space, x = x0 + σ·ε: x0 + σ'·(x − x0_plain)/σ. For flow matching,
+    x = (1 − σ)·x0 + σ·ε: (1 − σ')·x0 + σ'·(x − (1 − σ)·x0_plain)/σ. With x0 = x0_plain either is
+    Euler's step."""
+    if flow:
+        return (1 - sigma_next) * x0 + sigma_next * ((x - (1 - sigma) * x0_plain) / sigma)
+    return x0 + (x - x0_plain) / sigma * sigma_next
+
+
 def _without_edit(extra_args: dict) -> dict:
     options = dict(extra_args.get("model_options", {}))
     options["transformer_options"] = {**options.get("transformer_options", {}), EDIT_OFF: True}
@@ -35,8 +46,7 @@ def sample_asyrp(model: Callable, x: torch.Tensor, sigmas: torch.Tensor, extra_a
                  sigma_start: float = float("inf"), sigma_end: float = 0.0, flow: bool = False) -> torch.Tensor:
     """x_{t-1} = x0(edited h) + σ_down·ε(unedited h) + σ_up·z inside the edit interval
     [sigma_end, sigma_start]; outside it, a plain DDIM(η) step on the unedited pass. ``flow``: a
-    flow-matching model, x_σ = (1 − σ)·x0 + σ·ε, whose DDIM step is x_next = (1 − σ_next)·x0 + σ_next·ε
-    with ε = (x − (1 − σ)·x0)/σ (deterministic only)."""
+    flow-matching model (``asymmetric_step``; deterministic only)."""
     if flow and eta > 0:
         raise ValueError(f"eta: the asymmetric mode samples flow-matching models deterministically; use eta 0, "
                          f"got {eta:g}")
@@ -53,13 +63,8 @@ def sample_asyrp(model: Callable, x: torch.Tensor, sigmas: torch.Tensor, extra_a
             denoised = denoised_plain
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        if flow:
-            eps = (x - (1 - sigma) * denoised_plain) / sigma
-            x = (1 - sigma_next) * denoised + sigma_next * eps
-            continue
-        eps = (x - denoised_plain) / sigma
-        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
-        x = denoised + eps * sigma_down
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)  # flow: η = 0, so σ_down = σ_next
+        x = asymmetric_step(x, denoised, denoised_plain, sigma, sigma_down, flow)
         if sigma_up > 0:
             x = x + torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * sigma_up
     return x
