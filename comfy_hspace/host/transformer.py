@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 # model_options key: the block a MODEL's h is read and written at (index over all its blocks)
 BLOCK_OPTION = "hspace_block"
 # transformer_options keys set for each model call: the latent's token grid and the text tokens
@@ -123,8 +125,6 @@ def empty_conditioning(model: Any) -> list:
     """A CONDITIONING shaped for a transformer without its text encoders: one zero context token of
     the width the model takes, and a zero pooled vector where the model takes one (none for Chroma,
     which ComfyUI still asks for; Flux's guidance then defaults to ComfyUI's 3.5)."""
-    import torch
-
     dm = model.get_model_object("diffusion_model")
     text_in = getattr(dm, "context_embedder", None) or dm.txt_in
     extra = {"pooled_output": None}
