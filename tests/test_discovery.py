@@ -192,6 +192,15 @@ def test_two_gloo_processes_train_what_one_process_trains(tmp_path):
     assert a["shift.out_weight"].abs().sum() > 0
 
 
+def node_args(model, **changes) -> dict:
+    """The Discovery Trainer node's inputs for the tiny pixel model, K = 3 over a 3-step chain."""
+    cond = conditioning("pixel")
+    return {**dict(model=model, positive=cond, negative=cond, latent_image={"samples": torch.zeros(1, 3, 16, 16)},
+                   count=3, magnitude=1.0, steps=3, t_edit=600.0, batch_size=2, training_steps=1, learning_rate=1e-3,
+                   seed=0, cfg=1.0, name="run", resume=True, save_every=1, regression_weight=0.1,
+                   adversarial_weight=0.1, direction_samples=1, checkpointed=True), **changes}
+
+
 def test_cancel_keeps_the_last_saved_state_and_the_model(pack, pixel_model, tmp_path, monkeypatch):
     import folder_paths
 
@@ -199,11 +208,7 @@ def test_cancel_keeps_the_last_saved_state_and_the_model(pack, pixel_model, tmp_
     options, params = repr(pixel_model.model_options), dict(pixel_model.model.named_parameters())
     weights = {n: p.detach().clone() for n, p in params.items()}
     flags = {n: p.requires_grad for n, p in params.items()}
-    cond = conditioning("pixel")
-    args = dict(model=pixel_model, positive=cond, negative=cond, latent_image={"samples": torch.zeros(1, 3, 16, 16)},
-                count=3, magnitude=1.0, steps=3, t_edit=600.0, batch_size=2, training_steps=10, learning_rate=1e-3,
-                seed=0, cfg=1.0, name="run", resume=True, save_every=2, regression_weight=0.1,
-                adversarial_weight=0.1, direction_samples=1, checkpointed=True)
+    args = node_args(pixel_model, training_steps=10, save_every=2)
 
     cancel_in_inference_mode(pack.nodes.DiscoveryTrainer, args, at_step=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.safetensors"]  # nothing half-written
@@ -223,11 +228,8 @@ def test_start_from_a_saved_state_without_training(pack, pixel_model, tmp_path, 
     import folder_paths
 
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "hspace_discovery", ([str(tmp_path)], {".safetensors"}))
-    cond = conditioning("pixel")
-    args = dict(model=pixel_model, positive=cond, negative=cond, latent_image={"samples": torch.zeros(1, 3, 16, 16)},
-                count=3, magnitude=1.0, steps=3, t_edit=600.0, batch_size=2, training_steps=2, learning_rate=1e-2,
-                seed=0, cfg=1.0, name="trained", resume=True, save_every=1, regression_weight=0.1,
-                adversarial_weight=0.1, direction_samples=2, checkpointed=True, shift_limit=0.2)
+    args = node_args(pixel_model, training_steps=2, learning_rate=1e-2, name="trained", direction_samples=2,
+                     shift_limit=0.2)
     with torch.inference_mode():
         trained = pack.nodes.DiscoveryTrainer.execute(**args).args[0]
         again = pack.nodes.DiscoveryTrainer.execute(**{**args, "name": "other", "training_steps": 0,
@@ -255,11 +257,7 @@ def test_a_state_saved_before_shift_limits_resumes_as_unlimited(pack, pixel_mode
     from safetensors.torch import save_file
 
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "hspace_discovery", ([str(tmp_path)], {".safetensors"}))
-    cond = conditioning("pixel")
-    args = dict(model=pixel_model, positive=cond, negative=cond, latent_image={"samples": torch.zeros(1, 3, 16, 16)},
-                count=3, magnitude=1.0, steps=3, t_edit=600.0, batch_size=2, training_steps=1, learning_rate=1e-3,
-                seed=0, cfg=1.0, name="old", resume=True, save_every=1, regression_weight=0.1,
-                adversarial_weight=0.1, direction_samples=1, checkpointed=True, shift_limit=0.0)
+    args = node_args(pixel_model, name="old", shift_limit=0.0)
     with torch.inference_mode():
         pack.nodes.DiscoveryTrainer.execute(**args)
     path = tmp_path / "old.safetensors"
