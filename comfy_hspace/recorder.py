@@ -117,12 +117,12 @@ class HSpaceActivations:
     def record(self, h: torch.Tensor, row_timesteps: torch.Tensor, row_chunks: torch.Tensor) -> None:
         self.h_shape = tuple(h.shape[1:])
         keep = (row_chunks == 0).to(h.device)
-        for t in row_timesteps[row_chunks == 0].unique().tolist():
-            t = round(float(t), 3)
+        for exact in row_timesteps[row_chunks == 0].unique().tolist():
+            t = round(float(exact), 3)  # the key; rows are picked by the exact value (σ·1000 need not be whole)
             if (self.batch_start, t) in self._seen:  # a second evaluation at the same timestep (e.g. Heun)
                 continue
             self._seen.add((self.batch_start, t))
-            rows = h[keep & (row_timesteps == t).to(h.device)].reshape(-1, h[0].numel()).detach()
+            rows = h[keep & (row_timesteps == exact).to(h.device)].reshape(-1, h[0].numel()).detach()
             rows = rows.to(self.storage_device, torch.float64)
             self.sums[t] = rows.sum(0) + self.sums.get(t, 0)
             self.counts[t] = self.counts.get(t, 0) + rows.shape[0]

@@ -152,3 +152,18 @@ def test_hook_refuses_a_run_that_would_not_fit_in_memory_before_sampling(pack, t
             hook(pack, model, null, latent_image=big, n_samples=1_000_000, steps=20, keep_samples=False, components=0)
     finally:
         comfy.utils.set_progress_bar_global_hook(None)
+
+
+def test_recorder_keeps_rows_whose_timestep_is_not_whole():
+    """A flow model's timestep is σ·1000, e.g. 501.99998 where a DDPM's is whole: every row is still
+    counted, under the timestep rounded to 3 decimals."""
+    from comfy_hspace.recorder import HSpaceActivations
+
+    activations = HSpaceActivations(keep_samples=False)
+    activations.begin_batch(0)
+    for t in (951.99997, 501.99998, 2.0):
+        activations.record(torch.ones(4, 2, 1, 1) * t, torch.full((4,), t), torch.zeros(4, dtype=torch.long))
+    activations.finish()
+    assert activations.counts == {952.0: 4, 502.0: 4, 2.0: 4} and activations.n_samples == 4
+    assert torch.allclose(activations.means()[:, 0, 0, 0].float(), torch.tensor([951.99997, 501.99998, 2.0]),
+                          rtol=0, atol=1e-3)
