@@ -14,18 +14,23 @@ class EmbeddedFacesModel(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="HSpaceEmbeddedFacesModel", display_name="Embedded Faces DDPM (h-space)", category=CATEGORY,
-            description=f"The pack's own {faces.SIZE}×{faces.SIZE} pixel-space DDPM of procedural faces (known "
-                        f"factors: position, size, skin and background hue, smile, eyes, glasses, hair). "
-                        f"Label-conditional: use Face Labels for positive/negative. Empty latents: "
-                        f"EmptyChromaRadianceLatentImage at {faces.SIZE}×{faces.SIZE}.",
-            inputs=[],
+            node_id="HSpaceEmbeddedFacesModel", display_name="Embedded Faces Model (h-space)", category=CATEGORY,
+            description=f"The pack's own {faces.SIZE}×{faces.SIZE} pixel-space models of procedural faces (known "
+                        f"factors: position, size, skin and background hue, smile, eyes, glasses, hair): a UNet "
+                        f"DDPM (h = its bottleneck) or a transformer trained by flow matching like SD3 (h = the image "
+                        f"tokens after a joint block). Label-conditional: use Face Labels for positive/negative. "
+                        f"Empty latents: EmptyChromaRadianceLatentImage at {faces.SIZE}×{faces.SIZE}.",
+            inputs=[io.Combo.Input("architecture", options=list(embedded.ARCHITECTURES), default="unet", optional=True,
+                                   tooltip="unet: the DDPM (ε-prediction; sample with ddpm/DDIM). dit: the "
+                                           "transformer, SD3's classes (flow; sample with euler).")],
             outputs=[io.Model.Output(), io.Vae.Output()],
         )
 
     @classmethod
-    def execute(cls) -> io.NodeOutput:
-        return io.NodeOutput(*embedded.load_model())
+    def execute(cls, architecture="unet") -> io.NodeOutput:
+        if architecture not in embedded.ARCHITECTURES:
+            raise ValueError(f"architecture: expected one of {list(embedded.ARCHITECTURES)}, got {architecture!r}")
+        return io.NodeOutput(*embedded.load_model(embedded.ARCHITECTURES[architecture]))
 
 
 class FaceLabels(io.ComfyNode):

@@ -8,7 +8,7 @@
 
 Sampling goes through ComfyUI's own sampler on the shipped model, in-process.
 Usage: .venv/bin/python scripts/measure_embedded.py [--samples 256] [--steps 50] [--cfg 2] [--json FILE]
-       [--model FOLDER]   (another diffusers folder of the same layout, e.g. an earlier model)
+       [--model PATH]   (another diffusers folder of the same layout, e.g. an earlier model, or a DiT file)
 """
 from __future__ import annotations
 
@@ -22,7 +22,12 @@ import torch
 
 from comfy_hspace import classifier as C  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
-from comfy_hspace.host import embedded  # noqa: E402
+from comfy_hspace.host import embedded, model_info  # noqa: E402
+
+
+def sampler_of(model) -> str:
+    """DDPM ancestral sampling for the UNet (ε); Euler for the flow-matching DiT."""
+    return "euler" if model_info.is_flow(model) else "ddpm"
 
 
 def sample(model, vae, classes: list[int], seed: int, steps: int, cfg: float, batch: int = 64) -> torch.Tensor:
@@ -35,7 +40,7 @@ def sample(model, vae, classes: list[int], seed: int, steps: int, cfg: float, ba
             n = chunk.count(label)
             latent = torch.zeros(n, 3, faces.SIZE, faces.SIZE)
             noise = comfy.sample.prepare_noise(latent, seed + start + label)
-            x = comfy.sample.sample(model, noise, steps, cfg if label != faces.NULL_CLASS else 1.0, "ddpm",
+            x = comfy.sample.sample(model, noise, steps, cfg if label != faces.NULL_CLASS else 1.0, sampler_of(model),
                                     "normal", embedded.conditioning(label), negative, latent,
                                     seed=seed + start + label, disable_pbar=True)
             out.append(vae.decode(x))
@@ -102,7 +107,8 @@ def main() -> None:
     p.add_argument("--cfg", type=float, default=2.0)
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--model", type=Path, default=embedded.DDPM_FOLDER, help="the DDPM folder to measure")
+    p.add_argument("--model", type=Path, default=embedded.DDPM_FOLDER,
+                   help="the model to measure: a DDPM folder, or a DiT file (faces-dit.safetensors)")
     a = p.parse_args()
 
     images, factors = faces.dataset(2000, seed=a.seed)
@@ -116,7 +122,7 @@ def main() -> None:
     print(markdown_table(["measure", "value", "target"],
                          [[k, f"{v:.3f}" if isinstance(v, float) else v,
                            next(t for key, t in targets.items() if key in k)] for k, v in report.items()]))
-    print(f"\nUnconditional samples ({a.samples}, {a.steps} ddpm steps) vs the dataset:\n")
+    print(f"\nUnconditional samples ({a.samples}, {a.steps} {sampler_of(model)} steps) vs the dataset:\n")
     rows = [[k, f"{s['dataset_mean']:.3f} ± {s['dataset_std']:.3f}",
              f"{s['samples_mean']:.3f} ± {s['samples_std']:.3f}", "yes" if target_met(k, s) else "no"]
             for k, s in stats.items()]

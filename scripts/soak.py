@@ -34,7 +34,7 @@ SAMPLING = {"seed": 7, "steps": 20, "cfg": 1.0, "sampler_name": "ddim", "schedul
 
 
 def base(batch: int = 1) -> dict:
-    return {"1": {"class_type": "HSpaceEmbeddedFacesModel", "inputs": {}},
+    return {"1": {"class_type": "HSpaceEmbeddedFacesModel", "inputs": {"architecture": "unet"}},
             "2": {"class_type": "HSpaceFaceLabels", "inputs": {"labels": "null"}},
             "3": {"class_type": "EmptyChromaRadianceLatentImage", "inputs": {"width": 32, "height": 32,
                                                                              "batch_size": batch}}}

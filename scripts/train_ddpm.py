@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -49,6 +50,20 @@ SCHEDULER_CONFIG = {"_class_name": "DDPMScheduler", "beta_start": 0.0001, "beta_
                     "clip_sample": True}
 # settings that must not change between the chunks of one run
 RECIPE = ("steps", "batch", "lr", "warmup", "min_snr", "images", "label_dropout", "ema", "seed")
+# loss(model, clean images, class labels with dropout applied, generator) → (loss to minimise, per-sample MSE)
+Loss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What differs between the embedded models this machinery trains (the faces DDPM here, the
+    faces DiT in train_dit.py): the architecture's config, a new model, its objective, its export."""
+    name: str
+    config: dict
+    default_out: Path
+    new_model: Callable[[argparse.Namespace], torch.nn.Module]  # random, or from --init
+    loss: Callable[[argparse.Namespace], Loss]
+    save_model: Callable[[torch.nn.Module, Path, dict], None]
 
 
 def save_model(unet: torch.nn.Module, out: Path, info: dict) -> None:
@@ -77,8 +92,8 @@ def loss_weights(alphas_cumprod: torch.Tensor, gamma: float) -> torch.Tensor:
     return snr.clamp(max=gamma) / snr
 
 
-def state_tensors(unet, ema, opt, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    out = {f"model.{k}": v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}
+def state_tensors(model, ema, opt, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    out = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     out.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
     for i, state in opt.state_dict()["state"].items():
         for key, value in state.items():
@@ -87,24 +102,25 @@ def state_tensors(unet, ema, opt, generator: torch.Generator) -> dict[str, torch
     return out
 
 
-def load_training_state(path: Path, unet, ema, opt, generator: torch.Generator, recipe: dict) -> int:
+def load_training_state(path: Path, model, ema, opt, generator: torch.Generator, recipe: dict,
+                        config: dict = UNET_CONFIG) -> int:
     """Restores a state written by this script into the given modules; returns its step. A file of
     another architecture or recipe, or a damaged one, is refused with a message naming it."""
     tensors, meta = read_safetensors(path, "--state", STATE_FORMAT, "a DDPM training state")
     try:
-        saved_config, saved_recipe, step = (json.loads(meta["unet_config"]), json.loads(meta["recipe"]),
-                                            int(meta["step"]))
+        saved_config, saved_recipe, step = (json.loads(meta.get("model_config") or meta["unet_config"]),
+                                            json.loads(meta["recipe"]), int(meta["step"]))
     except (KeyError, ValueError) as e:
         raise ValueError(f"--state: {path} has damaged metadata ({e})") from None
-    if saved_config != UNET_CONFIG:
+    if saved_config != config:
         raise ValueError(f"--state: {path} was trained with another architecture ({saved_config}); "
-                         f"this script trains {UNET_CONFIG}")
+                         f"this script trains {config}")
     changed = {k: (saved_recipe.get(k), recipe[k]) for k in RECIPE if saved_recipe.get(k) != recipe[k]}
     if changed:
         raise ValueError(f"--state: {path} was trained with other settings (saved, given): {changed}; "
                          "resume with the saved ones or start a new --state")
     try:
-        unet.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         moments: dict = {}
         for k, v in tensors.items():
@@ -118,36 +134,38 @@ def load_training_state(path: Path, unet, ema, opt, generator: torch.Generator, 
     return step
 
 
-def arguments() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(arch: Architecture, doc: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=6000, help="total steps of the run (the cosine ends here)")
     p.add_argument("--max-minutes", type=float, default=90.0, help="stop this chunk after so many minutes")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=4e-4, help="peak learning rate")
     p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--min-snr", type=float, default=5.0, help="γ of the min-SNR loss weighting (0 = plain MSE)")
+    p.add_argument("--min-snr", type=float, default=5.0,
+                   help="γ of the min-SNR loss weighting (0 = plain MSE; DDPM only)")
     p.add_argument("--images", type=int, default=50000, help="size of the rendered training set")
     p.add_argument("--label-dropout", type=float, default=0.15)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=1, help="seed of the data set and of the training noise")
     p.add_argument("--init", type=Path, default=None,
-                   help="start a new run from the weights of a diffusers folder (e.g. an earlier model)")
+                   help="start a new run from the weights of an earlier model (what --out holds)")
     p.add_argument("--state", type=Path, default=None,
                    help="training state (.safetensors), resumed if it exists "
                         "(default: runs/<out folder>-training.safetensors)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--out", type=Path, default=arch.default_out)
     a = p.parse_args()
-    a.state = a.state or REPO / "runs" / f"{a.out.name}-training.safetensors"
+    a.state = a.state or REPO / "runs" / f"{a.out.stem}-training.safetensors"
     return a
 
 
 @dataclass
 class Training:
-    """What a run trains and carries from chunk to chunk: the UNet, its EMA, the optimiser, the
+    """What a run trains and carries from chunk to chunk: the model, its EMA, the optimiser, the
     generator of the batches and noise, the step reached and the recipe."""
-    unet: torch.nn.Module
+    arch: Architecture
+    model: torch.nn.Module
     ema: torch.nn.Module
     opt: torch.optim.Optimizer
     generator: torch.Generator
@@ -155,81 +173,96 @@ class Training:
     recipe: dict
 
     def save(self, a: argparse.Namespace, losses: list[float], minutes: float) -> None:
-        meta = {"format": STATE_FORMAT, "step": str(self.step), "unet_config": json.dumps(UNET_CONFIG),
+        meta = {"format": STATE_FORMAT, "step": str(self.step), "model_config": json.dumps(self.arch.config),
                 "recipe": json.dumps(self.recipe)}
-        write_safetensors(a.state, state_tensors(self.unet, self.ema, self.opt, self.generator), meta)
-        save_model(self.ema, a.out, {**self.recipe, "step": self.step,
-                                     "loss_last_50": float(np.mean(losses[-50:] or [0]))})
+        write_safetensors(a.state, state_tensors(self.model, self.ema, self.opt, self.generator), meta)
+        self.arch.save_model(self.ema, a.out, {**self.recipe, "step": self.step,
+                                               "loss_last_50": float(np.mean(losses[-50:] or [0]))})
         print(f"saved step {self.step} ({minutes:.1f} min this chunk)", flush=True)
 
 
-def start_training(a: argparse.Namespace) -> Training:
-    """A new run (random or --init weights), or the one saved in --state, resumed."""
+def new_unet(a: argparse.Namespace) -> torch.nn.Module:
     from diffusers import UNet2DModel
 
-    recipe = {k: getattr(a, k) for k in RECIPE}
-    torch.manual_seed(a.seed)
     unet = UNet2DModel.from_config(UNET_CONFIG)
     if a.init is not None:
         unet = UNet2DModel.from_pretrained(a.init, subfolder="unet")
         if dict(unet.config).get("block_out_channels") != UNET_CONFIG["block_out_channels"]:
             raise ValueError(f"--init: {a.init} has another architecture than {UNET_CONFIG}")
-    unet = unet.to(a.device)
-    ema = copy.deepcopy(unet).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(unet.parameters(), lr=a.lr, weight_decay=0.0)
+    return unet
+
+
+def start_training(arch: Architecture, a: argparse.Namespace) -> Training:
+    """A new run (random or --init weights), or the one saved in --state, resumed."""
+    recipe = {k: getattr(a, k) for k in RECIPE}
+    torch.manual_seed(a.seed)
+    model = arch.new_model(a).to(a.device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
     g = torch.Generator(device=a.device).manual_seed(a.seed)
     step = 0
     if a.state.exists():
-        step = load_training_state(a.state, unet, ema, opt, g, recipe)
+        step = load_training_state(a.state, model, ema, opt, g, recipe, arch.config)
         print(f"resumed {a.state} at step {step}", flush=True)
     elif a.init is not None:
         recipe["init"] = str(a.init)
-    return Training(unet, ema, opt, g, step, recipe)
+    return Training(arch, model, ema, opt, g, step, recipe)
 
 
-def train_step(run: Training, a: argparse.Namespace, data: torch.Tensor, labels: torch.Tensor,
-               alphas: torch.Tensor, weights: torch.Tensor) -> float:
-    """One update of the UNet and its EMA on a random batch; the batch's mean (unweighted) MSE."""
-    g, unet, opt = run.generator, run.unet, run.opt
+def ddpm_loss(a: argparse.Namespace) -> Loss:
+    """ε-prediction on the 1000-step linear schedule, min-SNR-γ weighted."""
+    from diffusers import DDPMScheduler
+
+    alphas = DDPMScheduler.from_config(SCHEDULER_CONFIG).alphas_cumprod.to(a.device)
+    weights = loss_weights(alphas, a.min_snr)
+
+    def loss(unet, x0, y, g):
+        t = torch.randint(0, 1000, (len(x0),), device=a.device, generator=g)
+        noise = torch.randn(x0.shape, device=a.device, generator=g)
+        ab = alphas[t].view(-1, 1, 1, 1)
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        per_sample = F.mse_loss(unet(xt, t, class_labels=y).sample, noise, reduction="none").mean((1, 2, 3))
+        return (weights[t] * per_sample).mean(), per_sample
+    return loss
+
+
+UNET = Architecture("UNet", UNET_CONFIG, DEFAULT_OUT, new_unet, ddpm_loss, save_model)
+
+
+def train_step(run: Training, a: argparse.Namespace, data: torch.Tensor, labels: torch.Tensor, loss_of: Loss) -> float:
+    """One update of the model and its EMA on a random batch; the batch's mean (unweighted) MSE."""
+    g, model, opt = run.generator, run.model, run.opt
     for group in opt.param_groups:
         group["lr"] = learning_rate(run.step, a.lr, a.warmup, a.steps)
     idx = torch.randint(0, len(data), (a.batch,), device=a.device, generator=g)
     x0, y = data[idx], labels[idx].clone()
     y[torch.rand(a.batch, device=a.device, generator=g) < a.label_dropout] = faces.NULL_CLASS
-    t = torch.randint(0, 1000, (a.batch,), device=a.device, generator=g)
-    noise = torch.randn(x0.shape, device=a.device, generator=g)
-    ab = alphas[t].view(-1, 1, 1, 1)
-    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-    per_sample = F.mse_loss(unet(xt, t, class_labels=y).sample, noise, reduction="none").mean((1, 2, 3))
-    loss = (weights[t] * per_sample).mean()
+    loss, per_sample = loss_of(model, x0, y, g)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     run.step += 1
     decay = min(a.ema, (1 + run.step) / (10 + run.step))
     with torch.no_grad():
-        for pe, pm in zip(run.ema.parameters(), unet.parameters()):
+        for pe, pm in zip(run.ema.parameters(), model.parameters()):
             pe.lerp_(pm, 1 - decay)
     return per_sample.mean().item()
 
 
-def main() -> None:
-    a = arguments()
-    from diffusers import DDPMScheduler
-
-    run = start_training(a)
+def main(arch: Architecture = UNET, doc: str = __doc__) -> None:
+    a = arguments(arch, doc)
+    run = start_training(arch, a)
     t0 = time.monotonic()
     images, factors = faces.dataset(a.images, seed=a.seed)
     data = torch.from_numpy(images).to(a.device)
     labels = torch.from_numpy(faces.class_index(factors)).to(a.device)
     print(f"rendered {a.images} images in {time.monotonic() - t0:.0f} s; "
-          f"UNet parameters: {sum(q.numel() for q in run.unet.parameters()) / 1e6:.2f} M", flush=True)
-    alphas = DDPMScheduler.from_config(SCHEDULER_CONFIG).alphas_cumprod.to(a.device)
-    weights = loss_weights(alphas, a.min_snr)
+          f"{arch.name} parameters: {sum(q.numel() for q in run.model.parameters()) / 1e6:.2f} M", flush=True)
+    loss_of = arch.loss(a)
 
     start, losses = time.monotonic(), []
     while run.step < a.steps:
-        losses.append(train_step(run, a, data, labels, alphas, weights))
+        losses.append(train_step(run, a, data, labels, loss_of))
         minutes = (time.monotonic() - start) / 60
         if run.step % 50 == 0:
             print(f"step {run.step} mse {np.mean(losses[-50:]):.4f} lr {run.opt.param_groups[0]['lr']:.2e} "

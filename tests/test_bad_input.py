@@ -37,7 +37,7 @@ from comfy_hspace.host.model_info import model_fingerprint
 from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 
 # Nodes without inputs: nothing to refuse.
-NO_INPUTS = {"NullConditioning", "EmbeddedFacesModel"}
+NO_INPUTS = {"NullConditioning"}
 PICKLE = b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00K\x01."  # pickle.dumps(1): never unpickled
 ZIP = b"PK\x03\x04 a torch.save zip, not safetensors"
 
@@ -381,6 +381,10 @@ CASES = [
         r"UNet weights .*wider/unet/diffusion_pytorch_model\.safetensors: do not fit .*config\.json \(\['size mismatch",
         "weights-other-shapes"),
 
+    # ---- Embedded Faces Model ----
+    bad("EmbeddedFacesModel", {"architecture": "vit"}, r"architecture: expected one of \['unet', 'dit'\], got 'vit'",
+        "architecture-unknown"),
+
     # ---- Face Labels ----
     bad("FaceLabels", {"labels": "smile, hat"}, r"labels: unknown label\(s\) \['hat'\]", "labels-unknown"),
     bad("FaceLabels", {"labels": "null, smile"}, r"labels: unknown label\(s\) \['null'\]", "labels-null-with-others"),
@@ -710,6 +714,7 @@ BASE = {
     "ResizeDirections": lambda w: dict(directions=w.pixel_dirs, model=w.pixel, latent_image=latent(1, 3, 24, 24)),
     "RandomDirections": lambda w: dict(model=w.pixel, latent_image=latent(1, 3, 16, 16), count=2, seed=0, rms=1.0),
     "PixelDDPMLoader": lambda w: dict(folder=w.ddpm_folder("ddpm")),
+    "EmbeddedFacesModel": lambda w: dict(architecture="unet"),
     "FaceLabels": lambda w: dict(labels="smile, glasses"),
     "FaceScores": lambda w: dict(images=w.faces),
 }

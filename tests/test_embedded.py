@@ -91,6 +91,7 @@ def test_label_nodes(pack):
 
 @pytest.mark.parametrize("script,args", [
     ("train_ddpm.py", ["--steps", "2", "--images", "64", "--batch", "8", "--state", "STATE"]),
+    ("train_dit.py", ["--steps", "2", "--images", "64", "--batch", "8", "--state", "STATE"]),
     ("train_classifier.py", ["--images", "256", "--epochs", "1", "--batch", "32"]),
 ])
 def test_training_scripts_run_a_few_steps(tmp_path, script, args):
@@ -103,6 +104,9 @@ def test_training_scripts_run_a_few_steps(tmp_path, script, args):
     if script == "train_ddpm.py":
         model, _ = load_pixel_ddpm(out)  # what the script writes is what the loader reads
         assert model.get_model_object("diffusion_model").unet.config.num_class_embeds == faces.NULL_CLASS + 1
+    elif script == "train_dit.py":
+        model, _ = embedded.load_model(out / "c.safetensors")
+        assert type(model.get_model_object("diffusion_model")).__name__ == "OpenAISignatureMMDITWrapper"
     else:
         C.load_classifier(out / "c.safetensors")
 
@@ -158,3 +162,38 @@ def test_face_found_tells_faces_from_faceless_images():
         disk = torch.from_numpy(faces.region_mask("face", factors["x"][i], factors["y"][i], 1.3 * factors["size"][i]))
         erased[i][disk > 0] = torch.from_numpy(faces.background_rgb(float(factors["bg_hue"][i])))
     assert not embedded.face_found(erased).any()
+
+
+def test_dit_files_of_another_patch_size_or_label_set_or_truncated_are_refused(tmp_path):
+    from comfy_hspace.files import write_safetensors
+    from comfy_hspace.host import pixel_dit
+
+    dm = pixel_dit.build_dit().diffusion_model
+    pixel_dit.init_weights(dm)
+    good = tmp_path / "good.safetensors"
+    pixel_dit.save_dit(dm, good, {})
+    embedded.load_model(good)
+    tensors = {k: v.contiguous() for k, v in dm.state_dict().items()}
+    labels, config = json.dumps(list(faces.LABELS)), json.dumps(pixel_dit.DIT_CONFIG)
+    for name, labels, config, message in [
+            ("patch2", labels, json.dumps(dict(pixel_dit.DIT_CONFIG, patch_size=2)),
+             r"another architecture than the embedded DiT's .*'patch_size': \(2, 4\)"),
+            ("hats", json.dumps(["smile", "hat"]), config, r"trained on the labels \['smile', 'hat'\]")]:
+        path = tmp_path / f"{name}.safetensors"
+        write_safetensors(path, tensors, {"format": pixel_dit.FORMAT, "labels": labels, "config": config})
+        with pytest.raises(ValueError, match=f"model {path}: " + message):
+            embedded.load_model(path)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[:100_000])
+    with pytest.raises(ValueError, match=f"model {truncated}: not a readable safetensors file"):
+        embedded.load_model(truncated)
+
+
+def test_dit_label_tokens_give_each_label_its_state():
+    from comfy_hspace.host.pixel_dit import LABEL_WIDTH, label_tokens
+
+    tokens = label_tokens(torch.tensor([faces.parse_labels("smile, blond"), faces.NULL_CLASS]))
+    assert tokens.shape == (2, len(faces.LABELS), LABEL_WIDTH) and (tokens.sum(-1) == 1).all()
+    on = {faces.LABELS[i]: int(tokens[0, i].argmax()) % 3 for i in range(len(faces.LABELS))}
+    assert on == {"smile": 1, "glasses": 0, "blond": 1}
+    assert (tokens[1].argmax(-1) % 3 == 2).all()  # unconditional: every label token says "unknown"

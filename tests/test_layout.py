@@ -11,7 +11,8 @@ COMFY_MODULES = ("comfy", "comfy_api", "comfy_extras", "comfy_execution", "folde
 IMPORT_COMFYUI = {"host/autograd.py": False, "host/discovery.py": True, "host/edited_sampling.py": True,
                   "host/embedded.py": False, "host/latents.py": True, "host/memory.py": True,
                   "host/model_info.py": False,
-                  "host/patch.py": False, "host/pixel_ddpm.py": True, "host/recording.py": True,
+                  "host/patch.py": False, "host/pixel_ddpm.py": True, "host/pixel_dit.py": True,
+                  "host/recording.py": True,
                   "host/trajectory.py": True, "host/transformer.py": False, "host/__init__.py": False}
 
 

@@ -11,16 +11,23 @@ import torch
 
 from .. import classifier, faces
 from .pixel_ddpm import CLASS_KEY, load_pixel_ddpm
+from .pixel_dit import load_pixel_dit
 
 FOLDER = Path(__file__).resolve().parent.parent / "embedded"
 DDPM_FOLDER = FOLDER / "faces-ddpm"
+DIT_FILE = FOLDER / "faces-dit.safetensors"  # the embedded transformer (scripts/train_dit.py)
 CLASSIFIER_FILE = classifier.EMBEDDED
 DISCOVERY_FOLDER = FOLDER / "discovery"  # Discovery Trainer states for the faces DDPM
 
 
-def load_model(folder: str | Path = DDPM_FOLDER) -> tuple[Any, Any]:
-    """(MODEL, VAE) of the shipped faces DDPM, or of another folder of the same layout."""
-    return load_pixel_ddpm(folder)
+ARCHITECTURES = {"unet": DDPM_FOLDER, "dit": DIT_FILE}  # the embedded models, by architecture
+
+
+def load_model(path: str | Path = DDPM_FOLDER) -> tuple[Any, Any]:
+    """(MODEL, VAE) of the shipped faces DDPM (a diffusers folder) or DiT (a .safetensors file), or
+    of another folder or file of the same layout."""
+    path = Path(path)
+    return load_pixel_dit(path) if path.suffix == ".safetensors" else load_pixel_ddpm(path)
 
 
 def conditioning(labels: str | int = "null") -> list:
