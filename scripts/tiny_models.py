@@ -33,6 +33,10 @@ CHROMA_DIT = {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "c
               "theta": 10000, "patch_size": 2, "qkv_bias": True, "in_dim": 64, "out_dim": 64, "hidden_dim": 64,
               "n_layers": 2}
 
+QWEN_DIT = {"image_model": "qwen_image", "patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layers": 2,
+            "attention_head_dim": 32, "num_attention_heads": 2, "joint_attention_dim": 32,
+            "axes_dims_rope": [8, 12, 12]}
+
 PIXEL_UNET = {
     "_class_name": "UNet2DModel", "sample_size": 16, "in_channels": 3, "out_channels": 3,
     "block_out_channels": [16, 32], "layers_per_block": 1, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
@@ -58,8 +62,8 @@ def comfy_unet(kind: str, seed: int = 0):
 
 
 def comfy_dit(kind: str, seed: int = 0):
-    """A ModelPatcher around a random SD3-, Flux- or Chroma-shaped transformer built by ComfyUI's own classes
-    (the 0.3.75 loader cannot detect a tiny Flux: it fixes 24 heads of 128 channels)."""
+    """A ModelPatcher around a random SD3-, Flux-, Chroma- or Qwen-Image-shaped transformer built by ComfyUI's own
+    classes (the 0.3.75 loader cannot detect a tiny Flux: it fixes 24 heads of 128 channels)."""
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
@@ -67,7 +71,8 @@ def comfy_dit(kind: str, seed: int = 0):
     torch.manual_seed(seed)
     config_class, config = {"sd3": (comfy.supported_models.SD3, SD3_DIT),
                             "flux": (comfy.supported_models.Flux, FLUX_DIT),
-                            "chroma": (comfy.supported_models.Chroma, CHROMA_DIT)}[kind]
+                            "chroma": (comfy.supported_models.Chroma, CHROMA_DIT),
+                            "qwen": (comfy.supported_models.QwenImage, QWEN_DIT)}[kind]
     model = config_class(dict(config)).get_model({})
     init_weights(model.diffusion_model)
     return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
@@ -102,6 +107,8 @@ def init_weights(module: torch.nn.Module) -> None:
         elif isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm)) and m.weight is not None:
             torch.nn.init.ones_(m.weight)
             torch.nn.init.zeros_(m.bias)
+        elif type(m).__name__ == "RMSNorm" and isinstance(getattr(m, "weight", None), torch.nn.Parameter):
+            torch.nn.init.ones_(m.weight)  # Qwen-Image's (torch's RMSNorm, or ComfyUI's with a weight)
 
 
 def conditioning(kind: str, seed: int = 0) -> list:
@@ -113,7 +120,7 @@ def conditioning(kind: str, seed: int = 0) -> list:
         return [[torch.zeros(1, 1, 1), {}]]
     elif kind == "sd3":
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": torch.randn(1, 64, generator=g)}]]
-    elif kind == "chroma":
+    elif kind in ("chroma", "qwen"):
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": None}]]
     elif kind == "flux":
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": torch.randn(1, 32, generator=g),

@@ -2,6 +2,7 @@
 on tiny real UNets run through ComfyUI; memory independence of M is in bench/discovery.py."""
 import pytest
 import torch
+from comfy.sample import fix_empty_latent_channels
 from conftest import cancel_in_inference_mode
 from tiny_models import comfy_dit, comfy_unet, conditioning, save_pixel_ddpm
 
@@ -42,13 +43,14 @@ def gradients(model, cond, latent_shape, checkpointed, cfg=1.0, shift_limit=0.0)
 
 
 @pytest.mark.parametrize("kind, shift_limit", [("pixel", 0.0), ("pixel", 0.1), ("sd15", 0.0), ("sd3", 0.5),
-                                               ("flux", 0.5)])
+                                               ("flux", 0.5), ("qwen", 0.5)])
 def test_checkpointed_gradients_equal_plain_backprop(kind, shift_limit, pixel_model):
     """Also through transformers, with the flow step; Flux's blocks add their residuals in place."""
     if kind == "pixel":
         model, shape, cfg = pixel_model, (2, 3, 16, 16), 1.0
-    elif kind in ("sd3", "flux"):
-        model, shape, cfg = comfy_dit(kind), (2, 16, 8, 8), 1.0
+    elif kind in ("sd3", "flux", "qwen"):
+        model, cfg = comfy_dit(kind), 1.0
+        shape = tuple(fix_empty_latent_channels(model, torch.zeros(2, 16, 8, 8)).shape)  # Qwen-Image: a frame axis
     else:
         model, shape, cfg = comfy_unet("sd15"), (2, 4, 16, 16), 2.0
     cond = conditioning(kind)

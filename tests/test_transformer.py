@@ -11,7 +11,8 @@ from comfy_hspace.directions import DirectionsError
 from comfy_hspace.host.model_info import bottleneck_shape, model_fingerprint
 from comfy_hspace.host.transformer import BLOCK_OPTION
 
-KINDS = ["sd3", "flux", "chroma"]
+KINDS = ["sd3", "flux", "chroma", "qwen"]
+WIDTH = {"sd3": 128, "flux": 64, "chroma": 64, "qwen": 64}  # the residual stream's, tiny_models' configs
 LATENT = {"samples": torch.zeros(1, 16, 16, 12)}  # 8 × 6 tokens: rows and columns told apart
 
 
@@ -41,7 +42,7 @@ def test_edit_at_a_block_moves_the_output_and_strength_zero_is_stock(pack, model
     options, weights = repr(model.model_options), {n: p.clone() for n, p in model.model.named_parameters()}
     before = stock(model, cond)
     d = random(model)
-    assert d.h_shape == (model.model.diffusion_model.hidden_size, 8, 6)
+    assert d.h_shape == (WIDTH[kind], 8, 6)
     zero = pack.nodes.EditedSampler.execute(
         model=model, positive=cond, negative=cond, latent_image=LATENT, directions=d, seed=5, steps=4, cfg=1.0,
         sampler_name="euler", scheduler="simple", strengths="0", sweep="", start_percent=0.0, end_percent=1.0,
@@ -196,6 +197,7 @@ def test_inversion_runs_the_flow_ode_up_and_sampling_brings_the_latent_back(mode
 
     model, cond = models[kind], conditioning(kind)
     latent = torch.randn(1, 16, 16, 12, generator=torch.Generator().manual_seed(0)) * 0.5
+    latent = comfy.sample.fix_empty_latent_channels(model, latent)  # Qwen-Image's: [1, 16, 1, 16, 12]
     noise, activations = invert(model, cond, cond, {"samples": latent}, SamplerSettings(0, 30, 1.0, "ddim", "simple"),
                                 batch_size=1)
     assert noise.isfinite().all() and activations.parameters["sampler"] == "ddim inversion"
@@ -208,7 +210,7 @@ def test_inversion_runs_the_flow_ode_up_and_sampling_brings_the_latent_back(mode
     assert (back - latent).abs().mean() < 0.1 * (unrelated - latent).abs().mean()
 
 
-@pytest.mark.parametrize("kind", ["sd3", "flux"])
+@pytest.mark.parametrize("kind", ["sd3", "flux", "qwen"])
 def test_discovery_trainer_trains_on_a_transformer(pack, models, kind, tmp_path, monkeypatch):
     """Through the flow chain and, for Flux, reverse mode through its in-place blocks: the shift block
     moves away from its zero start and the directions have the block's grid."""

@@ -15,7 +15,7 @@ from .. import discovery as dv
 from ..directions import Directions
 from ..settings import SamplerSettings
 from .autograd import autograd_context, in_place_safe
-from .latents import noise_scale, sampler_sigmas
+from .latents import model_latent, noise_scale, sampler_sigmas
 from .memory import autograd_bytes, check_fits
 from .model_info import bottleneck_shape, encoder_levels, is_flow, model_fingerprint
 from .patch import DELTA, hspace_clone
@@ -131,7 +131,8 @@ def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tupl
     loss history."""
     _check_settings(settings, world_size)
     settings = dataclasses.replace(settings, flow=is_flow(model))
-    latent_shape = (settings.batch_size, *latent_shape[1:])
+    one = model_latent(model, {"samples": torch.zeros(1, *latent_shape[1:])})  # as KSampler shapes it
+    latent_shape = (settings.batch_size, *one.shape[1:])
     h_shape = bottleneck_shape(model, latent_shape)
     sigmas, timesteps = discovery_schedule(model, steps)
     shifted = dv.shifted_step_count(timesteps, settings.t_edit)

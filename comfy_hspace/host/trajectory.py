@@ -66,7 +66,7 @@ def at_trajectory_steps(model: Any, positive: Any, negative: Any, latent_image: 
                     "optimized_attention_override": _traceable_attention}}
                 xs, sigmas = x0.expand(delta.shape[0], *x0.shape[1:]), sigma0.expand(delta.shape[0])
                 with in_place_safe(diffusion_model):
-                    return (xs - executor(xs, sigmas, options, seed)) / sigmas.reshape(-1, 1, 1, 1)
+                    return (xs - executor(xs, sigmas, options, seed)) / sigmas.reshape(-1, *[1] * (xs.ndim - 1))
 
             with autograd_context(diffusion_model):
                 x0, sigma0 = x[:1].clone(), timestep[:1].clone()

@@ -47,10 +47,12 @@ FAMILIES = {
     "OpenAISignatureMMDITWrapper": Family("SD3", (("double_block", "joint_blocks"),), "hidden_size", "double_block"),
     "Flux": Family("Flux", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True),
     "Chroma": Family("Chroma", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True),
+    # latents with a frame axis of one ([B, 16, 1, H, W]); image tokens only in its blocks
+    "QwenImageTransformer2DModel": Family("Qwen-Image", (("double_block", "transformer_blocks"),), "inner_dim",
+                                          "double_block"),
 }
 NOT_YET = {  # ComfyUI has a block hook, the pack does not read these yet
     "WanModel": "Wan", "HunyuanVideo": "HunyuanVideo", "LTXVModel": "LTXV", "MMDiT": "AuraFlow",
-    "QwenImageTransformer2DModel": "Qwen-Image",  # its latents have a frame axis, as video models' do
 }
 NO_HOOK = {  # ComfyUI 0.3.75 has no block hook in these
     "HiDreamImageTransformer2DModel": "HiDream", "NextDiT": "Lumina 2 / Z-Image", "PixArtMS": "PixArt",
