@@ -161,11 +161,15 @@ class HSpaceActivations:
     @property
     def timesteps(self) -> torch.Tensor:
         """Recorded model timesteps, high to low."""
-        return torch.tensor(sorted(self.counts, reverse=True))
+        return torch.tensor(self._keys())
+
+    def _keys(self) -> list[float]:
+        """The recorded timesteps as the keys they are stored under (float32 would round 900.958), high to low."""
+        return sorted(self.counts, reverse=True)
 
     def means(self) -> torch.Tensor:
         """Mean h per timestep [T, C, H, W], timesteps high to low."""
-        return torch.stack([self.sums[t] / self.counts[t] for t in self.timesteps.tolist()]).reshape(
+        return torch.stack([self.sums[t] / self.counts[t] for t in self._keys()]).reshape(
             -1, *self.h_shape)
 
     def mean_noise(self) -> torch.Tensor:
@@ -176,7 +180,7 @@ class HSpaceActivations:
         file; needs ``keep_samples``."""
         kept = self._kept("trajectories")
         samples = self._samples(samples, self.n_samples)
-        return torch.stack([kept.read(t, samples) for t in self.timesteps.tolist()], 1).reshape(
+        return torch.stack([kept.read(t, samples) for t in self._keys()], 1).reshape(
             len(samples), -1, *self.h_shape)
 
     def sample_noises(self, samples: list[int] | torch.Tensor | None = None) -> torch.Tensor:

@@ -1,8 +1,10 @@
-"""Writes the templates for a user's own SD1.5 and SDXL checkpoints, workflows/api/sd/<family>_<graph>.api.json,
-from one definition per graph (the two families differ only in checkpoint name, image size and guidance).
-Then `python scripts/workflow_ui.py` writes their UI twins and `bash scripts/demo.sh --thumbnails`
-their cards. The tests run every one of them on tiny SD1.5- and SDXL-shaped checkpoints
-(tests/test_sd_templates.py).
+"""Writes the templates for a user's own checkpoints, workflows/api/sd/<family>_<graph>.api.json, from one
+definition per graph: SD1.5 and SDXL (which differ only in checkpoint name, image size and guidance) get
+every graph; the transformers SD3.5 and Flux get the prompt-pair slider, with the direction applied by
+Apply H-space Edit in front of a stock KSampler. Then `python scripts/workflow_ui.py` writes their UI twins
+and `bash scripts/demo.sh --thumbnails` their cards. The tests run the SD1.5, SDXL and SD3.5 ones on tiny
+checkpoints of those shapes (tests/test_sd_templates.py); Flux's needs its separate text encoders and VAE,
+and runs there only as far as the browser and the API twin go.
 
 The graphs that apply a direction load `<family>_smiling.safetensors`, which the prompt-pair graph saves.
 """
@@ -17,6 +19,11 @@ FOLDER = REPO / "workflows" / "api" / "sd"
 FAMILIES = {
     "sd15": {"title": "Stable Diffusion 1.5", "ckpt": "v1-5-pruned-emaonly.safetensors", "size": 512, "cfg": 7.0},
     "sdxl": {"title": "SDXL", "ckpt": "sd_xl_base_1.0.safetensors", "size": 1024, "cfg": 6.0},
+    # transformers: 16-channel latents, h at the middle joint block (H-space Block moves it)
+    "sd35": {"title": "SD3.5", "ckpt": "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors", "size": 1024,
+             "cfg": 4.5, "transformer": True},
+    "flux": {"title": "Flux", "ckpt": "flux1-dev.safetensors", "size": 1024, "cfg": 1.0, "transformer": True,
+             "clip": ("clip_l.safetensors", "t5xxl_fp8_e4m3fn.safetensors"), "vae": "ae.safetensors"},
 }
 PERSON = "a photo portrait of a person, studio light"
 SMILING = "a photo portrait of a person smiling, studio light"
@@ -28,14 +35,30 @@ def link(node: str, slot: int = 0) -> list:
     return [node, slot]
 
 
+def clip(f: dict) -> list:
+    return link("20") if "clip" in f else link("1", 1)
+
+
+def vae(f: dict) -> list:
+    return link("21") if "vae" in f else link("1", 2)
+
+
 def base(f: dict, batch: int = 1) -> dict:
-    """Checkpoint, the two prompts, the negative and an empty latent: nodes 1–5 of every graph."""
+    """Model, the two prompts, the negative and an empty latent: nodes 1–5 of every graph (Flux: its
+    diffusion model in 1, text encoders in 20 and VAE in 21)."""
+    nodes = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": f["ckpt"]}}}
+    if "clip" in f:
+        nodes = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": f["ckpt"], "weight_dtype": "default"}},
+                 "20": {"class_type": "DualCLIPLoader",
+                        "inputs": {"clip_name1": f["clip"][0], "clip_name2": f["clip"][1], "type": "flux",
+                                   "device": "default"}},
+                 "21": {"class_type": "VAELoader", "inputs": {"vae_name": f["vae"]}}}
     return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": f["ckpt"]}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": PERSON, "clip": link("1", 1)}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": SMILING, "clip": link("1", 1)}},
-        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": link("1", 1)}},
-        "5": {"class_type": "EmptyLatentImage",
+        **nodes,
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": PERSON, "clip": clip(f)}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": SMILING, "clip": clip(f)}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": clip(f)}},
+        "5": {"class_type": "EmptySD3LatentImage" if f.get("transformer") else "EmptyLatentImage",
               "inputs": {"width": f["size"], "height": f["size"], "batch_size": batch}},
     }
 
@@ -50,7 +73,7 @@ def hook(f: dict, positive: str, n_samples: int, components: int) -> dict:
 
 def sweep_grid(f: dict, directions: list, strengths: str, seed: int, latent: list | None = None) -> dict:
     return {"class_type": "HSpaceDirectionSweepGrid",
-            "inputs": {"model": link("1"), "vae": link("1", 2), "positive": link("2"), "negative": link("4"),
+            "inputs": {"model": link("1"), "vae": vae(f), "positive": link("2"), "negative": link("4"),
                        "latent_image": latent or link("5"), "directions": directions, "seed": seed, **SAMPLING,
                        "cfg": f["cfg"], "strengths": strengths, "mode": "both terms", "start_percent": 0.0,
                        "end_percent": 1.0, "cell_size": 0}}
@@ -107,7 +130,7 @@ def real_image_edit(family: str, f: dict) -> dict:
                   "inputs": {"image": link("6"), "upscale_method": "lanczos", "width": f["size"], "height": f["size"],
                              "crop": "center"}},
             "8": {"class_type": "HSpaceInvertImage",
-                  "inputs": {"model": link("1"), "vae": link("1", 2), "images": link("7"), "positive": link("2"),
+                  "inputs": {"model": link("1"), "vae": vae(f), "images": link("7"), "positive": link("2"),
                              "negative": link("4"), "steps": 50, "cfg": 1.0, "scheduler": "ddim_uniform",
                              "batch_size": 1, "keep_samples": False}},
             "9": smiling(family),
@@ -118,7 +141,7 @@ def real_image_edit(family: str, f: dict) -> dict:
                               "sweep": "0, 0.5, 1",
                               "start_percent": 0.0, "end_percent": 1.0, "apply_to": "both", "mode": "both terms",
                               "eta": 0.0, "denoise": 1.0, "noise": link("8")}},
-            "11": {"class_type": "VAEDecode", "inputs": {"samples": link("10"), "vae": link("1", 2)}},
+            "11": {"class_type": "VAEDecode", "inputs": {"samples": link("10"), "vae": vae(f)}},
             "12": save(link("11"), f"{family}_real_image_edit")}
 
 
@@ -127,7 +150,7 @@ def jacobian_mask(family: str, f: dict) -> dict:
     Load Image's mask editor, and the Jacobian directions at a middle step, masked, as grid rows."""
     return {**base(f),
             "6": ksampler(f, link("1"), link("5")),
-            "7": {"class_type": "VAEDecode", "inputs": {"samples": link("6"), "vae": link("1", 2)}},
+            "7": {"class_type": "VAEDecode", "inputs": {"samples": link("6"), "vae": vae(f)}},
             "8": {"class_type": "PreviewImage", "inputs": {"images": link("7")}},
             "9": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
             "10": {"class_type": "HSpaceJacobianDirections",
@@ -147,8 +170,8 @@ def apply_edit_ksampler(family: str, f: dict) -> dict:
             "7": apply_edit(link("1"), link("6")),
             "8": ksampler(f, link("1"), link("5")),
             "9": ksampler(f, link("7"), link("5")),
-            "10": {"class_type": "VAEDecode", "inputs": {"samples": link("8"), "vae": link("1", 2)}},
-            "11": {"class_type": "VAEDecode", "inputs": {"samples": link("9"), "vae": link("1", 2)}},
+            "10": {"class_type": "VAEDecode", "inputs": {"samples": link("8"), "vae": vae(f)}},
+            "11": {"class_type": "VAEDecode", "inputs": {"samples": link("9"), "vae": vae(f)}},
             "12": {"class_type": "ImageBatch", "inputs": {"image1": link("10"), "image2": link("11")}},
             "13": save(link("12"), f"{family}_apply_edit")}
 
@@ -170,8 +193,21 @@ def apply_edit_hires_fix(family: str, f: dict) -> dict:
             "11": apply_edit(link("1"), link("10")),
             "12": {"class_type": "KSamplerAdvanced",
                    "inputs": {"model": link("11"), **advanced, "latent_image": link("9"), "start_at_step": 15}},
-            "13": {"class_type": "VAEDecode", "inputs": {"samples": link("12"), "vae": link("1", 2)}},
+            "13": {"class_type": "VAEDecode", "inputs": {"samples": link("12"), "vae": vae(f)}},
             "14": save(link("13"), f"{family}_apply_edit_hires_fix")}
+
+
+def transformer_prompt_pair(family: str, f: dict) -> dict:
+    """The prompt-pair slider for a transformer: the smile direction from two Hooks, applied by Apply H-space
+    Edit in front of a stock KSampler (beside the unedited sample), and a sweep grid."""
+    return {**prompt_pair(family, f),
+            "12": apply_edit(link("1"), link("8")),
+            "13": ksampler(f, link("1"), link("5")),
+            "14": ksampler(f, link("12"), link("5")),
+            "15": {"class_type": "VAEDecode", "inputs": {"samples": link("13"), "vae": vae(f)}},
+            "16": {"class_type": "VAEDecode", "inputs": {"samples": link("14"), "vae": vae(f)}},
+            "17": {"class_type": "ImageBatch", "inputs": {"image1": link("15"), "image2": link("16")}},
+            "18": save(link("17"), f"{family}_apply_edit")}
 
 
 GRAPHS = {"prompt_pair_slider": prompt_pair, "pca_grid": pca_grid, "real_image_edit": real_image_edit,
@@ -182,7 +218,8 @@ GRAPHS = {"prompt_pair_slider": prompt_pair, "pca_grid": pca_grid, "real_image_e
 def main() -> None:
     FOLDER.mkdir(parents=True, exist_ok=True)
     for family, f in FAMILIES.items():
-        for name, graph in GRAPHS.items():
+        graphs = {"prompt_pair_slider": transformer_prompt_pair} if f.get("transformer") else GRAPHS
+        for name, graph in graphs.items():
             path = FOLDER / f"{family}_{name}.api.json"
             path.write_text(json.dumps(graph(family, f), indent=1) + "\n")
             print(path.relative_to(REPO))

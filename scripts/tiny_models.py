@@ -33,6 +33,9 @@ CHROMA_DIT = {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "c
               "theta": 10000, "patch_size": 2, "qkv_bias": True, "in_dim": 64, "out_dim": 64, "hidden_dim": 64,
               "n_layers": 2}
 
+# SD3.5 as a checkpoint: its CLIP-L and CLIP-G outputs are padded to 4,096 context channels
+SD35_DIT = {**SD3_DIT, "context_embedder_config": {"target": "torch.nn.Linear",
+                                                   "params": {"in_features": 4096, "out_features": 128}}}
 QWEN_DIT = {"image_model": "qwen_image", "patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layers": 2,
             "attention_head_dim": 32, "num_attention_heads": 2, "joint_attention_dim": 32,
             "axes_dims_rope": [8, 12, 12]}
@@ -158,6 +161,7 @@ def tiny_model_configs() -> dict:
     import comfy.sdxl_clip
     import comfy.supported_models
     import comfy.supported_models_base
+    import comfy.text_encoders.sd3_clip
 
     class TinySD1Clip(comfy.sd1_clip.SD1ClipModel):
         def __init__(self, device="cpu", dtype=None, model_options={}):
@@ -185,7 +189,18 @@ def tiny_model_configs() -> dict:
         def clip_target(self, state_dict={}):
             return comfy.supported_models_base.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, TinySDXLClip)
 
-    return {"sd15": TinySD15, "sdxl": TinySDXL}
+    class TinySD3Clip(comfy.text_encoders.sd3_clip.SD3ClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options={}):
+            super().__init__(clip_l=True, clip_g=True, t5=False, device=device, dtype=dtype, model_options={
+                **model_options, "clip_l_model_config": TINY_CLIP_XL, "clip_g_model_config": TINY_CLIP_XL})
+
+    class TinySD35(comfy.supported_models.SD3):
+        unet_config = {"in_channels": 16, "pos_embed_scaling_factor": None, "depth": SD35_DIT["depth"]}
+
+        def clip_target(self, state_dict={}):
+            return comfy.supported_models_base.ClipTarget(comfy.text_encoders.sd3_clip.SD3Tokenizer, TinySD3Clip)
+
+    return {"sd15": TinySD15, "sdxl": TinySDXL, "sd35": TinySD35}
 
 
 def register_tiny_checkpoints() -> dict:
@@ -202,7 +217,7 @@ def register_tiny_checkpoints() -> dict:
 
 
 def save_tiny_checkpoint(kind: str, path: Path, seed: int = 0) -> Path:
-    """A random SD1.5- or SDXL-shaped checkpoint with text encoders and a TAESD VAE, written by
+    """A random SD1.5-, SDXL- or SD3.5-shaped checkpoint with text encoders and a TAESD VAE, written by
     ComfyUI's own checkpoint saver (the Save Checkpoint node's code)."""
     import comfy.model_management
     import comfy.model_patcher
@@ -211,15 +226,17 @@ def save_tiny_checkpoint(kind: str, path: Path, seed: int = 0) -> Path:
 
     config_class = register_tiny_checkpoints()[kind]
     torch.manual_seed(seed)
-    config = config_class({**{"sd15": SD15_UNET, "sdxl": SDXL_UNET}[kind]})
+    config = config_class({**{"sd15": SD15_UNET, "sdxl": SDXL_UNET, "sd35": SD35_DIT}[kind]})
     model = config.get_model({})
     init_weights(model.diffusion_model)
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
                                                offload_device=comfy.model_management.unet_offload_device())
     clip = comfy.sd.CLIP(config.clip_target())
     init_weights(clip.cond_stage_model)
-    taesd = comfy.taesd.taesd.TAESD()
+    taesd = comfy.taesd.taesd.TAESD(latent_channels=config.latent_format.latent_channels)
     init_weights(taesd)
+    with torch.no_grad():  # mid-grey images, so that an edit shows in 8-bit pixels
+        taesd.taesd_decoder[-1].bias.fill_(0.5)
     vae = comfy.sd.VAE(sd=taesd.state_dict())
     path.parent.mkdir(parents=True, exist_ok=True)
     comfy.sd.save_checkpoint(str(path), patcher, clip, vae)

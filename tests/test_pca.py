@@ -161,9 +161,9 @@ def test_recorder_keeps_rows_whose_timestep_is_not_whole():
 
     activations = HSpaceActivations(keep_samples=False)
     activations.begin_batch(0)
-    for t in (951.99997, 501.99998, 2.0):
+    for t in (951.99997, 900.958, 501.99998, 2.0):  # 900.958 is not a float32
         activations.record(torch.ones(4, 2, 1, 1) * t, torch.full((4,), t), torch.zeros(4, dtype=torch.long))
     activations.finish()
-    assert activations.counts == {952.0: 4, 502.0: 4, 2.0: 4} and activations.n_samples == 4
-    assert torch.allclose(activations.means()[:, 0, 0, 0].float(), torch.tensor([951.99997, 501.99998, 2.0]),
+    assert activations.counts == {952.0: 4, 900.958: 4, 502.0: 4, 2.0: 4} and activations.n_samples == 4
+    assert torch.allclose(activations.means()[:, 0, 0, 0].float(), torch.tensor([951.99997, 900.958, 501.99998, 2.0]),
                           rtol=0, atol=1e-3)
