@@ -105,7 +105,7 @@ class Encoder(nn.Module):
         self.layers = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x.flatten(1, -3))  # a frame axis (Qwen-Image's latents) joins the channels
+        return self.layers(x.flatten(1, -3))  # a frame axis (Qwen-Image's, a video's) joins the channels
 
 
 class Reconstructor(nn.Module):

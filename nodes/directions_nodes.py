@@ -179,4 +179,9 @@ class ResizeDirections(io.ComfyNode):
         if channels != directions.h_shape[0]:
             raise ValueError(f"directions: {directions.h_shape[0]} channels, but this model's h has {channels}; "
                              f"resizing changes only height and width")
+        samples = latent_image["samples"]
+        if samples.ndim == 5 and samples.shape[2] > 1 and (height, width) != tuple(directions.h_shape[1:]):
+            raise ValueError(f"latent_image: a video's h stacks its frames ({samples.shape[2]} frames → "
+                             f"h {[channels, height, width]}), which resizing would mix; find the directions on a "
+                             f"latent of this size and length")
         return io.NodeOutput(D.resize(directions, height, width))

@@ -17,7 +17,7 @@ class HSpaceBlock(io.ComfyNode):
                         "of the pack then reads and writes h there. Blocks count from 0 over the whole stack "
                         f"(Flux, Chroma: the double-stream blocks, then the single-stream ones). Defaults: {defaults}. "
                         "A UNet's h is always its bottleneck.",
-            inputs=[io.Model.Input("model", tooltip="A transformer: SD3, Flux, Chroma or Qwen-Image."),
+            inputs=[io.Model.Input("model", tooltip="A transformer: SD3, Flux, Chroma, Qwen-Image or Wan."),
                     io.Int.Input("block", default=-1, min=-1, max=1000,
                                  tooltip="Block index over the whole stack; −1: the family's default.")],
             outputs=[io.Model.Output(tooltip="The model with h at that block; the input model is unchanged.")],

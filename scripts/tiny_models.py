@@ -39,6 +39,8 @@ SD35_DIT = {**SD3_DIT, "context_embedder_config": {"target": "torch.nn.Linear",
 QWEN_DIT = {"image_model": "qwen_image", "patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layers": 2,
             "attention_head_dim": 32, "num_attention_heads": 2, "joint_attention_dim": 32,
             "axes_dims_rope": [8, 12, 12]}
+WAN_DIT = {"image_model": "wan2.1", "model_type": "t2v", "dim": 64, "ffn_dim": 128, "num_heads": 2, "num_layers": 2,
+           "text_dim": 32, "in_dim": 16, "out_dim": 16, "freq_dim": 32}
 
 PIXEL_UNET = {
     "_class_name": "UNet2DModel", "sample_size": 16, "in_channels": 3, "out_channels": 3,
@@ -65,8 +67,8 @@ def comfy_unet(kind: str, seed: int = 0):
 
 
 def comfy_dit(kind: str, seed: int = 0):
-    """A ModelPatcher around a random SD3-, Flux-, Chroma- or Qwen-Image-shaped transformer built by ComfyUI's own
-    classes (the 0.3.75 loader cannot detect a tiny Flux: it fixes 24 heads of 128 channels)."""
+    """A ModelPatcher around a random SD3-, Flux-, Chroma-, Qwen-Image- or Wan-shaped transformer built by ComfyUI's
+    own classes (the 0.3.75 loader cannot detect a tiny Flux: it fixes 24 heads of 128 channels)."""
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
@@ -75,7 +77,8 @@ def comfy_dit(kind: str, seed: int = 0):
     config_class, config = {"sd3": (comfy.supported_models.SD3, SD3_DIT),
                             "flux": (comfy.supported_models.Flux, FLUX_DIT),
                             "chroma": (comfy.supported_models.Chroma, CHROMA_DIT),
-                            "qwen": (comfy.supported_models.QwenImage, QWEN_DIT)}[kind]
+                            "qwen": (comfy.supported_models.QwenImage, QWEN_DIT),
+                            "wan": (comfy.supported_models.WAN21_T2V, WAN_DIT)}[kind]
     model = config_class(dict(config)).get_model({})
     init_weights(model.diffusion_model)
     return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
@@ -97,8 +100,8 @@ def init_weights(module: torch.nn.Module) -> None:
     torch's default initialisation, with no zero output layers that would hide every edit; norm
     scales 1 and learnt position tables small."""
     for name, p in [*module.named_parameters(), *module.named_buffers()]:
-        if name.endswith(".scale") or name == "pos_embed":  # RMSNorm scales, SD3's position table
-            with torch.no_grad():
+        if name.endswith(".scale") or name == "pos_embed" or name.endswith("modulation"):
+            with torch.no_grad():  # RMSNorm scales; SD3's position table, Wan's learnt modulation tables
                 p.fill_(1.0) if name.endswith(".scale") else p.normal_(0, 0.02)
     for m in module.modules():
         if isinstance(m, torch.nn.Linear):
@@ -123,7 +126,7 @@ def conditioning(kind: str, seed: int = 0) -> list:
         return [[torch.zeros(1, 1, 1), {}]]
     elif kind == "sd3":
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": torch.randn(1, 64, generator=g)}]]
-    elif kind in ("chroma", "qwen"):
+    elif kind in ("chroma", "qwen", "wan"):
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": None}]]
     elif kind == "flux":
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": torch.randn(1, 32, generator=g),

@@ -348,6 +348,10 @@ CASES = [
     bad("ResizeDirections", {"directions": use("sd15_dirs")},
         r"directions: 64 channels, but this model's h has 32", "directions-other-model"),
     bad("ResizeDirections", FLAT, NO_BOTTLENECK, "model-without-bottleneck"),
+    bad("ResizeDirections",
+        {"model": use("wan"), "directions": use("wan_dirs"), "latent_image": latent(1, 16, 5, 8, 6)},
+        r"latent_image: a video's h stacks its frames \(5 frames → h \[64, 20, 3\]\), which resizing would mix",
+        "video-other-length"),
 
     # ---- Random Directions ----
     bad("RandomDirections", FLAT, NO_BOTTLENECK, "model-without-bottleneck"),
@@ -418,6 +422,10 @@ class World:
         return comfy_dit("flux")
 
     @cached_property
+    def wan(self):
+        return comfy_dit("wan")
+
+    @cached_property
     def _pixel(self):
         return load_pixel_ddpm(save_pixel_ddpm(self.tmp / "pixel"))
 
@@ -458,6 +466,11 @@ class World:
     @cached_property
     def sd15_dirs_24px(self):
         return self.random(self.sd15, 24, 2, 4)
+
+    @cached_property
+    def wan_dirs(self):  # 3 frames of 8 × 6 latent pixels: h [64, 12, 3]
+        return self.pack.nodes.RandomDirections.execute(model=self.wan, latent_image=latent(1, 16, 3, 8, 6), count=1,
+                                                        seed=1, rms=1.0).args[0]
 
     @cached_property
     def pixel_dirs(self):

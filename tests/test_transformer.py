@@ -11,8 +11,8 @@ from comfy_hspace.directions import DirectionsError
 from comfy_hspace.host.model_info import bottleneck_shape, model_fingerprint
 from comfy_hspace.host.transformer import BLOCK_OPTION
 
-KINDS = ["sd3", "flux", "chroma", "qwen"]
-WIDTH = {"sd3": 128, "flux": 64, "chroma": 64, "qwen": 64}  # the residual stream's, tiny_models' configs
+KINDS = ["sd3", "flux", "chroma", "qwen", "wan"]
+WIDTH = {"sd3": 128, "flux": 64, "chroma": 64, "qwen": 64, "wan": 64}  # the residual stream's, tiny_models' configs
 LATENT = {"samples": torch.zeros(1, 16, 16, 12)}  # 8 × 6 tokens: rows and columns told apart
 
 
@@ -93,6 +93,26 @@ def test_hook_records_the_image_tokens_as_a_grid_and_pca_finds_directions(pack, 
     # recording leaves sampling as it was: sample 0 is KSampler's for the seed
     assert torch.allclose(samples["samples"][:1], stock(model, cond, steps=3), atol=1e-5)
     assert (stock(apply_edit(pack, model, pcs, strengths="2, 0"), cond) - stock(model, cond)).abs().mean() > 1e-3
+
+
+def test_a_video_models_h_stacks_its_frames_and_an_edit_reaches_every_frame(pack, models):
+    """Wan's tokens run frame by frame: h is [C, frames × rows, columns]; the Hook records it and an
+    edit moves every frame, strength 0 none."""
+    model, cond = models["wan"], conditioning("wan")
+    video = {"samples": torch.zeros(1, 16, 3, 8, 6)}  # 3 frames of 4 × 3 tokens
+    acts, _ = pack.nodes.HSpaceHook.execute(
+        model=model, positive=cond, negative=cond, latent_image=video, n_samples=4, batch_size=2, components=2,
+        seed=5, steps=3, cfg=1.0, sampler_name="euler", scheduler="simple", latent_is_noise=False,
+        keep_samples=False).args[:2]
+    pcs = pack.nodes.PCADirections.execute(activations=acts, n_components=2).args[0]
+    assert pcs.h_shape == (WIDTH["wan"], 12, 3)
+    before = stock(model, cond, video)
+    assert torch.equal(stock(apply_edit(pack, model, pcs, strengths="0, 0"), cond, video), before)
+    change = (stock(apply_edit(pack, model, pcs, strengths="2, 0"), cond, video) - before).abs().mean((0, 1, 3, 4))
+    assert change.shape == (3,) and (change > 1e-3).all()
+    longer = {"samples": torch.zeros(1, 16, 5, 8, 6)}
+    with pytest.raises(ValueError, match=r"latent_image: a video's h stacks its frames \(5 frames → h \[64, 20, 3\]\)"):
+        pack.nodes.ResizeDirections.execute(directions=pcs, model=model, latent_image=longer)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -210,25 +230,26 @@ def test_inversion_runs_the_flow_ode_up_and_sampling_brings_the_latent_back(mode
     assert (back - latent).abs().mean() < 0.1 * (unrelated - latent).abs().mean()
 
 
-@pytest.mark.parametrize("kind", ["sd3", "flux", "qwen"])
+@pytest.mark.parametrize("kind", ["sd3", "flux", "qwen", "wan"])
 def test_discovery_trainer_trains_on_a_transformer(pack, models, kind, tmp_path, monkeypatch):
     """Through the flow chain and, for Flux, reverse mode through its in-place blocks: the shift block
-    moves away from its zero start and the directions have the block's grid."""
+    moves away from its zero start and the directions have the block's grid (Wan: two frames)."""
     import folder_paths
 
     from comfy_hspace import discovery
 
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "hspace_discovery", ([str(tmp_path)], {".safetensors"}))
     model, cond = models[kind], conditioning(kind)
+    latent = {"samples": torch.zeros(1, 16, 2, 8, 6)} if kind == "wan" else LATENT
     top = float(model.get_model_object("model_sampling").timestep(torch.tensor(1.0)))  # 1000 for SD3, 1 for Flux
     with torch.inference_mode():
         per_step, _ = pack.nodes.DiscoveryTrainer.execute(
-            model=model, positive=cond, negative=cond, latent_image=LATENT, count=2, magnitude=1.0, steps=3,
+            model=model, positive=cond, negative=cond, latent_image=latent, count=2, magnitude=1.0, steps=3,
             t_edit=top / 2, batch_size=2, training_steps=2, learning_rate=1e-2, seed=0, cfg=1.0, name="run",
             resume=True, save_every=1, regression_weight=0.1, adversarial_weight=0.1, direction_samples=1,
             checkpointed=True).args
     tensors, meta = discovery.load_state(tmp_path / "run.safetensors")
     assert meta["step"] == 2 and meta["settings"]["flow"] is True
     assert tensors["shift.out_weight"].abs().sum() > 0
-    assert per_step.h_shape == bottleneck_shape(model, LATENT["samples"].shape)
+    assert per_step.h_shape == bottleneck_shape(model, latent["samples"].shape)
     assert per_step.model_fingerprint == model_fingerprint(model) and per_step.vectors.abs().sum() > 0

@@ -70,6 +70,8 @@ def new_discovery_trainer(model: Any, latent_shape: tuple[int, ...], settings: d
                           seed: int) -> dv.Trainer:
     channels = bottleneck_shape(model, latent_shape)[0]
     in_channels, levels, layers = encoder_levels(model)
+    if len(latent_shape) == 5:  # a video's frames join the channels at the networks' input (dv.Encoder)
+        in_channels *= latent_shape[2]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return dv.Trainer(dv.ShiftBlock(channels, settings.count, limit=settings.shift_limit),

@@ -25,8 +25,8 @@ def model_latent(model: Any, latent: dict, what: str = "latent_image") -> torch.
     h_site(model)  # a model without h is the first thing to say
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     expected = model.model.latent_format.latent_channels
-    one_frame = samples.ndim == 5 and samples.shape[2] == 1  # Qwen-Image's latents have a frame axis
-    if (samples.ndim != 4 and not one_frame) or samples.shape[1] != expected:
+    frames = samples.ndim == 5 and model.model.latent_format.latent_dimensions == 3  # Wan's, Qwen-Image's
+    if (samples.ndim != 4 and not frames) or samples.shape[1] != expected:
         raise ValueError(f"{what}: expected latents [N, {expected}, H, W] for this model, got shape "
                          f"{list(samples.shape)} (a latent of another model family?)")
     return samples

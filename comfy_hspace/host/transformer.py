@@ -1,7 +1,8 @@
 """Where h lives in a diffusion transformer, and how the pack reads and writes it there.
 
 In a transformer, h is the image tokens of the residual stream after one block, seen as a grid
-[C, rows, columns] (row-major, as every family here patchifies); text tokens are never touched.
+[C, rows, columns] (row-major, as every family here patchifies; a video's frames stacked, [C, frames ×
+rows, columns]); text tokens are never touched.
 The block is reached through ComfyUI's own hook, ``transformer_options["patches_replace"]["dit"]
 [(kind, i)]``, on a clone. Nothing here imports ComfyUI's model classes: families are told apart by
 the class names of the diffusion model.
@@ -50,9 +51,11 @@ FAMILIES = {
     # latents with a frame axis of one ([B, 16, 1, H, W]); image tokens only in its blocks
     "QwenImageTransformer2DModel": Family("Qwen-Image", (("double_block", "transformer_blocks"),), "inner_dim",
                                           "double_block"),
+    # video: h is every frame's token grid stacked, [C, frames × rows, columns]
+    "WanModel": Family("Wan", (("double_block", "blocks"),), "dim", "double_block"),
 }
 NOT_YET = {  # ComfyUI has a block hook, the pack does not read these yet
-    "WanModel": "Wan", "HunyuanVideo": "HunyuanVideo", "LTXVModel": "LTXV", "MMDiT": "AuraFlow",
+    "HunyuanVideo": "HunyuanVideo", "LTXVModel": "LTXV", "MMDiT": "AuraFlow",
 }
 NO_HOOK = {  # ComfyUI 0.3.75 has no block hook in these
     "HiDreamImageTransformer2DModel": "HiDream", "NextDiT": "Lumina 2 / Z-Image", "PixArtMS": "PixArt",
@@ -117,10 +120,12 @@ def width(model: Any) -> int:
 
 
 def token_grid(model: Any, latent_shape: tuple[int, ...]) -> tuple[int, int]:
-    """(rows, columns) of image tokens for a latent [..., H, W]: the latent padded to whole patches."""
+    """(rows, columns) of image tokens for a latent [..., H, W] or [..., frames, H, W], the latent padded
+    to whole patches; a video's frames are stacked, frames × rows (its tokens run frame by frame)."""
     patch = model.get_model_object("diffusion_model").patch_size
-    ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)[-2:]
-    return math.ceil(latent_shape[-2] / ph), math.ceil(latent_shape[-1] / pw)
+    pt, ph, pw = (1, patch, patch) if isinstance(patch, int) else (1, *patch) if len(patch) == 2 else tuple(patch)
+    frames = math.ceil(latent_shape[-3] / pt) if len(latent_shape) == 5 else 1
+    return frames * math.ceil(latent_shape[-2] / ph), math.ceil(latent_shape[-1] / pw)
 
 
 def empty_conditioning(model: Any) -> list:
@@ -128,10 +133,14 @@ def empty_conditioning(model: Any) -> list:
     the width the model takes, and a zero pooled vector where the model takes one (none for Chroma,
     which ComfyUI still asks for; Flux's guidance then defaults to ComfyUI's 3.5)."""
     dm = model.get_model_object("diffusion_model")
-    text_in = getattr(dm, "context_embedder", None) or dm.txt_in
+    # the text input: SD3's, Flux's / Chroma's / Qwen-Image's, Wan's
+    text_in = next(getattr(dm, a) for a in ("context_embedder", "txt_in", "text_embedding") if hasattr(dm, a))
     extra = {"pooled_output": None}
     pooled = getattr(dm, "y_embedder", None) or getattr(dm, "vector_in", None)  # SD3's, Flux's pooled input
     if pooled is not None:
-        first = next(m for m in pooled.modules() if isinstance(m, torch.nn.Linear))
-        extra["pooled_output"] = torch.zeros(1, first.in_features)
-    return [[torch.zeros(1, 1, text_in.in_features), extra]]
+        extra["pooled_output"] = torch.zeros(1, _first_linear(pooled).in_features)
+    return [[torch.zeros(1, 1, _first_linear(text_in).in_features), extra]]
+
+
+def _first_linear(module: torch.nn.Module) -> torch.nn.Linear:
+    return next(m for m in module.modules() if isinstance(m, torch.nn.Linear))
