@@ -1,10 +1,11 @@
 """Writes the templates for a user's own checkpoints, workflows/api/sd/<family>_<graph>.api.json, from one
 definition per graph: SD1.5 and SDXL (which differ only in checkpoint name, image size and guidance) get
 every graph; the transformers SD3.5 and Flux get the prompt-pair slider, with the direction applied by
-Apply H-space Edit in front of a stock KSampler. Then `python scripts/workflow_ui.py` writes their UI twins
-and `bash scripts/demo.sh --thumbnails` their cards. The tests run the SD1.5, SDXL and SD3.5 ones on tiny
-checkpoints of those shapes (tests/test_sd_templates.py); Flux's needs its separate text encoders and VAE,
-and runs there only as far as the browser and the API twin go.
+Apply H-space Edit in front of a stock KSampler, and Wan a text-to-video edit made the same way. Then
+`python scripts/workflow_ui.py` writes their UI twins and `bash scripts/demo.sh --thumbnails` their cards.
+The tests run the SD1.5, SDXL and SD3.5 ones on tiny checkpoints of those shapes
+(tests/test_sd_templates.py); Flux's and Wan's need their separate text encoders and VAE, and are
+checked there only as far as the browser and the API twin go.
 
 The graphs that apply a direction load `<family>_smiling.safetensors`, which the prompt-pair graph saves.
 """
@@ -24,7 +25,13 @@ FAMILIES = {
              "cfg": 4.5, "transformer": True},
     "flux": {"title": "Flux", "ckpt": "flux1-dev.safetensors", "size": 1024, "cfg": 1.0, "transformer": True,
              "clip": ("clip_l.safetensors", "t5xxl_fp8_e4m3fn.safetensors"), "vae": "ae.safetensors"},
+    # video: 832 × 480, 33 frames; h stacks the frames' token grids
+    "wan": {"title": "Wan 2.1", "ckpt": "wan2.1_t2v_1.3B_fp16.safetensors", "size": (832, 480), "length": 33,
+            "cfg": 6.0, "transformer": True, "clip": ("umt5_xxl_fp8_e4m3fn_scaled.safetensors",),
+            "vae": "wan_2.1_vae.safetensors"},
 }
+WALKING = "a person walking in a park, medium shot"
+WALKING_SMILING = "a smiling person walking in a park, medium shot"
 PERSON = "a photo portrait of a person, studio light"
 SMILING = "a photo portrait of a person smiling, studio light"
 NEGATIVE = "blurry, lowres, deformed"
@@ -47,7 +54,18 @@ def base(f: dict, batch: int = 1) -> dict:
     """Model, the two prompts, the negative and an empty latent: nodes 1–5 of every graph (Flux: its
     diffusion model in 1, text encoders in 20 and VAE in 21)."""
     nodes = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": f["ckpt"]}}}
-    if "clip" in f:
+    width, height = f["size"] if isinstance(f["size"], tuple) else (f["size"], f["size"])
+    latent = {"class_type": "EmptySD3LatentImage" if f.get("transformer") else "EmptyLatentImage",
+              "inputs": {"width": width, "height": height, "batch_size": batch}}
+    if "length" in f:
+        latent = {"class_type": "EmptyHunyuanLatentVideo",
+                  "inputs": {"width": width, "height": height, "length": f["length"], "batch_size": batch}}
+    if len(f.get("clip", ())) == 1:
+        nodes = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": f["ckpt"], "weight_dtype": "default"}},
+                 "20": {"class_type": "CLIPLoader", "inputs": {"clip_name": f["clip"][0], "type": "wan",
+                                                               "device": "default"}},
+                 "21": {"class_type": "VAELoader", "inputs": {"vae_name": f["vae"]}}}
+    elif "clip" in f:
         nodes = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": f["ckpt"], "weight_dtype": "default"}},
                  "20": {"class_type": "DualCLIPLoader",
                         "inputs": {"clip_name1": f["clip"][0], "clip_name2": f["clip"][1], "type": "flux",
@@ -58,8 +76,7 @@ def base(f: dict, batch: int = 1) -> dict:
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": PERSON, "clip": clip(f)}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": SMILING, "clip": clip(f)}},
         "4": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": clip(f)}},
-        "5": {"class_type": "EmptySD3LatentImage" if f.get("transformer") else "EmptyLatentImage",
-              "inputs": {"width": f["size"], "height": f["size"], "batch_size": batch}},
+        "5": latent,
     }
 
 
@@ -210,6 +227,32 @@ def transformer_prompt_pair(family: str, f: dict) -> dict:
             "18": save(link("17"), f"{family}_apply_edit")}
 
 
+def text_to_video_edit(family: str, f: dict) -> dict:
+    """Wan: the smile direction from two Hooks over four short videos under a prompt pair, applied by Apply
+    H-space Edit in front of a stock KSampler; the plain and the edited video side by side."""
+    graph = {**base(f),
+             "6": hook(f, "3", 4, 0),
+             "7": hook(f, "2", 4, 0),
+             "8": {"class_type": "HSpaceAttributeDirection",
+                   "inputs": {"activations": link("6"), "negative": link("7"), "attribute": "smiling", "count": 1,
+                              "space": "h", "method": "regression", "start_percent": 0.0}},
+             "9": {"class_type": "HSpaceSaveDirections",
+                   "inputs": {"directions": link("8"), "filename": f"{family}_smiling", "overwrite": True}},
+             "12": apply_edit(link("1"), link("8")),
+             "13": ksampler(f, link("1"), link("5")),
+             "14": ksampler(f, link("12"), link("5")),
+             "15": {"class_type": "VAEDecode", "inputs": {"samples": link("13"), "vae": vae(f)}},
+             "16": {"class_type": "VAEDecode", "inputs": {"samples": link("14"), "vae": vae(f)}},
+             "17": {"class_type": "ImageStitch",
+                    "inputs": {"image1": link("15"), "direction": "right", "match_image_size": True,
+                               "spacing_width": 0, "spacing_color": "white", "image2": link("16")}},
+             "18": {"class_type": "SaveAnimatedWEBP",
+                    "inputs": {"images": link("17"), "filename_prefix": f"{family}_smiling_edit", "fps": 16.0,
+                               "lossless": False, "quality": 85, "method": "default"}}}
+    graph["2"]["inputs"]["text"], graph["3"]["inputs"]["text"] = WALKING, WALKING_SMILING
+    return graph
+
+
 GRAPHS = {"prompt_pair_slider": prompt_pair, "pca_grid": pca_grid, "real_image_edit": real_image_edit,
           "jacobian_mask": jacobian_mask, "apply_edit_ksampler": apply_edit_ksampler,
           "apply_edit_hires_fix": apply_edit_hires_fix}
@@ -218,7 +261,8 @@ GRAPHS = {"prompt_pair_slider": prompt_pair, "pca_grid": pca_grid, "real_image_e
 def main() -> None:
     FOLDER.mkdir(parents=True, exist_ok=True)
     for family, f in FAMILIES.items():
-        graphs = {"prompt_pair_slider": transformer_prompt_pair} if f.get("transformer") else GRAPHS
+        graphs = ({"text_to_video_edit": text_to_video_edit} if "length" in f else
+                  {"prompt_pair_slider": transformer_prompt_pair} if f.get("transformer") else GRAPHS)
         for name, graph in graphs.items():
             path = FOLDER / f"{family}_{name}.api.json"
             path.write_text(json.dumps(graph(family, f), indent=1) + "\n")
