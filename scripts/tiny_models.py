@@ -41,6 +41,11 @@ QWEN_DIT = {"image_model": "qwen_image", "patch_size": 2, "in_channels": 64, "ou
             "axes_dims_rope": [8, 12, 12]}
 WAN_DIT = {"image_model": "wan2.1", "model_type": "t2v", "dim": 64, "ffn_dim": 128, "num_heads": 2, "num_layers": 2,
            "text_dim": 32, "in_dim": 16, "out_dim": 16, "freq_dim": 32}
+HUNYUAN_VIDEO_DIT = {"image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "vec_in_dim": 32,
+                     "context_in_dim": 32, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 2,
+                     "depth_single_blocks": 2, "axes_dim": [8, 12, 12], "theta": 256, "patch_size": [1, 2, 2],
+                     "qkv_bias": True, "guidance_embed": True, "byt5": False, "meanflow": False,
+                     "use_cond_type_embedding": False, "vision_in_dim": None}
 
 PIXEL_UNET = {
     "_class_name": "UNet2DModel", "sample_size": 16, "in_channels": 3, "out_channels": 3,
@@ -78,7 +83,8 @@ def comfy_dit(kind: str, seed: int = 0):
                             "flux": (comfy.supported_models.Flux, FLUX_DIT),
                             "chroma": (comfy.supported_models.Chroma, CHROMA_DIT),
                             "qwen": (comfy.supported_models.QwenImage, QWEN_DIT),
-                            "wan": (comfy.supported_models.WAN21_T2V, WAN_DIT)}[kind]
+                            "wan": (comfy.supported_models.WAN21_T2V, WAN_DIT),
+                            "hunyuan_video": (comfy.supported_models.HunyuanVideo, HUNYUAN_VIDEO_DIT)}[kind]
     model = config_class(dict(config)).get_model({})
     init_weights(model.diffusion_model)
     return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
@@ -128,7 +134,7 @@ def conditioning(kind: str, seed: int = 0) -> list:
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": torch.randn(1, 64, generator=g)}]]
     elif kind in ("chroma", "qwen", "wan"):
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": None}]]
-    elif kind == "flux":
+    elif kind in ("flux", "hunyuan_video"):
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": torch.randn(1, 32, generator=g),
                                                        "guidance": 3.5}]]
     return [[torch.randn(1, 7, 64, generator=g), extra]]

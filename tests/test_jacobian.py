@@ -59,14 +59,14 @@ def explicit_check(point, k=3):
     return s[:k], vh[:k], found
 
 
-@pytest.mark.parametrize("kind", ["pixel", "sd15", "sd3", "flux", "qwen", "wan"])
+@pytest.mark.parametrize("kind", ["pixel", "sd15", "sd3", "flux", "qwen", "wan", "hunyuan_video"])
 def test_power_iteration_matches_explicit_jacobian_of_a_tiny_unet(kind, tmp_path):
     """Also on tiny transformers, h at their default block: Flux's blocks add their residuals in
     place, which reverse mode survives only through the pack's copies of saved tensors."""
     if kind == "pixel":
         model, _ = load_pixel_ddpm(save_pixel_ddpm(tmp_path / "m"))
         latent, cfg = torch.zeros(1, 3, 8, 8), 1.0
-    elif kind in ("sd3", "flux", "qwen", "wan"):
+    elif kind in ("sd3", "flux", "qwen", "wan", "hunyuan_video"):
         model, latent, cfg = comfy_dit(kind), torch.zeros(1, 16, 8, 8), 1.0
     else:
         model, latent, cfg = comfy_unet("sd15"), torch.zeros(1, 4, 8, 8), 3.0

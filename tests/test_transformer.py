@@ -9,10 +9,11 @@ import nodes as comfy_nodes  # ComfyUI's nodes.py (the stock samplers)
 from comfy_hspace import directions as D
 from comfy_hspace.directions import DirectionsError
 from comfy_hspace.host.model_info import bottleneck_shape, model_fingerprint
-from comfy_hspace.host.transformer import BLOCK_OPTION
+from comfy_hspace.host.transformer import BLOCK_OPTION, site_of
 
-KINDS = ["sd3", "flux", "chroma", "qwen", "wan"]
-WIDTH = {"sd3": 128, "flux": 64, "chroma": 64, "qwen": 64, "wan": 64}  # the residual stream's, tiny_models' configs
+KINDS = ["sd3", "flux", "chroma", "qwen", "wan", "hunyuan_video"]
+# the residual stream's width in tiny_models' configs
+WIDTH = {"sd3": 128, "flux": 64, "chroma": 64, "qwen": 64, "wan": 64, "hunyuan_video": 64}
 LATENT = {"samples": torch.zeros(1, 16, 16, 12)}  # 8 × 6 tokens: rows and columns told apart
 
 
@@ -95,17 +96,31 @@ def test_hook_records_the_image_tokens_as_a_grid_and_pca_finds_directions(pack, 
     assert (stock(apply_edit(pack, model, pcs, strengths="2, 0"), cond) - stock(model, cond)).abs().mean() > 1e-3
 
 
-def test_a_video_models_h_stacks_its_frames_and_an_edit_reaches_every_frame(pack, models):
-    """Wan's tokens run frame by frame: h is [C, frames × rows, columns]; the Hook records it and an
-    edit moves every frame, strength 0 none."""
-    model, cond = models["wan"], conditioning("wan")
+@pytest.mark.parametrize("kind", ["flux", "hunyuan_video"])
+def test_an_edit_at_the_last_single_stream_block_reaches_the_image_tokens(pack, models, kind):
+    """Single-stream blocks hold text and image tokens in one sequence: Flux's text first, HunyuanVideo's
+    image first. After the last one only the image tokens go on, so an edit there moves the output only
+    if it was written to them (64 text tokens: more than the 48 image tokens)."""
+    model, cond = models[kind], conditioning(kind)
+    cond = [[torch.randn(1, 64, 32, generator=torch.Generator().manual_seed(3)), cond[0][1]]]
+    last = pack.nodes.HSpaceBlock.execute(model=model, block=3).args[0]
+    assert str(site_of(last)).endswith("(single-block 1)")
+    edited = stock(apply_edit(pack, last, random(last)), cond)
+    assert (edited - stock(model, cond)).abs().mean() > 1e-2
+
+
+@pytest.mark.parametrize("kind", ["wan", "hunyuan_video"])
+def test_a_video_models_h_stacks_its_frames_and_an_edit_reaches_every_frame(pack, models, kind):
+    """A video model's tokens run frame by frame: h is [C, frames × rows, columns]; the Hook records it
+    and an edit moves every frame, strength 0 none."""
+    model, cond = models[kind], conditioning(kind)
     video = {"samples": torch.zeros(1, 16, 3, 8, 6)}  # 3 frames of 4 × 3 tokens
     acts, _ = pack.nodes.HSpaceHook.execute(
         model=model, positive=cond, negative=cond, latent_image=video, n_samples=4, batch_size=2, components=2,
         seed=5, steps=3, cfg=1.0, sampler_name="euler", scheduler="simple", latent_is_noise=False,
         keep_samples=False).args[:2]
     pcs = pack.nodes.PCADirections.execute(activations=acts, n_components=2).args[0]
-    assert pcs.h_shape == (WIDTH["wan"], 12, 3)
+    assert pcs.h_shape == (WIDTH[kind], 12, 3)
     before = stock(model, cond, video)
     assert torch.equal(stock(apply_edit(pack, model, pcs, strengths="0, 0"), cond, video), before)
     change = (stock(apply_edit(pack, model, pcs, strengths="2, 0"), cond, video) - before).abs().mean((0, 1, 3, 4))

@@ -125,7 +125,7 @@ def hspace_clone(model: Any, *, edit: HSpaceEdit | None = None, recorder: Any = 
         out = earlier(args, extra) if earlier is not None else extra["original_block"](args)
         options = args.get("transformer_options") or {}
         rows, cols = options[GRID]
-        start = options[TEXT_TOKENS] if site.kind == "single_block" else 0
+        start = options[TEXT_TOKENS] if site.kind == "single_block" and site.family.text_first else 0
         img = out["img"]
         tokens = img[:, start:start + rows * cols]  # reference-image tokens (Kontext) come after these
         h = tokens.transpose(1, 2).reshape(img.shape[0], img.shape[2], rows, cols)

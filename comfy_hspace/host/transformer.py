@@ -30,6 +30,7 @@ class Family:
     width: str  # attribute holding the residual stream's width
     default_stack: str  # the default block is the middle of this stack
     adds_in_place: bool = False  # blocks add their residuals in place (reverse-mode autograd needs care)
+    text_first: bool = True  # in a single-stream block, the text tokens come before the image's
 
     def blocks(self, dm: Any) -> list[tuple[str, int]]:
         return [(kind, i) for kind, attr in self.stacks for i in range(len(getattr(dm, attr)))]
@@ -53,9 +54,11 @@ FAMILIES = {
                                           "double_block"),
     # video: h is every frame's token grid stacked, [C, frames × rows, columns]
     "WanModel": Family("Wan", (("double_block", "blocks"),), "dim", "double_block"),
+    "HunyuanVideo": Family("HunyuanVideo", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True,
+                           text_first=False),
 }
 NOT_YET = {  # ComfyUI has a block hook, the pack does not read these yet
-    "HunyuanVideo": "HunyuanVideo", "LTXVModel": "LTXV", "MMDiT": "AuraFlow",
+    "LTXVModel": "LTXV", "MMDiT": "AuraFlow",
 }
 NO_HOOK = {  # ComfyUI 0.3.75 has no block hook in these
     "HiDreamImageTransformer2DModel": "HiDream", "NextDiT": "Lumina 2 / Z-Image", "PixArtMS": "PixArt",
