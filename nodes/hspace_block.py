@@ -14,12 +14,12 @@ class HSpaceBlock(io.ComfyNode):
             node_id="HSpaceBlock", display_name="H-space Block (transformer)", category=CATEGORY,
             description="Chooses where a transformer's h is: the image tokens of the residual stream after this "
                         "block, as a grid of channels × rows × columns (text tokens are never edited). Every node "
-                        "of the pack then reads and writes h there. Blocks count from 0 over the whole stack "
-                        f"(Flux, Chroma, HunyuanVideo: the double-stream blocks, then the single-stream ones). "
+                        "of the pack then reads and writes h there. Blocks count from 0 over the whole stack (Flux, "
+                        "Chroma, HunyuanVideo, AuraFlow: the double-stream blocks, then the single-stream ones). "
                         f"Defaults: {defaults}. A video's h stacks its frames: channels × (frames × rows) × "
                         "columns. A UNet's h is always its bottleneck.",
-            inputs=[io.Model.Input("model", tooltip="A transformer: SD3, Flux, Chroma, Qwen-Image, Wan or "
-                                                    "HunyuanVideo."),
+            inputs=[io.Model.Input("model", tooltip="A transformer: SD3, Flux, Chroma, Qwen-Image, Wan, "
+                                                    "HunyuanVideo or AuraFlow."),
                     io.Int.Input("block", default=-1, min=-1, max=1000,
                                  tooltip="Block index over the whole stack; −1: the family's default.")],
             outputs=[io.Model.Output(tooltip="The model with h at that block; the input model is unchanged.")],

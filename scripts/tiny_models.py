@@ -46,6 +46,8 @@ HUNYUAN_VIDEO_DIT = {"image_model": "hunyuan_video", "in_channels": 16, "out_cha
                      "depth_single_blocks": 2, "axes_dim": [8, 12, 12], "theta": 256, "patch_size": [1, 2, 2],
                      "qkv_bias": True, "guidance_embed": True, "byt5": False, "meanflow": False,
                      "use_cond_type_embedding": False, "vision_in_dim": None}
+AURA_DIT = {"cond_seq_dim": 32, "in_channels": 4, "out_channels": 4, "patch_size": 2, "dim": 64, "n_layers": 4,
+            "n_double_layers": 2, "n_heads": 2, "global_conddim": 64, "max_seq": 256}
 
 PIXEL_UNET = {
     "_class_name": "UNet2DModel", "sample_size": 16, "in_channels": 3, "out_channels": 3,
@@ -84,7 +86,8 @@ def comfy_dit(kind: str, seed: int = 0):
                             "chroma": (comfy.supported_models.Chroma, CHROMA_DIT),
                             "qwen": (comfy.supported_models.QwenImage, QWEN_DIT),
                             "wan": (comfy.supported_models.WAN21_T2V, WAN_DIT),
-                            "hunyuan_video": (comfy.supported_models.HunyuanVideo, HUNYUAN_VIDEO_DIT)}[kind]
+                            "hunyuan_video": (comfy.supported_models.HunyuanVideo, HUNYUAN_VIDEO_DIT),
+                            "auraflow": (comfy.supported_models.AuraFlow, AURA_DIT)}[kind]
     model = config_class(dict(config)).get_model({})
     init_weights(model.diffusion_model)
     return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
@@ -106,8 +109,8 @@ def init_weights(module: torch.nn.Module) -> None:
     torch's default initialisation, with no zero output layers that would hide every edit; norm
     scales 1 and learnt position tables small."""
     for name, p in [*module.named_parameters(), *module.named_buffers()]:
-        if name.endswith(".scale") or name == "pos_embed" or name.endswith("modulation"):
-            with torch.no_grad():  # RMSNorm scales; SD3's position table, Wan's learnt modulation tables
+        if name.endswith((".scale", "modulation")) or name in ("pos_embed", "positional_encoding", "register_tokens"):
+            with torch.no_grad():  # RMSNorm scales; learnt position tables, modulations (Wan) and registers (AuraFlow)
                 p.fill_(1.0) if name.endswith(".scale") else p.normal_(0, 0.02)
     for m in module.modules():
         if isinstance(m, torch.nn.Linear):
@@ -132,7 +135,7 @@ def conditioning(kind: str, seed: int = 0) -> list:
         return [[torch.zeros(1, 1, 1), {}]]
     elif kind == "sd3":
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": torch.randn(1, 64, generator=g)}]]
-    elif kind in ("chroma", "qwen", "wan"):
+    elif kind in ("chroma", "qwen", "wan", "auraflow"):
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": None}]]
     elif kind in ("flux", "hunyuan_video"):
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": torch.randn(1, 32, generator=g),

@@ -56,18 +56,19 @@ def explicit_check(point, k=3):
 
     # a block of 2k vectors: the top k then converge at the rate (σ_2k+1 / σ_k)²
     found = top_singular_vectors(jvp, vjp, h_shape, 2 * k, tol=1e-4, max_iters=120)
-    return s[:k], vh[:k], found
+    gains = (jac.double() @ found.vectors[:k].reshape(k, -1).double().T).norm(dim=0)  # ‖J v_i‖
+    return s[:k], vh[:k], found, gains
 
 
-@pytest.mark.parametrize("kind", ["pixel", "sd15", "sd3", "flux", "qwen", "wan", "hunyuan_video"])
+@pytest.mark.parametrize("kind", ["pixel", "sd15", "sd3", "flux", "qwen", "wan", "hunyuan_video", "auraflow"])
 def test_power_iteration_matches_explicit_jacobian_of_a_tiny_unet(kind, tmp_path):
     """Also on tiny transformers, h at their default block: Flux's blocks add their residuals in
     place, which reverse mode survives only through the pack's copies of saved tensors."""
     if kind == "pixel":
         model, _ = load_pixel_ddpm(save_pixel_ddpm(tmp_path / "m"))
         latent, cfg = torch.zeros(1, 3, 8, 8), 1.0
-    elif kind in ("sd3", "flux", "qwen", "wan", "hunyuan_video"):
-        model, latent, cfg = comfy_dit(kind), torch.zeros(1, 16, 8, 8), 1.0
+    elif kind in ("sd3", "flux", "qwen", "wan", "hunyuan_video", "auraflow"):
+        model, latent, cfg = comfy_dit(kind), torch.zeros(1, 16, 8, 8), 1.0  # channels as the model takes them
     else:
         model, latent, cfg = comfy_unet("sd15"), torch.zeros(1, 4, 8, 8), 3.0
     cond = conditioning(kind)
@@ -77,10 +78,12 @@ def test_power_iteration_matches_explicit_jacobian_of_a_tiny_unet(kind, tmp_path
         result = at_trajectory_steps(model, cond, conditioning(kind, seed=1) if cfg > 1 else cond, latent,
                                      noise, SamplerSettings(5, 10, cfg, "euler", "normal"), wanted=[4],
                                      analyse=explicit_check)
-    exact_values, exact_vectors, found = result[4]
+    exact_values, exact_vectors, found, gains = result[4]
     assert torch.allclose(found.values[:3], exact_values, rtol=0.01), (found.values, exact_values)
-    cos = (found.vectors[:3].reshape(3, -1) * exact_vectors).sum(1).abs()
-    assert cos.min() >= 0.99, cos
+    assert torch.allclose(gains, exact_values, rtol=0.01), (gains, exact_values)  # each found v is a top one
+    if kind != "auraflow":  # tiny AuraFlow's top three values lie within 0.2%: any vector of their span is a top one
+        cos = (found.vectors[:3].reshape(3, -1) * exact_vectors).sum(1).abs()
+        assert cos.min() >= 0.99, (cos, exact_values)
 
 
 def test_jacobian_directions_leave_the_model_as_it_was(tmp_path):

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .transformer import GRID, TEXT_TOKENS, site_of, token_grid
+from .transformer import GRID, TEXT_TOKENS, site_of, token_grid, tokens_before_image
 
 # transformer_options key: a model call made with it set to True runs without the edit
 # (the asymmetric sampler's unedited pass).
@@ -119,13 +119,14 @@ def hspace_clone(model: Any, *, edit: HSpaceEdit | None = None, recorder: Any = 
         return clone
 
     key = (site.kind, site.index)
+    dm = model.get_model_object("diffusion_model")
     earlier = clone.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {}).get(key)
 
     def block_patch(args: dict, extra: dict) -> dict:
         out = earlier(args, extra) if earlier is not None else extra["original_block"](args)
         options = args.get("transformer_options") or {}
         rows, cols = options[GRID]
-        start = options[TEXT_TOKENS] if site.kind == "single_block" and site.family.text_first else 0
+        start = tokens_before_image(dm, site.kind, options[TEXT_TOKENS])
         img = out["img"]
         tokens = img[:, start:start + rows * cols]  # reference-image tokens (Kontext) come after these
         h = tokens.transpose(1, 2).reshape(img.shape[0], img.shape[2], rows, cols)

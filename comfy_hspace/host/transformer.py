@@ -9,6 +9,7 @@ the class names of the diffusion model.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ import torch
 
 # model_options key: the block a MODEL's h is read and written at (index over all its blocks)
 BLOCK_OPTION = "hspace_block"
+# attribute of a diffusion model that measured its own best block (the embedded DiT): its default
+DEFAULT_BLOCK_ATTRIBUTE = "hspace_default_block"
 # transformer_options keys set for each model call: the latent's token grid and the text tokens
 # that come before the image tokens in a single-stream block
 GRID = "hspace_token_grid"
@@ -27,15 +30,18 @@ TEXT_TOKENS = "hspace_text_tokens"
 class Family:
     name: str
     stacks: tuple[tuple[str, str], ...]  # (hook kind, attribute holding the blocks), in the order they run
-    width: str  # attribute holding the residual stream's width
+    width: str  # attribute (path) holding the residual stream's width
     default_stack: str  # the default block is the middle of this stack
     adds_in_place: bool = False  # blocks add their residuals in place (reverse-mode autograd needs care)
     text_first: bool = True  # in a single-stream block, the text tokens come before the image's
+    registers: str = ""  # attribute holding learnt tokens put before the text (AuraFlow's)
 
     def blocks(self, dm: Any) -> list[tuple[str, int]]:
         return [(kind, i) for kind, attr in self.stacks for i in range(len(getattr(dm, attr)))]
 
     def default_block(self, dm: Any) -> int:
+        if (chosen := getattr(dm, DEFAULT_BLOCK_ATTRIBUTE, None)) is not None:  # a model that knows its own
+            return chosen
         blocks = self.blocks(dm)
         own = [j for j, (kind, _) in enumerate(blocks) if kind == self.default_stack]
         return own[len(own) // 2]
@@ -56,9 +62,11 @@ FAMILIES = {
     "WanModel": Family("Wan", (("double_block", "blocks"),), "dim", "double_block"),
     "HunyuanVideo": Family("HunyuanVideo", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True,
                            text_first=False),
+    "MMDiT": Family("AuraFlow", (("double_block", "double_layers"), ("single_block", "single_layers")),
+                    "init_x_linear.out_features", "double_block", registers="register_tokens"),
 }
 NOT_YET = {  # ComfyUI has a block hook, the pack does not read these yet
-    "LTXVModel": "LTXV", "MMDiT": "AuraFlow",
+    "LTXVModel": "LTXV",
 }
 NO_HOOK = {  # ComfyUI 0.3.75 has no block hook in these
     "HiDreamImageTransformer2DModel": "HiDream", "NextDiT": "Lumina 2 / Z-Image", "PixArtMS": "PixArt",
@@ -119,7 +127,16 @@ def site_of(model: Any) -> Site | None:
 
 def width(model: Any) -> int:
     dm = model.get_model_object("diffusion_model")
-    return int(getattr(dm, family_of(dm).width))
+    return int(functools.reduce(getattr, family_of(dm).width.split("."), dm))
+
+
+def tokens_before_image(dm: Any, kind: str, text_tokens: int) -> int:
+    """How many tokens come before the image's in a block of this kind: in single-stream blocks the
+    text's (and learnt registers before it) where the family puts them first; none elsewhere."""
+    family = family_of(dm)
+    if kind != "single_block" or not family.text_first:
+        return 0
+    return text_tokens + (getattr(dm, family.registers).shape[1] if family.registers else 0)
 
 
 def token_grid(model: Any, latent_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -136,8 +153,9 @@ def empty_conditioning(model: Any) -> list:
     the width the model takes, and a zero pooled vector where the model takes one (none for Chroma,
     which ComfyUI still asks for; Flux's guidance then defaults to ComfyUI's 3.5)."""
     dm = model.get_model_object("diffusion_model")
-    # the text input: SD3's, Flux's / Chroma's / Qwen-Image's, Wan's
-    text_in = next(getattr(dm, a) for a in ("context_embedder", "txt_in", "text_embedding") if hasattr(dm, a))
+    # the text input: SD3's, Flux's / Chroma's / Qwen-Image's, Wan's, AuraFlow's
+    text_in = next(getattr(dm, a) for a in ("context_embedder", "txt_in", "text_embedding", "cond_seq_linear")
+                   if hasattr(dm, a))
     extra = {"pooled_output": None}
     pooled = getattr(dm, "y_embedder", None) or getattr(dm, "vector_in", None)  # SD3's, Flux's pooled input
     if pooled is not None:
