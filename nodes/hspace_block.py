@@ -21,7 +21,8 @@ class HSpaceBlock(io.ComfyNode):
             inputs=[io.Model.Input("model", tooltip="A transformer: SD3, Flux, Chroma, Qwen-Image, Wan, "
                                                     "HunyuanVideo or AuraFlow."),
                     io.Int.Input("block", default=-1, min=-1, max=1000,
-                                 tooltip="Block index over the whole stack; −1: the family's default.")],
+                                 tooltip="Block index over the whole stack; −1: the model's default (its "
+                                         "family's; the embedded DiT's was chosen by its block study).")],
             outputs=[io.Model.Output(tooltip="The model with h at that block; the input model is unchanged.")],
         )
 

@@ -11,9 +11,10 @@ Euler for the DiT; ComfyUI's "ddim" sampler is both):
 - sample efficiency, h against x_T (paper 000 Fig. 8a, ``measure_supervised.sample_efficiency``);
 - linearity: ‖Δ(2) − 2·Δ(1)‖ ÷ ‖2·Δ(1)‖ of the image change Δ(s) at strength s, mean over the
   attribute directions and 8 seeds;
-- homogeneity: mean pairwise cosine of one direction's image change Δ(1) across the 8 seeds;
+- homogeneity: mean pairwise cosine of one direction's image change Δ(1) across the 8 seeds, in
+  pixels and in the classifier's scores (÷ scale: the change of every known factor);
 - transfer: a direction found at block k applied at k − 1 and k + 1, its own attribute's change
-  there ÷ at k.
+  there ÷ at k (the table gives the median over attributes and both sides).
 
 Usage: .venv/bin/python scripts/measure_blocks.py [--samples 512] [--edits 32] [--blocks 0 1 …] [--json FILE]
        [--picture PNG]; --from-json A.json B.json … prints the merged table of earlier (partial) runs
@@ -94,17 +95,23 @@ def supervised(model, vae, null, a, report: dict) -> D.Directions:
 
 def linearity_homogeneity(model, vae, null, d: D.Directions, report: dict, seeds: int = 8) -> None:
     latent = {"samples": torch.zeros(seeds, 3, faces.SIZE, faces.SIZE)}
-    errors, cosines = [], []
+    errors, cosines, score_cosines = [], [], []
     for i in range(len(d.names)):
         out = edited_sample(model, D.select(d, [i]), SamplerSettings(7000, 20, 1.0, SAMPLER, "ddim_uniform"), null,
                             null, latent, strengths=[1.0], sweep=[0.0, 1.0, 2.0])
-        images = decoded(vae, out["samples"]).reshape(3, seeds, -1)
+        pixels = decoded(vae, out["samples"])
+        images = pixels.reshape(3, seeds, -1)
         one, two = images[1] - images[0], images[2] - images[0]
         errors.append(((two - 2 * one).norm(dim=1) / (2 * one).norm(dim=1).clamp_min(1e-12)).mean().item())
-        unit = torch.nn.functional.normalize(one, dim=1)
-        pairs = unit @ unit.T
-        cosines.append(pairs[~torch.eye(seeds, dtype=torch.bool)].mean().item())
-    report["linearity_error"], report["homogeneity"] = errors, cosines
+        cosines.append(mean_pairwise_cosine(one))
+        scores = (embedded.score(pixels) / C.SCALES).reshape(3, seeds, -1)
+        score_cosines.append(mean_pairwise_cosine(scores[1] - scores[0]))
+    report["linearity_error"], report["homogeneity"], report["homogeneity_scores"] = errors, cosines, score_cosines
+
+
+def mean_pairwise_cosine(rows: torch.Tensor) -> float:
+    unit = torch.nn.functional.normalize(rows.double(), dim=1)
+    return (unit @ unit.T)[~torch.eye(len(rows), dtype=torch.bool)].mean().item()
 
 
 def main() -> None:
@@ -122,7 +129,10 @@ def main() -> None:
                    help="only print the table (and picture) of earlier runs' JSON reports, merged in order")
     a = p.parse_args()
     if a.from_json is not None:
-        sites = {name: r for path in a.from_json for name, r in json.loads(path.read_text())["sites"].items()}
+        sites: dict = {}
+        for path in a.from_json:  # runs over overlapping blocks: their rows are merged (transfer to either side)
+            for name, r in json.loads(path.read_text())["sites"].items():
+                sites[name] = {**sites.get(name, {}), **r}
         return show(sites, a)
     a.sampler = SAMPLER  # for annotated_samples
     null = embedded.conditioning("null")
@@ -169,7 +179,8 @@ def summary(r: dict, strengths: list[float]) -> dict[str, tuple[str, bool | None
     """One site's measures as (text, target met; None where issue 22 sets no target)."""
     transfer = [v for k, vs in r.items() if k.startswith("transfer_to_") for v in vs]
     h, x_t = r["sample_efficiency"]["h"][3], r["sample_efficiency"]["x_T"][3]  # n = 10 pairs
-    linearity, homogeneity = (sum(r[k]) / len(r[k]) for k in ("linearity_error", "homogeneity"))
+    linearity, homogeneity, semantic = (sum(r[k]) / len(r[k]) for k in ("linearity_error", "homogeneity",
+                                                                       "homogeneity_scores"))
     positive = sum(v > 0 for v in r["diagonal"])
     return {**{f"PCA ÷ random {s:g}σ": (f"{v:.1f}×", v >= 5) for s, v in zip(strengths, r["pca_over_random"])},
             "diagonal > 0": (f"{positive} of {len(r['diagonal'])}", positive == len(r["diagonal"])),
@@ -177,8 +188,9 @@ def summary(r: dict, strengths: list[float]) -> dict[str, tuple[str, bool | None
             "off ÷ diagonal": (f"{r['off_over_diagonal']:.2f}", None),
             "cos h / x_T, 10 pairs": (f"{h:.2f} / {x_t:.2f}", h > x_t),
             "linearity error": (f"{linearity:.2f}", linearity <= 0.2),
-            "homogeneity": (f"{homogeneity:.2f}", homogeneity >= 0.7),
-            "transfer k ± 1": (f"{sum(transfer) / len(transfer):.2f}" if transfer else "—", None)}
+            "homogeneity, pixels": (f"{homogeneity:.2f}", homogeneity >= 0.7),
+            "homogeneity, scores": (f"{semantic:.2f}", None),
+            "transfer k ± 1": (f"{torch.tensor(transfer).median():.2f}" if transfer else "—", None)}
 
 
 def picture(cells: dict, path: Path) -> None:
@@ -188,7 +200,7 @@ def picture(cells: dict, path: Path) -> None:
 
     columns = list(next(iter(cells.values())))
     font = ImageFont.load_default(13)
-    plain = str.maketrans({"÷": "/", "×": "x"})  # glyphs the default font lacks
+    plain = str.maketrans({"÷": "/", "×": "x", "σ": "s", "—": "-"})  # glyphs the default font lacks
     first, width, height = 130, 112, 26
     image = Image.new("RGB", (first + width * len(columns), height * (len(cells) + 2)), "white")
     draw = ImageDraw.Draw(image)

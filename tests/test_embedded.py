@@ -1,4 +1,4 @@
-"""The embedded default: the procedural faces, the shipped DDPM and classifier, their nodes,
+"""The embedded default: the procedural faces, the shipped DDPM, DiT and classifier, their nodes,
 and smoke runs of the scripts that made them."""
 import json
 import subprocess
@@ -63,17 +63,18 @@ def test_classifier_refuses_wrong_images():
         C.score_images(model, torch.zeros(2, 32, 32, 4))
 
 
-def test_shipped_ddpm_follows_labels_through_comfyui():
+@pytest.mark.parametrize("architecture,sampler", [("unet", "ddpm"), ("dit", "euler")])
+def test_shipped_models_follow_labels_through_comfyui(architecture, sampler):
     """A small version of scripts/measure_embedded.py: with cfg 2 the samples obey the smile label."""
     import comfy.sample
 
-    model, vae = embedded.load_model()
+    model, vae = embedded.load_model(embedded.ARCHITECTURES[architecture])
     negative = embedded.conditioning("null")
     found = {}
     for labels in ("smile", ""):
         latent = torch.zeros(8, 3, faces.SIZE, faces.SIZE)
         positive = embedded.conditioning(labels)
-        x = comfy.sample.sample(model, comfy.sample.prepare_noise(latent, 5), 20, 2.0, "ddpm", "normal",
+        x = comfy.sample.sample(model, comfy.sample.prepare_noise(latent, 5), 20, 2.0, sampler, "normal",
                                 positive, negative, latent, seed=5, disable_pbar=True)
         found[labels] = (embedded.score(vae.decode(x))[:, C.NAMES.index("smile")] > 0.5).float().mean().item()
     assert found["smile"] >= 0.75 and found[""] <= 0.25
@@ -197,3 +198,16 @@ def test_dit_label_tokens_give_each_label_its_state():
     on = {faces.LABELS[i]: int(tokens[0, i].argmax()) % 3 for i in range(len(faces.LABELS))}
     assert on == {"smile": 1, "glasses": 0, "blond": 1}
     assert (tokens[1].argmax(-1) % 3 == 2).all()  # unconditional: every label token says "unknown"
+
+
+def test_the_shipped_dit_reads_h_at_the_block_its_study_chose():
+    from comfy_hspace.host.model_info import bottleneck_shape
+    from comfy_hspace.host.pixel_dit import DEFAULT_BLOCK
+    from comfy_hspace.host.transformer import BLOCK_OPTION, site_of
+
+    model, _ = embedded.load_model(embedded.DIT_FILE)
+    assert str(site_of(model)) == f"SD3 block {DEFAULT_BLOCK} (double-block {DEFAULT_BLOCK})" and DEFAULT_BLOCK == 5
+    assert bottleneck_shape(model, (1, 3, faces.SIZE, faces.SIZE)) == (128, 8, 8)  # the UNet's 8 × 8 grid
+    elsewhere = model.clone()
+    elsewhere.model_options[BLOCK_OPTION] = 2  # H-space Block still moves it
+    assert str(site_of(elsewhere)) == "SD3 block 2 (double-block 2)"

@@ -17,13 +17,13 @@ import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
-import comfy.ops
 import comfy.sd
 import comfy.supported_models
 import torch
 
 from .. import faces
 from .pixel_ddpm import CLASS_KEY
+from .transformer import DEFAULT_BLOCK_ATTRIBUTE
 
 FORMAT = "comfy-hspace/pixel-dit/1"
 LABEL_WIDTH = 3 * len(faces.LABELS)  # per label token: off, on, unconditional
@@ -33,6 +33,7 @@ DIT_CONFIG = {"input_size": faces.SIZE, "patch_size": 4, "in_channels": 3, "dept
               "context_embedder_config": {"target": "torch.nn.Linear",
                                           "params": {"in_features": LABEL_WIDTH, "out_features": 128}}}
 SAMPLING = {"shift": 1.0, "multiplier": 1000}
+DEFAULT_BLOCK = 5  # where its h is unless H-space Block says otherwise: the last joint block, by the block study
 
 
 def label_tokens(classes: torch.Tensor) -> torch.Tensor:
@@ -129,6 +130,7 @@ def load_pixel_dit(path: str | Path) -> tuple[Any, Any]:
         model.diffusion_model.load_state_dict(tensors)
     except RuntimeError as e:
         raise ValueError(f"model {path}: its weights do not fit the embedded DiT ({str(e)[:200]})") from None
+    setattr(model.diffusion_model, DEFAULT_BLOCK_ATTRIBUTE, DEFAULT_BLOCK)
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
                                                offload_device=offload)
     vae = comfy.sd.VAE(sd={"pixel_space_vae": torch.tensor(1.0)})
