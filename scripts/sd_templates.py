@@ -116,16 +116,22 @@ def apply_edit(model: list, directions: list, strength: str = "1.0") -> dict:
                        "end_percent": 1.0, "apply_to": "both"}}
 
 
-def prompt_pair(family: str, f: dict) -> dict:
-    """Two Hooks on the same seeds under "a person" / "a person smiling", their mean difference, a sweep grid."""
-    return {**base(f),
-            "6": hook(f, "3", 32, 0),
-            "7": hook(f, "2", 32, 0),
+def smiling_from_prompts(family: str, f: dict, n_samples: int) -> dict:
+    """Nodes 6–9: two Hooks on the same seeds under the plain and the smiling prompt (nodes 2 and 3), their
+    difference as the smile direction (node 8), saved as <family>_smiling."""
+    return {"6": hook(f, "3", n_samples, 0),
+            "7": hook(f, "2", n_samples, 0),
             "8": {"class_type": "HSpaceAttributeDirection",
                   "inputs": {"activations": link("6"), "negative": link("7"), "attribute": "smiling", "count": 1,
                              "space": "h", "method": "regression", "start_percent": 0.0}},
             "9": {"class_type": "HSpaceSaveDirections",
-                  "inputs": {"directions": link("8"), "filename": f"{family}_smiling", "overwrite": True}},
+                  "inputs": {"directions": link("8"), "filename": f"{family}_smiling", "overwrite": True}}}
+
+
+def prompt_pair(family: str, f: dict) -> dict:
+    """Two Hooks on the same seeds under "a person" / "a person smiling", their mean difference, a sweep grid."""
+    return {**base(f),
+            **smiling_from_prompts(family, f, 32),
             "10": sweep_grid(f, link("8"), "-1, -0.5, 0, 0.5, 1", seed=7),
             "11": save(link("10"), f"{family}_smiling_slider")}
 
@@ -180,15 +186,22 @@ def jacobian_mask(family: str, f: dict) -> dict:
             "12": save(link("11"), f"{family}_jacobian_mask")}
 
 
+def beside_plain(f: dict, directions: list, first: int) -> dict:
+    """Nodes first … first + 4: Apply H-space Edit with ``directions``, a stock KSampler on the plain and on the
+    edited model (same seed), and their decodes, plain first."""
+    n = [str(first + i) for i in range(5)]
+    return {n[0]: apply_edit(link("1"), directions),
+            n[1]: ksampler(f, link("1"), link("5")),
+            n[2]: ksampler(f, link(n[0]), link("5")),
+            n[3]: {"class_type": "VAEDecode", "inputs": {"samples": link(n[1]), "vae": vae(f)}},
+            n[4]: {"class_type": "VAEDecode", "inputs": {"samples": link(n[2]), "vae": vae(f)}}}
+
+
 def apply_edit_ksampler(family: str, f: dict) -> dict:
     """The smile direction as a model patch in front of a stock KSampler, beside the unedited sample."""
     return {**base(f),
             "6": smiling(family),
-            "7": apply_edit(link("1"), link("6")),
-            "8": ksampler(f, link("1"), link("5")),
-            "9": ksampler(f, link("7"), link("5")),
-            "10": {"class_type": "VAEDecode", "inputs": {"samples": link("8"), "vae": vae(f)}},
-            "11": {"class_type": "VAEDecode", "inputs": {"samples": link("9"), "vae": vae(f)}},
+            **beside_plain(f, link("6"), 7),
             "12": {"class_type": "ImageBatch", "inputs": {"image1": link("10"), "image2": link("11")}},
             "13": save(link("12"), f"{family}_apply_edit")}
 
@@ -218,11 +231,7 @@ def transformer_prompt_pair(family: str, f: dict) -> dict:
     """The prompt-pair slider for a transformer: the smile direction from two Hooks, applied by Apply H-space
     Edit in front of a stock KSampler (beside the unedited sample), and a sweep grid."""
     return {**prompt_pair(family, f),
-            "12": apply_edit(link("1"), link("8")),
-            "13": ksampler(f, link("1"), link("5")),
-            "14": ksampler(f, link("12"), link("5")),
-            "15": {"class_type": "VAEDecode", "inputs": {"samples": link("13"), "vae": vae(f)}},
-            "16": {"class_type": "VAEDecode", "inputs": {"samples": link("14"), "vae": vae(f)}},
+            **beside_plain(f, link("8"), 12),
             "17": {"class_type": "ImageBatch", "inputs": {"image1": link("15"), "image2": link("16")}},
             "18": save(link("17"), f"{family}_apply_edit")}
 
@@ -231,18 +240,8 @@ def text_to_video_edit(family: str, f: dict) -> dict:
     """Wan: the smile direction from two Hooks over four short videos under a prompt pair, applied by Apply
     H-space Edit in front of a stock KSampler; the plain and the edited video side by side."""
     graph = {**base(f),
-             "6": hook(f, "3", 4, 0),
-             "7": hook(f, "2", 4, 0),
-             "8": {"class_type": "HSpaceAttributeDirection",
-                   "inputs": {"activations": link("6"), "negative": link("7"), "attribute": "smiling", "count": 1,
-                              "space": "h", "method": "regression", "start_percent": 0.0}},
-             "9": {"class_type": "HSpaceSaveDirections",
-                   "inputs": {"directions": link("8"), "filename": f"{family}_smiling", "overwrite": True}},
-             "12": apply_edit(link("1"), link("8")),
-             "13": ksampler(f, link("1"), link("5")),
-             "14": ksampler(f, link("12"), link("5")),
-             "15": {"class_type": "VAEDecode", "inputs": {"samples": link("13"), "vae": vae(f)}},
-             "16": {"class_type": "VAEDecode", "inputs": {"samples": link("14"), "vae": vae(f)}},
+             **smiling_from_prompts(family, f, 4),
+             **beside_plain(f, link("8"), 12),
              "17": {"class_type": "ImageStitch",
                     "inputs": {"image1": link("15"), "direction": "right", "match_image_size": True,
                                "spacing_width": 0, "spacing_color": "white", "image2": link("16")}},
