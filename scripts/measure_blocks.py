@@ -66,10 +66,15 @@ def moved_to(model: Any, d: D.Directions) -> D.Directions:
     return dataclasses.replace(d, model_fingerprint=f"{model_info.h_site(model)}/{network}")
 
 
-def own_change(edits: Edits, d: D.Directions) -> torch.Tensor:
-    """Per direction, the mean change of its own attribute's score ÷ scale from −1 to +1."""
-    return torch.stack([(lambda sc: (sc[1] - sc[0]).mean(0)[C.NAMES.index(k)])(
-        edits.scores(D.select(d, [i]), [1.0], [-1.0, 1.0])) for i, k in enumerate(d.names)])
+def effect(edits: Edits, d: D.Directions) -> torch.Tensor:
+    """E[i, j]: the mean change of attribute j's score ÷ scale from −1 to +1 along direction i (the
+    directions and attributes of ATTRIBUTES, in order)."""
+    columns = [C.NAMES.index(k) for k in ATTRIBUTES]
+    rows = []
+    for i in range(len(d.names)):
+        sc = edits.scores(D.select(d, [i]), [1.0], [-1.0, 1.0])
+        rows.append((sc[1] - sc[0]).mean(0)[columns])
+    return torch.stack(rows)
 
 
 def supervised(model, vae, null, a, report: dict) -> D.Directions:
@@ -77,11 +82,7 @@ def supervised(model, vae, null, a, report: dict) -> D.Directions:
     d = attribute_directions(activations, scores, a.count)
     edits = Edits(model, vae, null, {"samples": torch.zeros(a.edits, 3, faces.SIZE, faces.SIZE)}, SAMPLER)
     columns = [C.NAMES.index(k) for k in ATTRIBUTES]
-    rows = []
-    for i in range(len(ATTRIBUTES)):
-        sc = edits.scores(D.select(d, [i]), [1.0], [-1.0, 1.0])
-        rows.append((sc[1] - sc[0]).mean(0)[columns])
-    m = torch.stack(rows)
+    m = effect(edits, d)
     off = ~torch.eye(len(ATTRIBUTES), dtype=torch.bool)
     report["effect"] = m.tolist()
     report["diagonal"] = m.diagonal().tolist()
@@ -157,11 +158,11 @@ def main() -> None:
     edits_at = {k: Edits(at_block(dit, k), dit_vae, null, {"samples": torch.zeros(a.edits, 3, faces.SIZE, faces.SIZE)},
                          SAMPLER) for k in blocks}
     for k in blocks:
-        here = own_change(edits_at[k], found[f"DiT block {k}"])
+        row = report["sites"][f"DiT block {k}"]
         for j in (k - 1, k + 1):
             if j in blocks:
-                moved = own_change(edits_at[j], moved_to(edits_at[j].model, found[f"DiT block {k}"]))
-                report["sites"][f"DiT block {k}"][f"transfer_to_{j}"] = (moved / here).tolist()
+                moved = effect(edits_at[j], moved_to(edits_at[j].model, found[f"DiT block {k}"])).diagonal()
+                row[f"transfer_to_{j}"] = (moved / torch.tensor(row["diagonal"])).tolist()
     write_report(a.json, report)
 
     show(report["sites"], a)
