@@ -126,7 +126,7 @@ def hspace_clone(model: Any, *, edit: HSpaceEdit | None = None, recorder: Any = 
         out = earlier(args, extra) if earlier is not None else extra["original_block"](args)
         options = args.get("transformer_options") or {}
         rows, cols = options[GRID]
-        start = tokens_before_image(dm, site.kind, options[TEXT_TOKENS])
+        start = tokens_before_image(site, dm, options[TEXT_TOKENS])
         img = out["img"]
         tokens = img[:, start:start + rows * cols]  # reference-image tokens (Kontext) come after these
         h = tokens.transpose(1, 2).reshape(img.shape[0], img.shape[2], rows, cols)

@@ -130,11 +130,11 @@ def width(model: Any) -> int:
     return int(functools.reduce(getattr, family_of(dm).width.split("."), dm))
 
 
-def tokens_before_image(dm: Any, kind: str, text_tokens: int) -> int:
-    """How many tokens come before the image's in a block of this kind: in single-stream blocks the
-    text's (and learnt registers before it) where the family puts them first; none elsewhere."""
-    family = family_of(dm)
-    if kind != "single_block" or not family.text_first:
+def tokens_before_image(site: Site, dm: Any, text_tokens: int) -> int:
+    """How many tokens come before the image's at this site: in single-stream blocks the text's (and
+    learnt registers before it) where the family puts them first; none elsewhere."""
+    family = site.family
+    if site.kind != "single_block" or not family.text_first:
         return 0
     return text_tokens + (getattr(dm, family.registers).shape[1] if family.registers else 0)
 
