@@ -16,8 +16,11 @@ Euler for the DiT; ComfyUI's "ddim" sampler is both):
 - transfer: a direction found at block k applied at k − 1 and k + 1, its own attribute's change
   there ÷ at k (the table gives the median over attributes and both sides).
 
-Usage: .venv/bin/python scripts/measure_blocks.py [--samples 512] [--edits 32] [--blocks 0 1 …] [--json FILE]
-       [--picture PNG]; --from-json A.json B.json … prints the merged table of earlier (partial) runs
+With --attention, h is the image tokens' attention output inside each block (projected, before its
+gate: where FluxSpace edits) instead of the residual stream after it.
+
+Usage: .venv/bin/python scripts/measure_blocks.py [--samples 512] [--edits 32] [--blocks 0 1 …] [--attention]
+       [--json FILE] [--picture PNG]; --from-json A.json B.json … prints the merged table of earlier (partial) runs
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ from comfy_hspace import faces  # noqa: E402
 from comfy_hspace.attribute import attribute_direction  # noqa: E402
 from comfy_hspace.host import embedded, model_info  # noqa: E402
 from comfy_hspace.host.edited_sampling import edited_sample  # noqa: E402
-from comfy_hspace.host.transformer import BLOCK_OPTION  # noqa: E402
+from comfy_hspace.host.transformer import ATTENTION, BLOCK_OPTION, RESIDUAL, STREAM_OPTION  # noqa: E402
 from comfy_hspace.settings import SamplerSettings  # noqa: E402
 
 ATTRIBUTES = ("glasses", "blond", "smile", "eyes_open", "size", "bg_hue")
@@ -48,9 +51,10 @@ SAMPLER = "ddim"  # Euler on a flow model
 SWEEP = [-2.0, -1.0, 0.0, 1.0, 2.0]
 
 
-def at_block(model: Any, block: int) -> Any:
+def at_block(model: Any, block: int, stream: str = RESIDUAL) -> Any:
     clone = model.clone()
     clone.model_options[BLOCK_OPTION] = block
+    clone.model_options[STREAM_OPTION] = stream
     return clone
 
 
@@ -124,6 +128,7 @@ def main() -> None:
     p.add_argument("--blocks", type=int, nargs="*", default=None, help="DiT blocks (default: all; none: the UNet only)")
     p.add_argument("--dit", type=Path, default=embedded.DIT_FILE)
     p.add_argument("--no-unet", action="store_true", help="skip the UNet row")
+    p.add_argument("--attention", action="store_true", help="h is the blocks' image-token attention output")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--picture", type=Path, default=None, help="a PNG of the table, cells coloured by target met")
     p.add_argument("--from-json", type=Path, nargs="*", default=None,
@@ -141,7 +146,8 @@ def main() -> None:
     every = range(len(dit.get_model_object("diffusion_model").joint_blocks))
     blocks = list(every) if a.blocks is None else a.blocks
     sites = [] if a.no_unet else [("UNet bottleneck", *embedded.load_model())]
-    sites += [(f"DiT block {k}", at_block(dit, k), dit_vae) for k in blocks]
+    stream, suffix = (ATTENTION, " attention") if a.attention else (RESIDUAL, "")
+    sites += [(f"DiT block {k}{suffix}", at_block(dit, k, stream), dit_vae) for k in blocks]
 
     report: dict = {"settings": {k: str(v) for k, v in vars(a).items()}, "sites": {}}
     found = {}
@@ -155,13 +161,13 @@ def main() -> None:
         found[name] = supervised(model, vae, null, a, row)
         print(f"{name}: {time.monotonic() - t:.0f} s", file=sys.stderr)
         write_report(a.json, report)
-    edits_at = {k: Edits(at_block(dit, k), dit_vae, null, {"samples": torch.zeros(a.edits, 3, faces.SIZE, faces.SIZE)},
-                         SAMPLER) for k in blocks}
+    empty = {"samples": torch.zeros(a.edits, 3, faces.SIZE, faces.SIZE)}
+    edits_at = {k: Edits(at_block(dit, k, stream), dit_vae, null, empty, SAMPLER) for k in blocks}
     for k in blocks:
-        row = report["sites"][f"DiT block {k}"]
+        row = report["sites"][f"DiT block {k}{suffix}"]
         for j in (k - 1, k + 1):
             if j in blocks:
-                moved = effect(edits_at[j], moved_to(edits_at[j].model, found[f"DiT block {k}"])).diagonal()
+                moved = effect(edits_at[j], moved_to(edits_at[j].model, found[f"DiT block {k}{suffix}"])).diagonal()
                 row[f"transfer_to_{j}"] = (moved / torch.tensor(row["diagonal"])).tolist()
     write_report(a.json, report)
 

@@ -229,6 +229,8 @@ CASES = [
     # ---- H-space Block (transformer): the tiny Flux, 2 double- and 2 single-stream blocks ----
     bad("HSpaceBlock", {"block": 4}, r"block: 4 is outside this Flux model's blocks 0 … 3", "block-out-of-range"),
     bad("HSpaceBlock", {"model": use("sd15")}, r"model: UNetModel is not a transformer", "unet"),
+    bad("HSpaceBlock", {"block": 3, "stream": "attention output"}, r"stream: the attention output is reached in the "
+        r"double-stream \(joint\) blocks of .*; Flux block 3 is a single-block", "attention-in-single-block"),
     bad("ApplyHSpaceEdit", {"model": use("flux")}, r"directions: found at the UNet bottleneck, but this model's h is "
         r"at the Flux block 1", "unet-directions-on-transformer"),
 

@@ -163,6 +163,72 @@ def test_null_conditioning_is_shaped_for_the_model(pack, models):
     assert pack.nodes.NullConditioning.execute().args[0][0][0].shape == (1, 1, 1)
 
 
+@pytest.mark.parametrize("kind", ["sd3", "flux", "chroma", "hunyuan_video"])
+def test_the_attention_output_stream_reads_and_writes_the_projected_attention_of_the_image_tokens(pack, models,
+                                                                                                  kind):
+    """With stream "attention output", h is the output of the block's image-attention projection (before
+    its gate): the Hook records what a forward hook of this test's own on that module sees, and an edit
+    there is what adding the direction in that module's output gives."""
+    model, cond = models[kind], conditioning(kind)
+    attention = pack.nodes.HSpaceBlock.execute(model=model, block=1, stream="attention output").args[0]
+    site = site_of(attention)
+    assert str(site).endswith("attention output")
+    module = site.attention_module(model.get_model_object("diffusion_model"))
+    seen = []
+    own = module.register_forward_hook(lambda m, i, out: seen.append(out[:, :48].clone()))
+    try:
+        acts = pack.nodes.HSpaceHook.execute(
+            model=attention, positive=cond, negative=cond, latent_image=LATENT, n_samples=1, batch_size=1,
+            components=0, seed=5, steps=2, cfg=1.0, sampler_name="euler", scheduler="simple", latent_is_noise=False,
+            keep_samples=False).args[0]
+    finally:
+        own.remove()
+    grid = [t.transpose(1, 2).reshape(1, WIDTH[kind], 8, 6) for t in seen]
+    assert len(grid) == 2 and torch.allclose(acts.means().float(), torch.cat(grid), atol=1e-5)
+    assert not torch.allclose(acts.means().float(), pack.nodes.HSpaceHook.execute(
+        model=model, positive=cond, negative=cond, latent_image=LATENT, n_samples=1, batch_size=1, components=0,
+        seed=5, steps=2, cfg=1.0, sampler_name="euler", scheduler="simple", latent_is_noise=False,
+        keep_samples=False).args[0].means().float(), atol=1e-3)
+    d = random(attention)
+    assert torch.equal(stock(apply_edit(pack, attention, d, strengths="0"), cond), stock(model, cond))
+    offset = d.vectors[0].reshape(WIDTH[kind], 48).T
+    own = module.register_forward_hook(lambda m, i, out: torch.cat([out[:, :48] + offset, out[:, 48:]], 1))
+    try:
+        by_hand = stock(model, cond)
+    finally:
+        own.remove()
+    edited = stock(apply_edit(pack, attention, d), cond)
+    assert (edited - stock(model, cond)).abs().mean() > 1e-3 and torch.allclose(edited, by_hand, atol=1e-5)
+    with pytest.raises(DirectionsError, match=r"found at the .* block 1 .*, but this model's h is at the .* block 1 "
+                                              r".* attention output"):
+        apply_edit(pack, attention, random(model))
+
+
+def test_the_attention_output_is_refused_where_the_pack_does_not_reach_it(pack, models):
+    with pytest.raises(ValueError, match=r"stream: the attention output is reached in the double-stream \(joint\) "
+                                         r"blocks of SD3, Flux, Chroma, HunyuanVideo; Flux block 3 is a single-block"):
+        pack.nodes.HSpaceBlock.execute(model=models["flux"], block=3, stream="attention output")
+    with pytest.raises(ValueError, match=r"Wan block 0 is a double-block"):
+        pack.nodes.HSpaceBlock.execute(model=models["wan"], block=0, stream="attention output")
+
+
+def test_the_discovery_trainer_refuses_the_attention_output_and_writes_nothing(pack, models, tmp_path, monkeypatch):
+    """SD3 recomputes its blocks in the backward pass, after the attention output's hook is gone: reverse-mode
+    gradients there would be silently wrong, so they are refused."""
+    import folder_paths
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "hspace_discovery", ([str(tmp_path)], {".safetensors"}))
+    attention = pack.nodes.HSpaceBlock.execute(model=models["sd3"], block=1, stream="attention output").args[0]
+    with torch.inference_mode(), pytest.raises(ValueError, match=r"stream: SD3 block 1 .* attention output takes no "
+                                                                 r"reverse-mode gradients"):
+        pack.nodes.DiscoveryTrainer.execute(
+            model=attention, positive=conditioning("sd3"), negative=conditioning("sd3"), latent_image=LATENT, count=2,
+            magnitude=1.0, steps=3, t_edit=500.0, batch_size=2, training_steps=2, learning_rate=1e-2, seed=0, cfg=1.0,
+            name="run", resume=True, save_every=1, regression_weight=0.1, adversarial_weight=0.1,
+            direction_samples=1, checkpointed=True)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_directions_of_another_block_family_or_unet_fail_before_sampling(pack, models):
     """Directions of another block, family or a UNet are refused before sampling; Jacobian Directions,
     which backpropagates through Flux's in-place blocks, records its site."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .transformer import GRID, TEXT_TOKENS, site_of, token_grid, tokens_before_image
+from .transformer import ATTENTION, GRID, TEXT_TOKENS, site_of, token_grid, tokens_before_image
 
 # transformer_options key: a model call made with it set to True runs without the edit
 # (the asymmetric sampler's unedited pass).
@@ -88,7 +88,8 @@ def hspace_clone(model: Any, *, edit: HSpaceEdit | None = None, recorder: Any = 
     by ``edit``, then, with ``deltas``, by the per-call ``DELTA`` of transformer_options. Patches
     of clones in a row all act, in order, so edits add; only one patch of a chain may take the
     per-call deltas. h is a UNet's bottleneck, or a transformer's image tokens after its chosen
-    block (``transformer.site_of``). The input model is never touched and no global hook is registered."""
+    block, or their attention output inside it (``transformer.site_of``). The input model is never
+    touched; the only module hook, the attention output's, lives for one block call."""
     model_sampling = model.get_model_object("model_sampling")
     site = site_of(model)
     clone = model.clone()
@@ -122,21 +123,35 @@ def hspace_clone(model: Any, *, edit: HSpaceEdit | None = None, recorder: Any = 
     dm = model.get_model_object("diffusion_model")
     earlier = clone.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {}).get(key)
 
-    def block_patch(args: dict, extra: dict) -> dict:
-        out = earlier(args, extra) if earlier is not None else extra["original_block"](args)
-        options = args.get("transformer_options") or {}
+    def as_grid(img: torch.Tensor, options: dict, start: int) -> torch.Tensor:
+        """The image tokens img[:, start : start + rows·columns] with h moved (``at_h``); the rest as it was."""
         rows, cols = options[GRID]
-        start = tokens_before_image(site, dm, options[TEXT_TOKENS])
-        img = out["img"]
         tokens = img[:, start:start + rows * cols]  # reference-image tokens (Kontext) come after these
         h = tokens.transpose(1, 2).reshape(img.shape[0], img.shape[2], rows, cols)
         moved = at_h(h, options)
         if moved is h:
-            return out
+            return img
         tokens = moved.reshape(img.shape[0], img.shape[2], rows * cols).transpose(1, 2)
         if img.shape[1] != rows * cols:  # text or reference tokens around the image's
             tokens = torch.cat([img[:, :start], tokens, img[:, start + rows * cols:]], dim=1)
-        return {**out, "img": tokens}
+        return tokens
+
+    def block_patch(args: dict, extra: dict) -> dict:
+        options = args.get("transformer_options") or {}
+        if site.stream == ATTENTION:
+            if torch.is_grad_enabled() and torch._C._functorch.peek_interpreter_stack() is None:
+                # SD3 recomputes its blocks in the backward pass (checkpointing), after this hook is gone
+                raise ValueError(f"stream: {site} takes no reverse-mode gradients (Discovery Trainer); "
+                                 f"train at the residual stream")
+            # the attention output is inside the block: a forward hook on its projection for this one call
+            hook = site.attention_module(dm).register_forward_hook(lambda m, i, out: as_grid(out, options, 0))
+            try:
+                return earlier(args, extra) if earlier is not None else extra["original_block"](args)
+            finally:
+                hook.remove()
+        out = earlier(args, extra) if earlier is not None else extra["original_block"](args)
+        img = as_grid(out["img"], options, tokens_before_image(site, dm, options[TEXT_TOKENS]))
+        return out if img is out["img"] else {**out, "img": img}
 
     def note_grid(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
         transformer_options[GRID] = token_grid(model, x.shape)

@@ -18,6 +18,10 @@ import torch
 
 # model_options key: the block a MODEL's h is read and written at (index over all its blocks)
 BLOCK_OPTION = "hspace_block"
+# model_options key: which image tokens of that block are h (STREAMS; the residual stream unless set)
+STREAM_OPTION = "hspace_stream"
+RESIDUAL, ATTENTION = "residual stream", "attention output"
+STREAMS = (RESIDUAL, ATTENTION)
 # attribute of a diffusion model that measured its own best block (the embedded DiT): its default
 DEFAULT_BLOCK_ATTRIBUTE = "hspace_default_block"
 # transformer_options keys set for each model call: the latent's token grid and the text tokens
@@ -35,6 +39,9 @@ class Family:
     adds_in_place: bool = False  # blocks add their residuals in place (reverse-mode autograd needs care)
     text_first: bool = True  # in a single-stream block, the text tokens come before the image's
     registers: str = ""  # attribute holding learnt tokens put before the text (AuraFlow's)
+    # module (path within a double block) whose output is the image tokens' attention output, projected
+    # and before its gate: what FluxSpace edits; "" where the pack does not reach it
+    attention_output: str = ""
 
     def blocks(self, dm: Any) -> list[tuple[str, int]]:
         return [(kind, i) for kind, attr in self.stacks for i in range(len(getattr(dm, attr)))]
@@ -52,16 +59,19 @@ _FLUX_STACKS = (("double_block", "double_blocks"), ("single_block", "single_bloc
 # those (FluxSpace edits the joint blocks; fixed directions written into late single-stream
 # blocks were reported to do nothing).
 FAMILIES = {
-    "OpenAISignatureMMDITWrapper": Family("SD3", (("double_block", "joint_blocks"),), "hidden_size", "double_block"),
-    "Flux": Family("Flux", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True),
-    "Chroma": Family("Chroma", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True),
+    "OpenAISignatureMMDITWrapper": Family("SD3", (("double_block", "joint_blocks"),), "hidden_size", "double_block",
+                                          attention_output="x_block.attn.proj"),
+    "Flux": Family("Flux", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True,
+                   attention_output="img_attn.proj"),
+    "Chroma": Family("Chroma", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True,
+                     attention_output="img_attn.proj"),
     # latents with a frame axis of one ([B, 16, 1, H, W]); image tokens only in its blocks
     "QwenImageTransformer2DModel": Family("Qwen-Image", (("double_block", "transformer_blocks"),), "inner_dim",
                                           "double_block"),
     # video: h is every frame's token grid stacked, [C, frames × rows, columns]
     "WanModel": Family("Wan", (("double_block", "blocks"),), "dim", "double_block"),
     "HunyuanVideo": Family("HunyuanVideo", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True,
-                           text_first=False),
+                           text_first=False, attention_output="img_attn.proj"),
     "MMDiT": Family("AuraFlow", (("double_block", "double_layers"), ("single_block", "single_layers")),
                     "init_x_linear.out_features", "double_block", registers="register_tokens"),
 }
@@ -97,14 +107,22 @@ def family_of(dm: Any) -> Family | None:
 
 @dataclass(frozen=True)
 class Site:
-    """Where h is read and written: the family, the hook and the block index over all blocks."""
+    """Where h is read and written: the family, the hook, the block index over all blocks, and the
+    stream (the residual stream after the block, or the image tokens' attention output inside it)."""
     family: Family
     kind: str
     index: int  # within its stack
     block: int  # over all blocks
+    stream: str = RESIDUAL
 
     def __str__(self) -> str:
-        return f"{self.family.name} block {self.block} ({self.kind.replace('_', '-')} {self.index})"
+        where = f"{self.family.name} block {self.block} ({self.kind.replace('_', '-')} {self.index})"
+        return where if self.stream == RESIDUAL else f"{where} {self.stream}"
+
+    def attention_module(self, dm: Any) -> torch.nn.Module:
+        """The module whose output is h at an attention-output site."""
+        stack = dict(self.family.stacks)[self.kind]
+        return functools.reduce(getattr, self.family.attention_output.split("."), getattr(dm, stack)[self.index])
 
 
 def site_of(model: Any) -> Site | None:
@@ -122,7 +140,14 @@ def site_of(model: Any) -> Site | None:
         raise ValueError(f"block: {block} is outside this {family.name} model's blocks 0 … {len(blocks) - 1} "
                          f"({counts})")
     kind, index = blocks[block]
-    return Site(family, kind, index, block)
+    stream = model.model_options.get(STREAM_OPTION, RESIDUAL)
+    if stream not in STREAMS:
+        raise ValueError(f"stream: expected one of {STREAMS}, got {stream!r}")
+    if stream == ATTENTION and (kind != "double_block" or not family.attention_output):
+        reach = [f.name for f in FAMILIES.values() if f.attention_output]
+        raise ValueError(f"stream: the attention output is reached in the double-stream (joint) blocks of "
+                         f"{', '.join(reach)}; {family.name} block {block} is a {kind.replace('_', '-')}")
+    return Site(family, kind, index, block, stream)
 
 
 def width(model: Any) -> int:
