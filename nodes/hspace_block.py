@@ -21,7 +21,7 @@ class HSpaceBlock(io.ComfyNode):
                         "a double-stream block, projected and before its gate (where FluxSpace edits; SD3, Flux, "
                         "Chroma, HunyuanVideo; not for the Discovery Trainer). A UNet's h is always its bottleneck.",
             inputs=[io.Model.Input("model", tooltip="A transformer: SD3, Flux, Chroma, Qwen-Image, Wan, "
-                                                    "HunyuanVideo or AuraFlow."),
+                                                    "HunyuanVideo, AuraFlow or LTXV."),
                     io.Int.Input("block", default=-1, min=-1, max=1000,
                                  tooltip="Block index over the whole stack; −1: the model's default (its "
                                          "family's; the embedded DiT's was chosen by its block study)."),

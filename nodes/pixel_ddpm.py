@@ -52,9 +52,9 @@ class NullConditioning(io.ComfyNode):
         return io.Schema(
             node_id="HSpaceNullConditioning", display_name="Null Conditioning (h-space)", category=CATEGORY,
             description="An empty CONDITIONING for unconditional models such as a pixel DDPM; with a transformer "
-                        "model (SD3, Flux, Chroma, Qwen-Image, Wan, HunyuanVideo, AuraFlow) one shaped for it (a zero "
-                        "text token of its width, a zero pooled vector where it takes one), so it samples without "
-                        "text encoders.",
+                        "model (SD3, Flux, Chroma, Qwen-Image, Wan, HunyuanVideo, AuraFlow, LTXV) one shaped for it "
+                        "(a zero text token of its width, a zero pooled vector where it takes one, LTXV's text mask), "
+                        "so it samples without text encoders.",
             inputs=[io.Model.Input("model", optional=True,
                                    tooltip="A transformer to shape the conditioning for; none: a pixel DDPM's.")],
             outputs=[io.Conditioning.Output()],

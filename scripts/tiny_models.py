@@ -46,6 +46,8 @@ HUNYUAN_VIDEO_DIT = {"image_model": "hunyuan_video", "in_channels": 16, "out_cha
                      "depth_single_blocks": 2, "axes_dim": [8, 12, 12], "theta": 256, "patch_size": [1, 2, 2],
                      "qkv_bias": True, "guidance_embed": True, "byt5": False, "meanflow": False,
                      "use_cond_type_embedding": False, "vision_in_dim": None}
+LTXV_DIT = {"image_model": "ltxv", "in_channels": 128, "cross_attention_dim": 64, "attention_head_dim": 32,
+            "num_attention_heads": 2, "caption_channels": 32, "num_layers": 2}
 AURA_DIT = {"cond_seq_dim": 32, "in_channels": 4, "out_channels": 4, "patch_size": 2, "dim": 64, "n_layers": 4,
             "n_double_layers": 2, "n_heads": 2, "global_conddim": 64, "max_seq": 256}
 
@@ -74,8 +76,8 @@ def comfy_unet(kind: str, seed: int = 0):
 
 
 def comfy_dit(kind: str, seed: int = 0):
-    """A ModelPatcher around a random SD3-, Flux-, Chroma-, Qwen-Image- or Wan-shaped transformer built by ComfyUI's
-    own classes (the 0.3.75 loader cannot detect a tiny Flux: it fixes 24 heads of 128 channels)."""
+    """A ModelPatcher around a random transformer of one of the families, built by ComfyUI's own classes (the 0.3.75
+    loader cannot detect a tiny Flux: it fixes 24 heads of 128 channels)."""
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
@@ -87,7 +89,8 @@ def comfy_dit(kind: str, seed: int = 0):
                             "qwen": (comfy.supported_models.QwenImage, QWEN_DIT),
                             "wan": (comfy.supported_models.WAN21_T2V, WAN_DIT),
                             "hunyuan_video": (comfy.supported_models.HunyuanVideo, HUNYUAN_VIDEO_DIT),
-                            "auraflow": (comfy.supported_models.AuraFlow, AURA_DIT)}[kind]
+                            "auraflow": (comfy.supported_models.AuraFlow, AURA_DIT),
+                            "ltxv": (comfy.supported_models.LTXV, LTXV_DIT)}[kind]
     model = config_class(dict(config)).get_model({})
     init_weights(model.diffusion_model)
     return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
@@ -109,8 +112,10 @@ def init_weights(module: torch.nn.Module) -> None:
     torch's default initialisation, with no zero output layers that would hide every edit; norm
     scales 1 and learnt position tables small."""
     for name, p in [*module.named_parameters(), *module.named_buffers()]:
-        if name.endswith((".scale", "modulation")) or name in ("pos_embed", "positional_encoding", "register_tokens"):
-            with torch.no_grad():  # RMSNorm scales; learnt position tables, modulations (Wan) and registers (AuraFlow)
+        if name.endswith((".scale", "modulation", "scale_shift_table")) or name in ("pos_embed", "positional_encoding",
+                                                                                   "register_tokens"):
+            # RMSNorm scales; learnt position tables, modulations (Wan, LTXV) and registers (AuraFlow)
+            with torch.no_grad():
                 p.fill_(1.0) if name.endswith(".scale") else p.normal_(0, 0.02)
     for m in module.modules():
         if isinstance(m, torch.nn.Linear):
@@ -137,6 +142,8 @@ def conditioning(kind: str, seed: int = 0) -> list:
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": torch.randn(1, 64, generator=g)}]]
     elif kind in ("chroma", "qwen", "wan", "auraflow"):
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": None}]]
+    elif kind == "ltxv":  # its text encoder's attention mask, integers as a tokenizer gives them
+        return [[torch.randn(1, 5, 32, generator=g), {"attention_mask": torch.ones(1, 5, dtype=torch.long)}]]
     elif kind in ("flux", "hunyuan_video"):
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": torch.randn(1, 32, generator=g),
                                                        "guidance": 3.5}]]

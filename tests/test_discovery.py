@@ -44,14 +44,15 @@ def gradients(model, cond, latent_shape, checkpointed, cfg=1.0, shift_limit=0.0)
 
 @pytest.mark.parametrize("kind, shift_limit", [("pixel", 0.0), ("pixel", 0.1), ("sd15", 0.0), ("sd3", 0.5),
                                                ("flux", 0.5), ("qwen", 0.5), ("wan", 0.5), ("hunyuan_video", 0.5),
-                                               ("auraflow", 0.5)])
+                                               ("auraflow", 0.5), ("ltxv", 0.5)])
 def test_checkpointed_gradients_equal_plain_backprop(kind, shift_limit, pixel_model):
-    """Also through transformers, with the flow step; Flux's blocks add their residuals in place."""
+    """Also through transformers, with the flow step; Flux's and LTXV's blocks add their residuals in place."""
     if kind == "pixel":
         model, shape, cfg = pixel_model, (2, 3, 16, 16), 1.0
-    elif kind in ("sd3", "flux", "qwen", "wan", "hunyuan_video", "auraflow"):
+    elif kind in ("sd3", "flux", "qwen", "wan", "hunyuan_video", "auraflow", "ltxv"):
         model, cfg = comfy_dit(kind), 1.0
-        shape = tuple(fix_empty_latent_channels(model, torch.zeros(2, 16, 8, 8)).shape)  # Qwen-Image: a frame axis
+        side = 4 if kind == "ltxv" else 8  # LTXV patchifies at 1
+        shape = tuple(fix_empty_latent_channels(model, torch.zeros(2, 16, side, side)).shape)  # Qwen-Image: frames
     else:
         model, shape, cfg = comfy_unet("sd15"), (2, 4, 16, 16), 2.0
     cond = conditioning(kind)

@@ -60,15 +60,17 @@ def explicit_check(point, k=3):
     return s[:k], vh[:k], found, gains
 
 
-@pytest.mark.parametrize("kind", ["pixel", "sd15", "sd3", "flux", "qwen", "wan", "hunyuan_video", "auraflow"])
+@pytest.mark.parametrize("kind", ["pixel", "sd15", "sd3", "flux", "qwen", "wan", "hunyuan_video", "auraflow",
+                                  "ltxv"])
 def test_power_iteration_matches_explicit_jacobian_of_a_tiny_unet(kind, tmp_path):
     """Also on tiny transformers, h at their default block: Flux's blocks add their residuals in
     place, which reverse mode survives only through the pack's copies of saved tensors."""
     if kind == "pixel":
         model, _ = load_pixel_ddpm(save_pixel_ddpm(tmp_path / "m"))
         latent, cfg = torch.zeros(1, 3, 8, 8), 1.0
-    elif kind in ("sd3", "flux", "qwen", "wan", "hunyuan_video", "auraflow"):
-        model, latent, cfg = comfy_dit(kind), torch.zeros(1, 16, 8, 8), 1.0  # channels as the model takes them
+    elif kind in ("sd3", "flux", "qwen", "wan", "hunyuan_video", "auraflow", "ltxv"):
+        side = 4 if kind == "ltxv" else 8  # 4 × 4 tokens: LTXV patchifies at 1, the others at 2
+        model, latent, cfg = comfy_dit(kind), torch.zeros(1, 16, side, side), 1.0  # channels as the model takes them
     else:
         model, latent, cfg = comfy_unet("sd15"), torch.zeros(1, 4, 8, 8), 3.0
     cond = conditioning(kind)

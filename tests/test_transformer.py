@@ -13,10 +13,16 @@ from comfy_hspace.directions import DirectionsError
 from comfy_hspace.host.model_info import bottleneck_shape, model_fingerprint
 from comfy_hspace.host.transformer import BLOCK_OPTION, site_of
 
-KINDS = ["sd3", "flux", "chroma", "qwen", "wan", "hunyuan_video", "auraflow"]
+KINDS = ["sd3", "flux", "chroma", "qwen", "wan", "hunyuan_video", "auraflow", "ltxv"]
 # the residual stream's width in tiny_models' configs
-WIDTH = {"sd3": 128, "flux": 64, "chroma": 64, "qwen": 64, "wan": 64, "hunyuan_video": 64, "auraflow": 64}
-LATENT = {"samples": torch.zeros(1, 16, 16, 12)}  # 8 × 6 tokens: rows and columns told apart
+WIDTH = {"sd3": 128, "flux": 64, "chroma": 64, "qwen": 64, "wan": 64, "hunyuan_video": 64, "auraflow": 64, "ltxv": 64}
+LATENT = {"samples": torch.zeros(1, 16, 16, 12)}  # 8 × 6 tokens of 2 × 2: rows and columns told apart
+PATCH_ONE = {"samples": torch.zeros(1, 16, 8, 6)}  # 8 × 6 tokens for LTXV, which patchifies at 1 (KSampler makes
+# an empty latent [1, 128, 1, 8, 6] of it)
+
+
+def latent_for(model):
+    return PATCH_ONE if type(model.model).__name__ == "LTXV" else LATENT
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +30,8 @@ def models():
     return {kind: comfy_dit(kind) for kind in KINDS}
 
 
-def stock(model, cond, lat=LATENT, sampler="euler", steps=4):
+def stock(model, cond, lat=None, sampler="euler", steps=4):
+    lat = latent_for(model) if lat is None else lat
     return comfy_nodes.common_ksampler(model, 5, steps, 1.0, sampler, "simple", cond, cond, lat)[0]["samples"]
 
 
@@ -35,7 +42,7 @@ def apply_edit(pack, model, directions, strengths="1.0", **kw):
 
 
 def random(model, count=1, seed=0):
-    return D.random_directions(count, bottleneck_shape(model, LATENT["samples"].shape), seed, 1.0,
+    return D.random_directions(count, bottleneck_shape(model, latent_for(model)["samples"].shape), seed, 1.0,
                                model_fingerprint(model))
 
 
@@ -47,8 +54,8 @@ def test_edit_at_a_block_moves_the_output_and_strength_zero_is_stock(pack, model
     d = random(model)
     assert d.h_shape == (WIDTH[kind], 8, 6)
     zero = pack.nodes.EditedSampler.execute(
-        model=model, positive=cond, negative=cond, latent_image=LATENT, directions=d, seed=5, steps=4, cfg=1.0,
-        sampler_name="euler", scheduler="simple", strengths="0", sweep="", start_percent=0.0, end_percent=1.0,
+        model=model, positive=cond, negative=cond, latent_image=latent_for(model), directions=d, seed=5, steps=4,
+        cfg=1.0, sampler_name="euler", scheduler="simple", strengths="0", sweep="", start_percent=0.0, end_percent=1.0,
         apply_to="both", mode="both terms", eta=0.0, denoise=1.0).args[0]["samples"]
     assert torch.equal(zero, before)
     edited = stock(apply_edit(pack, model, d), cond)
@@ -75,8 +82,8 @@ def test_edit_follows_a_split_ksampler_advanced_run(pack, models, kind):
         return comfy_nodes.KSamplerAdvanced().sample(m, add_noise, 5, 4, 1.0, "euler", "simple", cond, cond,
                                                      latent, start, end, leftover)[0]
 
-    first = advanced(patched, 0, 2, LATENT, "enable", "enable")
-    assert torch.equal(first["samples"], advanced(model, 0, 2, LATENT, "enable", "enable")["samples"])
+    first = advanced(patched, 0, 2, latent_for(model), "enable", "enable")
+    assert torch.equal(first["samples"], advanced(model, 0, 2, latent_for(model), "enable", "enable")["samples"])
     split = advanced(patched, 2, 4, first, "disable", "disable")["samples"]
     whole = stock(patched, cond)
     assert (whole - stock(model, cond)).abs().mean() > 1e-3
@@ -87,11 +94,12 @@ def test_edit_follows_a_split_ksampler_advanced_run(pack, models, kind):
 def test_hook_records_the_image_tokens_as_a_grid_and_pca_finds_directions(pack, models, kind):
     model, cond = models[kind], conditioning(kind)
     acts, samples = pack.nodes.HSpaceHook.execute(
-        model=model, positive=cond, negative=cond, latent_image=LATENT, n_samples=4, batch_size=2, components=2,
+        model=model, positive=cond, negative=cond, latent_image=latent_for(model), n_samples=4, batch_size=2,
+        components=2,
         seed=5, steps=3, cfg=1.0, sampler_name="euler", scheduler="simple", latent_is_noise=False,
         keep_samples=False).args[:2]
     pcs = pack.nodes.PCADirections.execute(activations=acts, n_components=2).args[0]
-    assert pcs.h_shape == bottleneck_shape(model, LATENT["samples"].shape)
+    assert pcs.h_shape == bottleneck_shape(model, latent_for(model)["samples"].shape)
     assert pcs.model_fingerprint == model_fingerprint(model)
     # recording leaves sampling as it was: sample 0 is KSampler's for the seed
     assert torch.allclose(samples["samples"][:1], stock(model, cond, steps=3), atol=1e-5)
@@ -117,12 +125,13 @@ def test_an_edit_at_the_last_single_stream_block_lands_on_its_image_token(pack, 
     assert change[:2, :2].sum() > 0 and change[2:].sum() == 0 and change[:, 2:].sum() == 0
 
 
-@pytest.mark.parametrize("kind", ["wan", "hunyuan_video"])
+@pytest.mark.parametrize("kind", ["wan", "hunyuan_video", "ltxv"])
 def test_a_video_models_h_stacks_its_frames_and_an_edit_reaches_every_frame(pack, models, kind):
     """A video model's tokens run frame by frame: h is [C, frames × rows, columns]; the Hook records it
     and an edit moves every frame, strength 0 none."""
     model, cond = models[kind], conditioning(kind)
-    video = {"samples": torch.zeros(1, 16, 3, 8, 6)}  # 3 frames of 4 × 3 tokens
+    rows, cols = (4, 3) if kind == "ltxv" else (8, 6)  # LTXV patchifies at 1, the others at 2
+    video = {"samples": torch.zeros(1, 16, 3, rows, cols)}  # 3 frames of 4 × 3 tokens
     acts, _ = pack.nodes.HSpaceHook.execute(
         model=model, positive=cond, negative=cond, latent_image=video, n_samples=4, batch_size=2, components=2,
         seed=5, steps=3, cfg=1.0, sampler_name="euler", scheduler="simple", latent_is_noise=False,
@@ -133,7 +142,7 @@ def test_a_video_models_h_stacks_its_frames_and_an_edit_reaches_every_frame(pack
     assert torch.equal(stock(apply_edit(pack, model, pcs, strengths="0, 0"), cond, video), before)
     change = (stock(apply_edit(pack, model, pcs, strengths="2, 0"), cond, video) - before).abs().mean((0, 1, 3, 4))
     assert change.shape == (3,) and (change > 1e-3).all()
-    longer = {"samples": torch.zeros(1, 16, 5, 8, 6)}
+    longer = {"samples": torch.zeros(1, 16, 5, rows, cols)}
     with pytest.raises(ValueError, match=r"latent_image: a video's h stacks its frames \(5 frames → h \[64, 20, 3\]\)"):
         pack.nodes.ResizeDirections.execute(directions=pcs, model=model, latent_image=longer)
 
@@ -144,9 +153,9 @@ def test_asymmetric_mode_without_edit_is_the_flow_ddim_step(pack, models, kind):
     edit that is ComfyUI's Euler step."""
     model, cond = models[kind], conditioning(kind)
     d = random(model)
-    args = dict(model=model, positive=cond, negative=cond, latent_image=LATENT, directions=d, seed=5, steps=4,
-                cfg=1.0, sampler_name="euler", scheduler="simple", sweep="", start_percent=0.0, end_percent=1.0,
-                apply_to="both", mode="asymmetric (Asyrp)", eta=0.0, denoise=1.0)
+    args = dict(model=model, positive=cond, negative=cond, latent_image=latent_for(model), directions=d, seed=5,
+                steps=4, cfg=1.0, sampler_name="euler", scheduler="simple", sweep="", start_percent=0.0,
+                end_percent=1.0, apply_to="both", mode="asymmetric (Asyrp)", eta=0.0, denoise=1.0)
     plain = pack.nodes.EditedSampler.execute(**args, strengths="0").args[0]["samples"]
     assert torch.allclose(plain, stock(model, cond), atol=1e-5)
     edited = pack.nodes.EditedSampler.execute(**args, strengths="1").args[0]["samples"]
@@ -178,7 +187,7 @@ def test_the_attention_output_stream_reads_and_writes_the_projected_attention_of
     own = module.register_forward_hook(lambda m, i, out: seen.append(out[:, :48].clone()))
     try:
         acts = pack.nodes.HSpaceHook.execute(
-            model=attention, positive=cond, negative=cond, latent_image=LATENT, n_samples=1, batch_size=1,
+            model=attention, positive=cond, negative=cond, latent_image=latent_for(model), n_samples=1, batch_size=1,
             components=0, seed=5, steps=2, cfg=1.0, sampler_name="euler", scheduler="simple", latent_is_noise=False,
             keep_samples=False).args[0]
     finally:
@@ -186,7 +195,8 @@ def test_the_attention_output_stream_reads_and_writes_the_projected_attention_of
     grid = [t.transpose(1, 2).reshape(1, WIDTH[kind], 8, 6) for t in seen]
     assert len(grid) == 2 and torch.allclose(acts.means().float(), torch.cat(grid), atol=1e-5)
     assert not torch.allclose(acts.means().float(), pack.nodes.HSpaceHook.execute(
-        model=model, positive=cond, negative=cond, latent_image=LATENT, n_samples=1, batch_size=1, components=0,
+        model=model, positive=cond, negative=cond, latent_image=latent_for(model), n_samples=1, batch_size=1,
+        components=0,
         seed=5, steps=2, cfg=1.0, sampler_name="euler", scheduler="simple", latent_is_noise=False,
         keep_samples=False).args[0].means().float(), atol=1e-3)
     d = random(attention)
@@ -320,7 +330,7 @@ def test_inversion_runs_the_flow_ode_up_and_sampling_brings_the_latent_back(mode
     assert (back - latent).abs().mean() < 0.1 * (unrelated - latent).abs().mean()
 
 
-@pytest.mark.parametrize("kind", ["sd3", "flux", "qwen", "wan", "auraflow"])
+@pytest.mark.parametrize("kind", ["sd3", "flux", "qwen", "wan", "auraflow", "ltxv"])
 def test_discovery_trainer_trains_on_a_transformer(pack, models, kind, tmp_path, monkeypatch):
     """Through the flow chain and, for Flux, reverse mode through its in-place blocks: the shift block
     moves away from its zero start and the directions have the block's grid (Wan: two frames)."""
@@ -330,7 +340,7 @@ def test_discovery_trainer_trains_on_a_transformer(pack, models, kind, tmp_path,
 
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "hspace_discovery", ([str(tmp_path)], {".safetensors"}))
     model, cond = models[kind], conditioning(kind)
-    latent = {"samples": torch.zeros(1, 16, 2, 8, 6)} if kind == "wan" else LATENT
+    latent = {"samples": torch.zeros(1, 16, 2, 8, 6)} if kind == "wan" else latent_for(model)
     top = float(model.get_model_object("model_sampling").timestep(torch.tensor(1.0)))  # 1000 for SD3, 1 for Flux
     with torch.inference_mode():
         per_step, _ = pack.nodes.DiscoveryTrainer.execute(

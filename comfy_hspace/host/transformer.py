@@ -39,6 +39,7 @@ class Family:
     adds_in_place: bool = False  # blocks add their residuals in place (reverse-mode autograd needs care)
     text_first: bool = True  # in a single-stream block, the text tokens come before the image's
     registers: str = ""  # attribute holding learnt tokens put before the text (AuraFlow's)
+    text_mask: bool = False  # the model takes its text's attention mask as an argument (LTXV)
     # module (path within a double block) whose output is the image tokens' attention output, projected
     # and before its gate: what FluxSpace edits; "" where the pack does not reach it
     attention_output: str = ""
@@ -72,11 +73,11 @@ FAMILIES = {
     "WanModel": Family("Wan", (("double_block", "blocks"),), "dim", "double_block"),
     "HunyuanVideo": Family("HunyuanVideo", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True,
                            text_first=False, attention_output="img_attn.proj"),
+    # video; patch size 1, so its token grid is the latent's
+    "LTXVModel": Family("LTXV", (("double_block", "transformer_blocks"),), "inner_dim", "double_block",
+                        adds_in_place=True, text_mask=True),
     "MMDiT": Family("AuraFlow", (("double_block", "double_layers"), ("single_block", "single_layers")),
                     "init_x_linear.out_features", "double_block", registers="register_tokens"),
-}
-NOT_YET = {  # ComfyUI has a block hook, the pack does not read these yet
-    "LTXVModel": "LTXV",
 }
 NO_HOOK = {  # ComfyUI 0.3.75 has no block hook in these
     "HiDreamImageTransformer2DModel": "HiDream", "NextDiT": "Lumina 2 / Z-Image", "PixArtMS": "PixArt",
@@ -97,9 +98,6 @@ def family_of(dm: Any) -> Family | None:
     family = _named(dm, FAMILIES)
     if family is not None:
         return family
-    if (name := _named(dm, NOT_YET)) is not None:
-        raise ValueError(f"model: {name} has a block hook in ComfyUI, but comfy-hspace does not read its h yet "
-                         f"(supported transformers: {', '.join(f.name for f in FAMILIES.values())})")
     if (name := _named(dm, NO_HOOK)) is not None:
         raise ValueError(f"model: {name} has no block hook in this ComfyUI, so its h cannot be read or edited")
     return None
@@ -167,7 +165,8 @@ def tokens_before_image(site: Site, dm: Any, text_tokens: int) -> int:
 def token_grid(model: Any, latent_shape: tuple[int, ...]) -> tuple[int, int]:
     """(rows, columns) of image tokens for a latent [..., H, W] or [..., frames, H, W], the latent padded
     to whole patches; a video's frames are stacked, frames × rows (its tokens run frame by frame)."""
-    patch = model.get_model_object("diffusion_model").patch_size
+    dm = model.get_model_object("diffusion_model")
+    patch = dm.patchifier.patch_size if hasattr(dm, "patchifier") else dm.patch_size  # LTXV's is its patchifier's
     pt, ph, pw = (1, patch, patch) if isinstance(patch, int) else (1, *patch) if len(patch) == 2 else tuple(patch)
     frames = math.ceil(latent_shape[-3] / pt) if len(latent_shape) == 5 else 1
     return frames * math.ceil(latent_shape[-2] / ph), math.ceil(latent_shape[-1] / pw)
@@ -178,10 +177,12 @@ def empty_conditioning(model: Any) -> list:
     the width the model takes, and a zero pooled vector where the model takes one (none for Chroma,
     which ComfyUI still asks for; Flux's guidance then defaults to ComfyUI's 3.5)."""
     dm = model.get_model_object("diffusion_model")
-    # the text input: SD3's, Flux's / Chroma's / Qwen-Image's, Wan's, AuraFlow's
-    text_in = next(getattr(dm, a) for a in ("context_embedder", "txt_in", "text_embedding", "cond_seq_linear")
-                   if hasattr(dm, a))
+    # the text input: SD3's, Flux's / Chroma's / Qwen-Image's, Wan's, AuraFlow's, LTXV's
+    text_in = next(getattr(dm, a) for a in ("context_embedder", "txt_in", "text_embedding", "cond_seq_linear",
+                                            "caption_projection") if hasattr(dm, a))
     extra = {"pooled_output": None}
+    if family_of(dm).text_mask:
+        extra["attention_mask"] = torch.ones(1, 1, dtype=torch.long)  # as a tokenizer's: integers, 1 = attend
     pooled = getattr(dm, "y_embedder", None) or getattr(dm, "vector_in", None)  # SD3's, Flux's pooled input
     if pooled is not None:
         extra["pooled_output"] = torch.zeros(1, _first_linear(pooled).in_features)
