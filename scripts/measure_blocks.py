@@ -14,7 +14,9 @@ Euler for the DiT; ComfyUI's "ddim" sampler is both):
 - homogeneity: mean pairwise cosine of one direction's image change Δ(1) across the 8 seeds, in
   pixels and in the classifier's scores (÷ scale: the change of every known factor);
 - transfer: a direction found at block k applied at k − 1 and k + 1, its own attribute's change
-  there ÷ at k (the table gives the median over attributes and both sides).
+  there ÷ at k (the table gives the median over attributes and both sides);
+- patch seams: how much more the image change Δ(1) jumps across the DiT's 4-pixel patch borders than
+  between neighbouring pixels inside a patch (mean |difference|, rows and columns; 1 = no seams).
 
 With --attention, h is the image tokens' attention output inside each block (projected, before its
 gate: where FluxSpace edits) instead of the residual stream after it.
@@ -100,7 +102,7 @@ def supervised(model, vae, null, a, report: dict) -> D.Directions:
 
 def linearity_homogeneity(model, vae, null, d: D.Directions, report: dict, seeds: int = 8) -> None:
     latent = {"samples": torch.zeros(seeds, 3, faces.SIZE, faces.SIZE)}
-    errors, cosines, score_cosines = [], [], []
+    errors, cosines, score_cosines, seams = [], [], [], []
     for i in range(len(d.names)):
         out = edited_sample(model, D.select(d, [i]), SamplerSettings(7000, 20, 1.0, SAMPLER, "ddim_uniform"), null,
                             null, latent, strengths=[1.0], sweep=[0.0, 1.0, 2.0])
@@ -109,9 +111,21 @@ def linearity_homogeneity(model, vae, null, d: D.Directions, report: dict, seeds
         one, two = images[1] - images[0], images[2] - images[0]
         errors.append(((two - 2 * one).norm(dim=1) / (2 * one).norm(dim=1).clamp_min(1e-12)).mean().item())
         cosines.append(mean_pairwise_cosine(one))
+        seams.append(patch_seams(one.reshape(seeds, 3, faces.SIZE, faces.SIZE)))
         scores = (embedded.score(pixels) / C.SCALES).reshape(3, seeds, -1)
         score_cosines.append(mean_pairwise_cosine(scores[1] - scores[0]))
     report["linearity_error"], report["homogeneity"], report["homogeneity_scores"] = errors, cosines, score_cosines
+    report["patch_seams"] = seams
+
+
+def patch_seams(change: torch.Tensor, patch: int = 4) -> float:
+    """Mean |difference| of neighbouring pixels of ``change`` [N, C, H, W] across patch borders ÷ inside patches."""
+    across, inside = [], []
+    for d in (change.diff(dim=-1), change.diff(dim=-2).transpose(-1, -2)):  # columns, then rows
+        border = torch.arange(1, d.shape[-1] + 1) % patch == 0  # between pixel j − 1 and j where j % patch == 0
+        across.append(d[..., border].abs().mean())
+        inside.append(d[..., ~border].abs().mean())
+    return (sum(across) / sum(inside)).item()
 
 
 def mean_pairwise_cosine(rows: torch.Tensor) -> float:
@@ -197,7 +211,9 @@ def summary(r: dict, strengths: list[float]) -> dict[str, tuple[str, bool | None
             "linearity error": (f"{linearity:.2f}", linearity <= 0.2),
             "homogeneity, pixels": (f"{homogeneity:.2f}", homogeneity >= 0.7),
             "homogeneity, scores": (f"{semantic:.2f}", None),
-            "transfer k ± 1": (f"{torch.tensor(transfer).median():.2f}" if transfer else "—", None)}
+            "transfer k ± 1": (f"{torch.tensor(transfer).median():.2f}" if transfer else "—", None),
+            "patch seams": (f"{sum(r['patch_seams']) / len(r['patch_seams']):.2f}" if "patch_seams" in r else "—",
+                            None)}
 
 
 def picture(cells: dict, path: Path) -> None:

@@ -61,11 +61,17 @@ def explicit_check(point, k=3):
 
 
 @pytest.mark.parametrize("kind", ["pixel", "sd15", "sd3", "flux", "qwen", "wan", "hunyuan_video", "auraflow",
-                                  "ltxv"])
+                                  "ltxv", "flux attention output"])
 def test_power_iteration_matches_explicit_jacobian_of_a_tiny_unet(kind, tmp_path):
     """Also on tiny transformers, h at their default block: Flux's blocks add their residuals in
-    place, which reverse mode survives only through the pack's copies of saved tensors."""
-    if kind == "pixel":
+    place, which reverse mode survives only through the pack's copies of saved tensors. Flux's h
+    also at its attention output, reached by a forward hook inside the block."""
+    if kind == "flux attention output":
+        from comfy_hspace.host.transformer import ATTENTION, STREAM_OPTION
+
+        model, latent, cfg = comfy_dit("flux"), torch.zeros(1, 16, 8, 8), 1.0
+        model.model_options[STREAM_OPTION], kind = ATTENTION, "flux"
+    elif kind == "pixel":
         model, _ = load_pixel_ddpm(save_pixel_ddpm(tmp_path / "m"))
         latent, cfg = torch.zeros(1, 3, 8, 8), 1.0
     elif kind in ("sd3", "flux", "qwen", "wan", "hunyuan_video", "auraflow", "ltxv"):
@@ -81,6 +87,7 @@ def test_power_iteration_matches_explicit_jacobian_of_a_tiny_unet(kind, tmp_path
                                      noise, SamplerSettings(5, 10, cfg, "euler", "normal"), wanted=[4],
                                      analyse=explicit_check)
     exact_values, exact_vectors, found, gains = result[4]
+    assert exact_values[-1] > 1e-3, exact_values  # h reaches ε: a Jacobian that is not zero
     assert torch.allclose(found.values[:3], exact_values, rtol=0.01), (found.values, exact_values)
     assert torch.allclose(gains, exact_values, rtol=0.01), (gains, exact_values)  # each found v is a top one
     if kind != "auraflow":  # tiny AuraFlow's top three values lie within 0.2%: any vector of their span is a top one

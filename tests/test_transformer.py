@@ -222,15 +222,17 @@ def test_the_attention_output_is_refused_where_the_pack_does_not_reach_it(pack, 
         pack.nodes.HSpaceBlock.execute(model=models["wan"], block=0, stream="attention output")
 
 
-def test_the_discovery_trainer_refuses_the_attention_output_and_writes_nothing(pack, models, tmp_path, monkeypatch):
+def test_the_discovery_trainer_refuses_sd3s_attention_output_and_writes_nothing(pack, models, tmp_path, monkeypatch):
     """SD3 recomputes its blocks in the backward pass, after the attention output's hook is gone: reverse-mode
-    gradients there would be silently wrong, so they are refused."""
+    gradients there would be silently wrong, so they are refused (Flux's, not recomputed, are checked against
+    the explicit Jacobian in test_jacobian)."""
     import folder_paths
 
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "hspace_discovery", ([str(tmp_path)], {".safetensors"}))
     attention = pack.nodes.HSpaceBlock.execute(model=models["sd3"], block=1, stream="attention output").args[0]
     with torch.inference_mode(), pytest.raises(ValueError, match=r"stream: SD3 block 1 .* attention output takes no "
-                                                                 r"reverse-mode gradients"):
+                                                                 r"reverse-mode gradients .* SD3 recomputes its "
+                                                                 r"blocks in the backward pass"):
         pack.nodes.DiscoveryTrainer.execute(
             model=attention, positive=conditioning("sd3"), negative=conditioning("sd3"), latent_image=LATENT, count=2,
             magnitude=1.0, steps=3, t_edit=500.0, batch_size=2, training_steps=2, learning_rate=1e-2, seed=0, cfg=1.0,

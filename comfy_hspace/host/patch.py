@@ -139,10 +139,12 @@ def hspace_clone(model: Any, *, edit: HSpaceEdit | None = None, recorder: Any = 
     def block_patch(args: dict, extra: dict) -> dict:
         options = args.get("transformer_options") or {}
         if site.stream == ATTENTION:
-            if torch.is_grad_enabled() and torch._C._functorch.peek_interpreter_stack() is None:
-                # SD3 recomputes its blocks in the backward pass (checkpointing), after this hook is gone
-                raise ValueError(f"stream: {site} takes no reverse-mode gradients (Discovery Trainer); "
-                                 f"train at the residual stream")
+            reverse = torch.is_grad_enabled() and torch._C._functorch.peek_interpreter_stack() is None
+            if reverse and site.family.recomputes_blocks:
+                # SD3 calls its blocks again in the backward pass (checkpointing), after this hook is gone
+                raise ValueError(f"stream: {site} takes no reverse-mode gradients (Discovery Trainer, Jacobian "
+                                 f"Directions): {site.family.name} recomputes its blocks in the backward pass; use "
+                                 f"the residual stream")
             # the attention output is inside the block: a forward hook on its projection for this one call
             hook = site.attention_module(dm).register_forward_hook(lambda m, i, out: as_grid(out, options, 0))
             try:

@@ -43,6 +43,7 @@ class Family:
     # module (path within a double block) whose output is the image tokens' attention output, projected
     # and before its gate: what FluxSpace edits; "" where the pack does not reach it
     attention_output: str = ""
+    recomputes_blocks: bool = False  # blocks run under activation checkpointing: the backward pass calls them again
 
     def blocks(self, dm: Any) -> list[tuple[str, int]]:
         return [(kind, i) for kind, attr in self.stacks for i in range(len(getattr(dm, attr)))]
@@ -61,7 +62,7 @@ _FLUX_STACKS = (("double_block", "double_blocks"), ("single_block", "single_bloc
 # blocks were reported to do nothing).
 FAMILIES = {
     "OpenAISignatureMMDITWrapper": Family("SD3", (("double_block", "joint_blocks"),), "hidden_size", "double_block",
-                                          attention_output="x_block.attn.proj"),
+                                          attention_output="x_block.attn.proj", recomputes_blocks=True),
     "Flux": Family("Flux", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True,
                    attention_output="img_attn.proj"),
     "Chroma": Family("Chroma", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True,
