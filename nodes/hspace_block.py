@@ -19,7 +19,8 @@ class HSpaceBlock(io.ComfyNode):
                         f"Defaults: {defaults}. A video's h stacks its frames: channels × (frames × rows) × "
                         "columns. Stream 'attention output' takes instead the image tokens' attention output inside "
                         "a double-stream block, projected and before its gate (where FluxSpace edits; SD3, Flux, "
-                        "Chroma, HunyuanVideo; not for the Discovery Trainer). A UNet's h is always its bottleneck.",
+                        "Chroma, HunyuanVideo; on SD3 no reverse-mode gradients there: Discovery Trainer, Jacobian "
+                        "Directions). A UNet's h is always its bottleneck.",
             inputs=[io.Model.Input("model", tooltip="A transformer: SD3, Flux, Chroma, Qwen-Image, Wan, "
                                                     "HunyuanVideo, AuraFlow or LTXV."),
                     io.Int.Input("block", default=-1, min=-1, max=1000,
