@@ -241,6 +241,20 @@ def test_the_discovery_trainer_refuses_sd3s_attention_output_and_writes_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_hooks_memory_estimate_counts_a_transformers_h(pack, models):
+    """Keeping every h trajectory costs the token grid × the stream's width per step: on the tiny Flux at a
+    128 × 128 latent, h is 64 channels × 64 × 64 tokens (Flux at 1024² has 3072 × 64 × 64), so a million
+    samples of 20 steps (21 with the kept start) need 10⁶ · (21 · 64³ · 2 + 16 · 128² · 4) bytes."""
+    big = {"samples": torch.zeros(1, 16, 128, 128)}
+    expected = 10 ** 6 * (21 * 64 ** 3 * 2 + 16 * 128 ** 2 * 4) / 2 ** 30
+    with pytest.raises(ValueError, match=rf"n_samples: keeping every sample's h trajectory \(1000000 samples × 20 "
+                                         rf"steps\) needs about {expected:.1f} GiB on disk"):
+        pack.nodes.HSpaceHook.execute(
+            model=models["flux"], positive=conditioning("flux"), negative=conditioning("flux"), latent_image=big,
+            n_samples=1_000_000, batch_size=2, components=0, seed=5, steps=20, cfg=1.0, sampler_name="euler",
+            scheduler="simple", latent_is_noise=False, keep_samples=True)
+
+
 def test_directions_of_another_block_family_or_unet_fail_before_sampling(pack, models):
     """Directions of another block, family or a UNet are refused before sampling; Jacobian Directions,
     which backpropagates through Flux's in-place blocks, records its site."""
