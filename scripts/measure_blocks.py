@@ -205,7 +205,7 @@ def summary(r: dict, strengths: list[float]) -> dict[str, tuple[str, bool | None
     positive = sum(v > 0 for v in r["diagonal"])
     return {**{f"PCA ÷ random {s:g}σ": (f"{v:.1f}×", v >= 5) for s, v in zip(strengths, r["pca_over_random"])},
             "diagonal > 0": (f"{positive} of {len(r['diagonal'])}", positive == len(r["diagonal"])),
-            "min Spearman": (f"{min(r['spearman']):.2f}", min(r["spearman"]) >= 0.9),
+            "min Spearman": (f"{min(r['spearman']):.2f}", round(min(r["spearman"]), 9) >= 0.9),  # 0.8999…
             "off ÷ diagonal": (f"{r['off_over_diagonal']:.2f}", None),
             "cos h / x_T, 10 pairs": (f"{h:.2f} / {x_t:.2f}", h > x_t),
             "linearity error": (f"{linearity:.2f}", linearity <= 0.2),
