@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 import comfy_env
 import train_ddpm
+import train_dit
 
 comfy_env.setup()
 import comfy.ldm.chroma.model  # noqa: E402
@@ -61,22 +62,14 @@ def chroma_radiance() -> torch.nn.Module:
 
 def velocity(dm: torch.nn.Module, xt: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The model's v at x_t, t ∈ [0, 1], for class labels y."""
-    tokens = pixel_dit.label_tokens(y)
-    if isinstance(dm, comfy.ldm.chroma.model.Chroma):  # timesteps in [0, 1], no pooled vector, guidance unused
-        return dm(xt, t, context=tokens, guidance=torch.zeros_like(t))
-    return dm(xt, t * pixel_dit.SAMPLING["multiplier"], context=tokens, y=tokens.sum(1))
+    if not isinstance(dm, comfy.ldm.chroma.model.Chroma):
+        return train_dit.velocity(dm, xt, t, y)
+    with in_place_safe(dm):  # timesteps in [0, 1], no pooled vector, guidance unused
+        return dm(xt, t, context=pixel_dit.label_tokens(y), guidance=torch.zeros_like(t))
 
 
 def flow_loss(a: argparse.Namespace) -> train_ddpm.Loss:
-    def loss(dm, x0, y, g):
-        t = torch.sigmoid(torch.randn(len(x0), generator=g))
-        noise = torch.randn(x0.shape, generator=g)
-        tt = t.view(-1, 1, 1, 1)
-        with in_place_safe(dm):
-            v = velocity(dm, (1 - tt) * x0 + tt * noise, t, y)
-        per_sample = F.mse_loss(v, noise - x0, reduction="none").mean((1, 2, 3))
-        return per_sample.mean(), per_sample
-    return loss
+    return train_dit.flow_loss(a, velocity)
 
 
 ARCHITECTURES = {

@@ -12,6 +12,7 @@ predicts v = ε − x0 at timestep 1000·t, t logit-normal (SD3's sampling of t)
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,14 +34,18 @@ def new_dit(a: argparse.Namespace) -> torch.nn.Module:
     return dm
 
 
-def flow_loss(a: argparse.Namespace) -> train_ddpm.Loss:
+def velocity(dm: torch.nn.Module, xt: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The DiT's v at x_t, t ∈ [0, 1], for class labels y."""
+    tokens = pixel_dit.label_tokens(y.cpu()).to(xt.device)
+    return dm(xt, t * pixel_dit.SAMPLING["multiplier"], context=tokens, y=tokens.sum(1))
+
+
+def flow_loss(a: argparse.Namespace, velocity: Callable = velocity) -> train_ddpm.Loss:
     def loss(dm, x0, y, g):
         t = torch.sigmoid(torch.randn(len(x0), device=a.device, generator=g))
         noise = torch.randn(x0.shape, device=a.device, generator=g)
         xt = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * noise
-        tokens = pixel_dit.label_tokens(y.cpu()).to(a.device)
-        v = dm(xt, t * pixel_dit.SAMPLING["multiplier"], context=tokens, y=tokens.sum(1))
-        per_sample = F.mse_loss(v, noise - x0, reduction="none").mean((1, 2, 3))
+        per_sample = F.mse_loss(velocity(dm, xt, t, y), noise - x0, reduction="none").mean((1, 2, 3))
         return per_sample.mean(), per_sample
     return loss
 
