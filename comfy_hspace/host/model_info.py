@@ -74,7 +74,7 @@ def model_fingerprint(model: Any) -> str:
     dm = model.get_model_object("diffusion_model")
     site = transformer.site_of(model)
     if site is not None:
-        middle = getattr(dm, dict(site.family.stacks)[site.kind])[site.index]
+        middle = site.block_module(dm)
     else:
         middle = dm.unet.mid_block if isinstance(dm, DiffusersUNet) else getattr(dm, "middle_block", None)
     digest = hashlib.sha256(type(dm).__name__.encode())

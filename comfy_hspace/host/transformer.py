@@ -118,10 +118,12 @@ class Site:
         where = f"{self.family.name} block {self.block} ({self.kind.replace('_', '-')} {self.index})"
         return where if self.stream == RESIDUAL else f"{where} {self.stream}"
 
+    def block_module(self, dm: Any) -> torch.nn.Module:
+        return getattr(dm, dict(self.family.stacks)[self.kind])[self.index]
+
     def attention_module(self, dm: Any) -> torch.nn.Module:
         """The module whose output is h at an attention-output site."""
-        stack = dict(self.family.stacks)[self.kind]
-        return functools.reduce(getattr, self.family.attention_output.split("."), getattr(dm, stack)[self.index])
+        return functools.reduce(getattr, self.family.attention_output.split("."), self.block_module(dm))
 
 
 def site_of(model: Any) -> Site | None:
