@@ -37,8 +37,8 @@ class DiscoveryTrainer(io.ComfyNode):
                 io.Int.Input("steps", default=20, min=1, max=1000, tooltip="M, DDIM steps of the sampling chain."),
                 io.Float.Input("t_edit", default=400.0, min=0.0, max=10000.0, step=1.0,
                                tooltip="End of the shifting interval in model timesteps (0 … 999 for a "
-                                       "1000-step DDPM, SD3 and Wan, 0 … 1 for Flux, Chroma, Qwen-Image and "
-                                       "AuraFlow)."),
+                                       "1000-step DDPM, SD3 and Wan, 0 … 1 for Flux, Chroma, Qwen-Image, AuraFlow and "
+                                       "LTXV)."),
                 io.Int.Input("batch_size", default=16, min=1, max=4096,
                              tooltip="Samples per training step (paper: 128 for MNIST)."),
                 io.Int.Input("training_steps", default=200, min=0, max=1000000,
