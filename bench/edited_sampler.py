@@ -23,7 +23,7 @@ import nodes as comfy_nodes  # noqa: E402
 from comfy_hspace.directions import TIME_INVARIANT, Directions  # noqa: E402
 from comfy_hspace.host.edited_sampling import edited_model, edited_sample  # noqa: E402
 from comfy_hspace.host.model_info import bottleneck_shape  # noqa: E402
-from comfy_hspace.settings import SamplerSettings  # noqa: E402
+from comfy_hspace.settings import EditSettings, SamplerSettings  # noqa: E402
 
 
 def patch_call_seconds(applied, batch: int, shape: tuple[int, ...], calls: int = 2000) -> float:
@@ -55,10 +55,10 @@ def main() -> None:
         comfy_nodes.common_ksampler(m, 1, a.steps, 1.0, "ddpm", "normal", cond, cond, latent)
 
     def edited(mode, strengths=(1.0, 0.5)):
-        return lambda: edited_sample(model, directions, SamplerSettings(1, a.steps, 1.0, "ddpm", "normal"), cond, cond,
-                                     latent, strengths=list(strengths), sweep=[1.0], mode=mode)
+        return lambda: edited_sample(model, directions, SamplerSettings(1, a.steps, 1.0, "ddpm", "normal"),
+                                     EditSettings(strengths, mode=mode), cond, cond, latent, sweep=[1.0])
 
-    applied = edited_model(model, directions, [1.0, 0.5])
+    applied = edited_model(model, directions, EditSettings((1.0, 0.5)))
     stock()  # warm-up: first call loads the model
     # each edit against plain sampling through its own code path: Apply H-space Edit runs in the stock
     # KSampler; the Edited Sampler's modes against the Edited Sampler with a zero edit (the same calls)
@@ -94,7 +94,7 @@ def transformer_ratio(kind: str, a: argparse.Namespace) -> float:
     latent = {"samples": torch.zeros(a.batch, 16, 32, 32)}
     shape = bottleneck_shape(model, latent["samples"].shape)
     applied = edited_model(model, Directions(torch.randn(2, 1, *shape), torch.tensor([TIME_INVARIANT]), ["a", "b"]),
-                           [1.0, 0.5])
+                           EditSettings((1.0, 0.5)))
 
     def run(m):
         return lambda: comfy_nodes.common_ksampler(m, 1, a.steps, 1.0, "euler", "simple", cond, cond, latent)

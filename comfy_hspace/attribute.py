@@ -109,8 +109,8 @@ def attribute_direction(positive: HSpaceActivations, negative: HSpaceActivations
     Without scores, positives and negatives are all samples of ``positive`` and of ``negative``
     (labelled images, or the same seeds under a label pair).
 
-    An h direction is zero before ``start_percent`` of the schedule (model timesteps above
-    (1 − start_percent)·999, ComfyUI's percent for 1000-timestep models): an edit in the early,
+    An h direction is zero before ``start_percent`` of the schedule (ComfyUI's percent, read from the
+    activations' ``percents``, so the same on DDPM, EDM and flow models): an edit in the early,
     noisy steps changes which sample the model settles on, and the model then fills in the
     attributes that come with the edited one in its data (glasses bring dark hair), while the
     same edit later changes the attribute alone, if it is not already decided."""
@@ -152,11 +152,14 @@ def attribute_direction(positive: HSpaceActivations, negative: HSpaceActivations
     if not w.abs().max() > 0:
         raise ValueError(f"positive / negative: their mean {space} is identical, there is no direction (in x_T, "
                          f"a label pair sampled from the same seeds starts from the same noise)")
-    if space == "h":
-        w = w * (timesteps <= (1 - start_percent) * 999).to(w)[:, None, None, None]
+    if space == "h" and start_percent > 0:
+        if positive.percents is None:
+            raise ValueError("start_percent: these activations do not say where their timesteps lie in the "
+                             "schedule; record them with the HSpace Hook or Invert Image")
+        w = w * (positive.percents >= start_percent - 1e-9).to(w)[:, None, None, None]
         if not w.abs().max() > 0:
             raise ValueError(f"start_percent: no recorded timestep lies after {start_percent} of the schedule "
-                             f"(the latest is {timesteps.min().item():g})")
+                             f"(the latest is at {positive.percents.max().item():.4g})")
     return Directions(w.float()[None], timesteps if space == "h" else timesteps[:1], [name], method="attribute",
                       model_fingerprint=positive.parameters.get("model_fingerprint", ""), units="mean difference",
                       parameters={**source, "steps": positive.parameters.get("steps"),

@@ -1,4 +1,5 @@
-"""Sampling with an h-space edit (paper 000 §III, Asyrp).
+"""The h-space edit (paper 000 §III, Asyrp): ``HSpaceEdit``, what the patch at h adds, and the keys
+of one model call that the pack's samplers and trainers pass to that patch (``EDIT_OFF``, ``DELTA``).
 
 Both-terms injection needs no sampler of its own: the edited h changes the one noise
 prediction, so every stock sampler applies it (one UNet pass per step). The asymmetric
@@ -8,11 +9,72 @@ sampler over ``model(x, sigma)`` returning the denoised x0.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from .host.patch import EDIT_OFF
+from .settings import APPLY_TO
+
+# transformer_options key: a model call made with it set to True runs without the edit
+# (the asymmetric sampler's unedited pass).
+EDIT_OFF = "hspace_edit_off"
+# transformer_options key: an offset [n, C, H, W] added to h of each of the n samples in this one
+# model call (every chunk), e.g. the point at which Jacobian Directions differentiates; or a
+# callable (h, row_timesteps) -> offset for all rows, e.g. the Discovery Trainer's shift block.
+DELTA = "hspace_delta"
+
+
+@dataclass
+class HSpaceEdit:
+    """h ← h + offsets[t] for the rows selected by ``apply_to``, while sigma_end ≤ σ ≤ sigma_start."""
+    offsets: torch.Tensor  # [T, C, H, W]
+    timesteps: torch.Tensor  # [T] model timesteps
+    sigma_start: float = float("inf")
+    sigma_end: float = 0.0
+    apply_to: str = "both"
+    _on_device: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.apply_to not in APPLY_TO:
+            raise ValueError(f"apply_to: expected one of {APPLY_TO}, got {self.apply_to!r}")
+
+    def active(self, sigma: float) -> bool:
+        return self.sigma_end <= sigma <= self.sigma_start
+
+    def offsets_like(self, h: torch.Tensor) -> torch.Tensor:
+        key = (h.device, h.dtype)
+        if key not in self._on_device:
+            self._on_device[key] = self.offsets.to(h.device, h.dtype)
+        return self._on_device[key]
+
+    def apply(self, h: torch.Tensor, row_sigmas: torch.Tensor, row_timesteps: torch.Tensor,
+              row_chunks: torch.Tensor) -> torch.Tensor:
+        if tuple(h.shape[1:]) != tuple(self.offsets.shape[1:]):
+            raise ValueError(f"directions: h shape {list(self.offsets.shape[1:])} does not fit this model's h "
+                             f"{list(h.shape[1:])} at this latent size (use Resize Directions for another "
+                             f"resolution)")
+        rows = (row_sigmas <= self.sigma_start) & (row_sigmas >= self.sigma_end)
+        if self.apply_to != "both":
+            rows &= row_chunks == (0 if self.apply_to == "cond" else 1)
+        if not rows.any():
+            return h
+        offsets = self.offsets_like(h)
+        if offsets.shape[0] > 1:
+            idx = (row_timesteps.reshape(-1, 1) - self.timesteps.reshape(1, -1).to(row_timesteps)).abs().argmin(1)
+            offsets = offsets[idx.to(h.device)]
+        if bool(rows.all()):
+            return h + offsets
+        # rows outside the edit stay bit-for-bit as they were
+        return torch.where(rows.to(h.device).reshape(-1, 1, 1, 1), h + offsets, h)
+
+
+def with_call_options(model_options: dict, **keys) -> dict:
+    """A copy of ComfyUI's model_options whose transformer_options also carry keys of one model call
+    (``EDIT_OFF``, ``DELTA``), read by the patch at h; the input is not changed."""
+    options = dict(model_options)
+    options["transformer_options"] = {**options.get("transformer_options", {}), **keys}
+    return options
 
 
 def ancestral_step(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
@@ -35,9 +97,7 @@ def asymmetric_step(x: torch.Tensor, x0: torch.Tensor, x0_plain: torch.Tensor, s
 
 
 def _without_edit(extra_args: dict) -> dict:
-    options = dict(extra_args.get("model_options", {}))
-    options["transformer_options"] = {**options.get("transformer_options", {}), EDIT_OFF: True}
-    return {**extra_args, "model_options": options}
+    return {**extra_args, "model_options": with_call_options(extra_args.get("model_options", {}), **{EDIT_OFF: True})}
 
 
 @torch.no_grad()

@@ -99,6 +99,9 @@ class HSpaceActivations:
         self.batch_start = 0
         self._seen: set[tuple[int, float]] = set()
         self.parameters: dict = {}  # how the activations were recorded, for the directions' metadata
+        # the schedule percent of each recorded timestep (high to low), set by whoever knows the model's
+        # sampling; what gates by time reads it, since timesteps mean other things under other samplings
+        self.percents: torch.Tensor | None = None
 
     def begin_batch(self, start: int, noise: torch.Tensor | None = None) -> None:
         """Called before each batch: the index of its first sample (and its starting noise)."""

@@ -42,8 +42,8 @@ class AttributeDirection(io.ComfyNode):
                                            "is the paper's top-minus-bottom mean."),
                     io.Float.Input("start_percent", default=0.0, min=0.0, max=0.99, step=0.01, optional=True,
                                    tooltip="The direction acts from this fraction of the schedule on (ComfyUI's "
-                                           "percent, for models with 1000 timesteps); 0 = at every step, the "
-                                           "paper's.")],
+                                           "percent, as KSamplerAdvanced and the edit's start_percent: the "
+                                           "same on DDPM, EDM and flow models); 0 = at every step, the paper's.")],
             outputs=[Directions.Output()],
         )
 

@@ -11,6 +11,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from comfy_hspace.host import embedded
+from comfy_hspace.host.transformer import FAMILIES
 
 Directions = io.Custom("HSPACE_DIRECTIONS")
 Activations = io.Custom("HSPACE_ACTIVATIONS")
@@ -19,8 +20,12 @@ DIRECTIONS_FOLDER = "hspace_directions"
 DISCOVERY_FOLDER = "hspace_discovery"  # Discovery Trainer states
 AVI_FOLDER = "hspace_avi"  # AVI Φ networks
 # Tooltips of the inputs many nodes share with ComfyUI's own samplers.
+# the transformer families the pack reads, from its one table of them (host/transformer.py)
+TRANSFORMERS = ", ".join(dict.fromkeys(f.name for f in FAMILIES.values()))
+ATTENTION_FAMILIES = ", ".join(f.name for f in FAMILIES.values() if f.attention_output)
 TIPS = {
-    "model": "The diffusion model (SD1.x/SD2.x/SDXL checkpoint or a pixel DDPM).",
+    "model": f"The diffusion model: an SD1.x/SD2.x/SDXL UNet, a pixel DDPM (diffusers), or a transformer "
+             f"({TRANSFORMERS}; H-space Block picks its block).",
     "positive": "Conditioning of the samples (prompt or label).",
     "negative": "Negative conditioning, used with cfg > 1.",
     "vae": "Decodes the samples to images (encodes, for Invert Image).",

@@ -3,9 +3,8 @@ from comfy_api.latest import io
 
 from comfy_hspace import directions as D
 from comfy_hspace.grid import labelled_grid
-from comfy_hspace.host.edited_sampling import MODES, edited_model, edited_sample
-from comfy_hspace.host.patch import APPLY_TO
-from comfy_hspace.settings import SamplerSettings
+from comfy_hspace.host.edited_sampling import edited_model, edited_sample
+from comfy_hspace.settings import APPLY_TO, MODES, EditSettings, SamplerSettings
 
 from .common import CATEGORY, TIPS, Directions, parse_floats, sampler_inputs
 
@@ -70,9 +69,9 @@ class EditedSampler(io.ComfyNode):
         strength_list = parse_strengths(strengths, directions)
         sweep_list = parse_floats(sweep, "sweep") or [1.0]
         sampling = SamplerSettings(seed, steps, cfg, sampler_name, scheduler, denoise)
-        out = edited_sample(model, directions, sampling, positive, negative, latent_image, strengths=strength_list,
-                            sweep=sweep_list, start_percent=start_percent, end_percent=end_percent,
-                            apply_to=apply_to, mode=mode, eta=eta, noise_latent=noise)
+        edit = EditSettings(strength_list, start_percent, end_percent, apply_to, mode, eta)
+        out = edited_sample(model, directions, sampling, edit, positive, negative, latent_image, sweep=sweep_list,
+                            noise_latent=noise)
         return io.NodeOutput(out)
 
 
@@ -101,9 +100,8 @@ class ApplyHSpaceEdit(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, directions, strengths, start_percent, end_percent, apply_to) -> io.NodeOutput:
-        strength_list = parse_strengths(strengths, directions)
-        return io.NodeOutput(edited_model(model, directions, strength_list, start_percent=start_percent,
-                                          end_percent=end_percent, apply_to=apply_to))
+        edit = EditSettings(parse_strengths(strengths, directions), start_percent, end_percent, apply_to)
+        return io.NodeOutput(edited_model(model, directions, edit))
 
 
 class DirectionSweepGrid(io.ComfyNode):
@@ -144,11 +142,11 @@ class DirectionSweepGrid(io.ComfyNode):
             raise ValueError("strengths: empty; expected a list like '-2, -1, 0, 1, 2'")
         batch = latent_image["samples"].shape[0]
         sampling = SamplerSettings(seed, steps, cfg, sampler_name, scheduler)
+        edit = EditSettings((1.0,), start_percent, end_percent, mode=mode)
         rows, labels = [], []
         for k, name in enumerate(directions.names):
-            out = edited_sample(model, D.select(directions, [k]), sampling, positive, negative, latent_image,
-                                strengths=[1.0], sweep=columns, start_percent=start_percent, end_percent=end_percent,
-                                mode=mode)
+            out = edited_sample(model, D.select(directions, [k]), sampling, edit, positive, negative, latent_image,
+                                sweep=columns)
             images = vae.decode(out["samples"])
             images = images.reshape(len(columns), batch, *images.shape[-3:]).transpose(0, 1)
             rows += list(images)

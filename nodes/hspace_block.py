@@ -2,7 +2,7 @@ from comfy_api.latest import io
 
 from comfy_hspace.host.transformer import BLOCK_OPTION, FAMILIES, RESIDUAL, STREAM_OPTION, STREAMS, family_of, site_of
 
-from .common import CATEGORY
+from .common import ATTENTION_FAMILIES, CATEGORY, TRANSFORMERS
 
 
 class HSpaceBlock(io.ComfyNode):
@@ -18,11 +18,10 @@ class HSpaceBlock(io.ComfyNode):
                         "Chroma, HunyuanVideo, AuraFlow: the double-stream blocks, then the single-stream ones). "
                         f"Defaults: {defaults}. A video's h stacks its frames: channels × (frames × rows) × "
                         "columns. Stream 'attention output' takes instead the image tokens' attention output inside "
-                        "a double-stream block, projected and before its gate (where FluxSpace edits; SD3, Flux, "
-                        "Chroma, HunyuanVideo; on SD3 no reverse-mode gradients there: Discovery Trainer, Jacobian "
+                        "a double-stream block, projected and before its gate (where FluxSpace edits; "
+                        f"{ATTENTION_FAMILIES}; on SD3 no reverse-mode gradients there: Discovery Trainer, Jacobian "
                         "Directions). A UNet's h is always its bottleneck.",
-            inputs=[io.Model.Input("model", tooltip="A transformer: SD3, Flux, Chroma, Qwen-Image, Wan, "
-                                                    "HunyuanVideo, AuraFlow or LTXV."),
+            inputs=[io.Model.Input("model", tooltip=f"A transformer: {TRANSFORMERS}."),
                     io.Int.Input("block", default=-1, min=-1, max=1000,
                                  tooltip="Block index over the whole stack; −1: the model's default (its "
                                          "family's; the embedded DiT's was chosen by its block study)."),

@@ -8,7 +8,7 @@ from comfy_api.latest import io
 from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 from comfy_hspace.host.transformer import empty_conditioning, family_of
 
-from .common import CATEGORY
+from .common import CATEGORY, TRANSFORMERS
 
 
 def model_folders() -> list[str]:
@@ -52,9 +52,9 @@ class NullConditioning(io.ComfyNode):
         return io.Schema(
             node_id="HSpaceNullConditioning", display_name="Null Conditioning (h-space)", category=CATEGORY,
             description="An empty CONDITIONING for unconditional models such as a pixel DDPM; with a transformer "
-                        "model (SD3, Flux, Chroma, Qwen-Image, Wan, HunyuanVideo, AuraFlow, LTXV) one shaped for it "
-                        "(a zero text token of its width, a zero pooled vector where it takes one, LTXV's text mask), "
-                        "so it samples without text encoders.",
+                        f"model ({TRANSFORMERS}) one shaped for it (a zero text token of its width, a zero pooled "
+                        "vector where it takes one, a text mask where it takes one), so it samples without text "
+                        "encoders; families that take several text encoders' outputs are refused with their name.",
             inputs=[io.Model.Input("model", optional=True,
                                    tooltip="A transformer to shape the conditioning for; none: a pixel DDPM's.")],
             outputs=[io.Conditioning.Output()],

@@ -46,7 +46,7 @@ from comfy_hspace.attribute import attribute_direction  # noqa: E402
 from comfy_hspace.host import embedded, model_info  # noqa: E402
 from comfy_hspace.host.edited_sampling import edited_sample  # noqa: E402
 from comfy_hspace.host.transformer import ATTENTION, BLOCK_OPTION, RESIDUAL, STREAM_OPTION  # noqa: E402
-from comfy_hspace.settings import SamplerSettings  # noqa: E402
+from comfy_hspace.settings import EditSettings, SamplerSettings  # noqa: E402
 
 ATTRIBUTES = ("glasses", "blond", "smile", "eyes_open", "size", "bg_hue")
 SAMPLER = "ddim"  # Euler on a flow model
@@ -104,8 +104,8 @@ def linearity_homogeneity(model, vae, null, d: D.Directions, report: dict, seeds
     latent = {"samples": torch.zeros(seeds, 3, faces.SIZE, faces.SIZE)}
     errors, cosines, score_cosines, seams = [], [], [], []
     for i in range(len(d.names)):
-        out = edited_sample(model, D.select(d, [i]), SamplerSettings(7000, 20, 1.0, SAMPLER, "ddim_uniform"), null,
-                            null, latent, strengths=[1.0], sweep=[0.0, 1.0, 2.0])
+        out = edited_sample(model, D.select(d, [i]), SamplerSettings(7000, 20, 1.0, SAMPLER, "ddim_uniform"),
+                            EditSettings(), null, null, latent, sweep=[0.0, 1.0, 2.0])
         pixels = decoded(vae, out["samples"])
         images = pixels.reshape(3, seeds, -1)
         one, two = images[1] - images[0], images[2] - images[0]

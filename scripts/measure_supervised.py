@@ -36,7 +36,7 @@ from comfy_hspace.attribute import attribute_direction, disentangle_directions  
 from comfy_hspace.host import embedded  # noqa: E402
 from comfy_hspace.host.edited_sampling import edited_sample  # noqa: E402
 from comfy_hspace.host.recording import invert, record_activations  # noqa: E402
-from comfy_hspace.settings import SamplerSettings  # noqa: E402
+from comfy_hspace.settings import EditSettings, SamplerSettings  # noqa: E402
 
 STEPS, SCHEDULER = 20, "ddim_uniform"
 # set A, set B, and all six attributes of issue 18
@@ -55,8 +55,8 @@ class Edits:
 
     def scores(self, d: D.Directions, strengths: list[float], sweep: list[float]) -> torch.Tensor:
         """Classifier scores ÷ scale [len(sweep), N, factors] of the latent's samples edited along ``d``."""
-        out = edited_sample(self.model, d, SamplerSettings(5000, STEPS, 1.0, self.sampler, SCHEDULER), self.null,
-                            self.null, self.latent, strengths=strengths, sweep=sweep)
+        out = edited_sample(self.model, d, SamplerSettings(5000, STEPS, 1.0, self.sampler, SCHEDULER),
+                            EditSettings(strengths), self.null, self.null, self.latent, sweep=sweep)
         scores = embedded.score(decoded(self.vae, out["samples"]))
         return scores.reshape(len(sweep), -1, scores.shape[-1]) / C.SCALES
 

@@ -29,15 +29,15 @@ from comfy_hspace.host.edited_sampling import edited_sample  # noqa: E402
 from comfy_hspace.host.recording import record_activations  # noqa: E402
 from comfy_hspace.host.trajectory import jacobian_directions  # noqa: E402
 from comfy_hspace.pca import pca_directions  # noqa: E402
-from comfy_hspace.settings import SamplerSettings  # noqa: E402
+from comfy_hspace.settings import EditSettings, SamplerSettings  # noqa: E402
 
 STEPS, SAMPLER, SCHEDULER = 20, "ddim", "ddim_uniform"
 
 
 def factor_change(model, vae, d: D.Directions, k: int, strength: float, latent: dict, seed: int, null):
     """Per factor, mean |score(+strength) − score(−strength)| / scale over the latent's samples."""
-    out = edited_sample(model, D.select(d, [k]), SamplerSettings(seed, STEPS, 1.0, SAMPLER, SCHEDULER), null, null,
-                        latent, strengths=[1.0], sweep=[-strength, strength], eta=0.0)
+    out = edited_sample(model, D.select(d, [k]), SamplerSettings(seed, STEPS, 1.0, SAMPLER, SCHEDULER),
+                        EditSettings(eta=0.0), null, null, latent, sweep=[-strength, strength])
     n = latent["samples"].shape[0]
     scores = embedded.score(decoded(vae, out["samples"]))
     return ((scores[n:] - scores[:n]).abs().mean(0) / C.SCALES), (scores[n:] - scores[:n]).mean(0)
@@ -84,8 +84,8 @@ def measure_jacobian(model, vae, null, a) -> dict:
                                     max_iterations=60, mask=mask[None] if masked else None)
             for start in (0.0, step / STEPS):
                 out = edited_sample(model, D.select(d, [0]), SamplerSettings(seed, STEPS, 1.0, SAMPLER, SCHEDULER),
-                                    null, null, latent, strengths=[1.0],
-                                    sweep=[-a.jacobian_strength, a.jacobian_strength], start_percent=start, eta=0.0)
+                                    EditSettings(start_percent=start, eta=0.0), null, null, latent,
+                                    sweep=[-a.jacobian_strength, a.jacobian_strength])
                 images = decoded(vae, out["samples"])
                 change = (images[1] - images[0]).abs().mean(-1)  # per pixel
                 rows.append({"seed": seed, "step": step, "masked": masked, "from_step": start > 0,

@@ -51,6 +51,85 @@ LTXV_DIT = {"image_model": "ltxv", "in_channels": 128, "cross_attention_dim": 64
 AURA_DIT = {"cond_seq_dim": 32, "in_channels": 4, "out_channels": 4, "patch_size": 2, "dim": 64, "n_layers": 4,
             "n_double_layers": 2, "n_heads": 2, "global_conddim": 64, "max_seq": 256}
 
+# Families added by issue 30 (configs found by building each with ComfyUI 0.3.75's classes); the hooked ones
+FLUX2_DIT = {"image_model": "flux2", "in_channels": 128, "out_channels": 128, "vec_in_dim": None,
+             "context_in_dim": 32, "hidden_size": 64, "mlp_ratio": 3.0, "num_heads": 2, "depth": 2,
+             "depth_single_blocks": 2, "axes_dim": [8, 8, 8, 8], "theta": 2000, "patch_size": 1, "qkv_bias": False,
+             "guidance_embed": True, "global_modulation": True, "mlp_silu_act": True, "ops_bias": False,
+             "default_ref_method": "index", "ref_index_scale": 10.0}
+CHROMA_RADIANCE_DIT = {**CHROMA_DIT, "image_model": "chroma_radiance", "in_channels": 3, "out_channels": 3,
+                       "patch_size": 4, "nerf_hidden_size": 16, "nerf_mlp_ratio": 2, "nerf_depth": 2,
+                       "nerf_max_freqs": 4, "nerf_tile_size": 512, "nerf_final_head_type": "linear",
+                       "nerf_embedder_dtype": None}
+HUNYUAN_IMAGE21_DIT = {**HUNYUAN_VIDEO_DIT, "in_channels": 64, "out_channels": 64, "vec_in_dim": None,
+                       "axes_dim": [16, 16], "patch_size": [1, 1], "guidance_embed": False}
+HUNYUAN_VIDEO15_DIT = {**HUNYUAN_VIDEO_DIT, "in_channels": 65, "out_channels": 32, "vec_in_dim": None,
+                       "patch_size": [1, 1, 1], "guidance_embed": False, "use_cond_type_embedding": True,
+                       "vision_in_dim": 16}
+# Mochi asserts hidden_size_x · mlp_ratio_x = 12288: width 32 keeps it at 1.6 M parameters
+MOCHI_DIT = {"image_model": "mochi_preview", "depth": 2, "patch_size": 2, "num_heads": 2, "hidden_size_x": 32,
+             "hidden_size_y": 32, "mlp_ratio_x": 384.0, "mlp_ratio_y": 2.0, "learn_sigma": False, "in_channels": 12,
+             "qk_norm": True, "qkv_bias": False, "out_bias": True, "attn_drop": 0.0, "patch_embed_bias": True,
+             "posenc_preserve_area": True, "timestep_mlp_bias": True, "attend_to_padding": False,
+             "timestep_scale": 1000.0, "use_t5": True, "t5_feat_dim": 32, "t5_token_length": 8, "rope_theta": 10000.0}
+# HunyuanDiT's long skips need 4 blocks
+HUNYUAN_DIT = {"image_model": "hydit", "patch_size": 2, "in_channels": 4, "hidden_size": 64, "depth": 4,
+               "num_heads": 2, "mlp_ratio": 2.0, "text_states_dim": 32, "text_states_dim_t5": 32, "text_len": 8,
+               "text_len_t5": 8, "qk_norm": True, "size_cond": False, "use_style_cond": False, "learn_sigma": True}
+WAN22_5B_DIT = {**WAN_DIT, "in_dim": 48, "out_dim": 48}
+# ... and those without a block hook. Z-Image's adaLN reads 256 timestep features: width 256 (2.0 M parameters)
+ZIMAGE_DIT = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 256, "cap_feat_dim": 32,
+              "n_layers": 2, "n_refiner_layers": 1, "n_heads": 2, "n_kv_heads": 1, "qk_norm": True,
+              "axes_dims": [32, 48, 48], "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "multiple_of": 16,
+              "ffn_dim_multiplier": 0.25, "z_image_modulation": True, "time_scale": 1000.0, "pad_tokens_multiple": 32}
+LUMINA2_DIT = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 64, "cap_feat_dim": 32,
+               "n_layers": 2, "n_refiner_layers": 1, "n_heads": 2, "n_kv_heads": 1, "qk_norm": True,
+               "axes_dims": [8, 12, 12], "axes_lens": [300, 512, 512], "rope_theta": 10000.0, "multiple_of": 16,
+               "ffn_dim_multiplier": 1.0}
+HIDREAM_DIT = {"image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_channels": 16, "num_layers": 2,
+               "num_single_layers": 2, "attention_head_dim": 32, "num_attention_heads": 2,
+               "caption_channels": [32, 32], "text_emb_dim": 32, "num_routed_experts": 2, "num_activated_experts": 1,
+               "axes_dims_rope": [8, 12, 12], "max_resolution": [128, 128], "llama_layers": [0, 1, 1, 1]}
+PIXART_SIGMA_DIT = {"image_model": "pixart_sigma", "num_heads": 2, "patch_size": 2, "hidden_size": 64,
+                    "in_channels": 4, "depth": 2, "mlp_ratio": 2.0, "caption_channels": 32, "model_max_length": 8,
+                    "micro_condition": False}
+COSMOS_PREDICT2_DIT = {
+    "image_model": "cosmos_predict2", "max_img_h": 240, "max_img_w": 240, "max_frames": 128, "in_channels": 16,
+    "out_channels": 16, "patch_spatial": 2, "patch_temporal": 1, "model_channels": 64, "concat_padding_mask": True,
+    "crossattn_emb_channels": 32, "pos_emb_cls": "rope3d", "pos_emb_learnable": True,
+    "pos_emb_interpolation": "crop", "min_fps": 1, "max_fps": 30, "use_adaln_lora": True, "adaln_lora_dim": 16,
+    "num_blocks": 2, "num_heads": 2, "mlp_ratio": 2.0, "extra_per_block_abs_pos_emb": False,
+    "rope_h_extrapolation_ratio": 4.0, "rope_w_extrapolation_ratio": 4.0, "rope_t_extrapolation_ratio": 1.0,
+    "extra_h_extrapolation_ratio": 1.0, "extra_w_extrapolation_ratio": 1.0, "extra_t_extrapolation_ratio": 1.0,
+    "rope_enable_fps_modulation": False}
+OMNIGEN2_DIT = {"image_model": "omnigen2", "axes_dim_rope": [8, 12, 12], "axes_lens": [1024, 1664, 1664],
+                "ffn_dim_multiplier": None, "hidden_size": 64, "in_channels": 16, "multiple_of": 16, "norm_eps": 1e-5,
+                "num_attention_heads": 2, "num_kv_heads": 1, "num_layers": 2, "num_refiner_layers": 1,
+                "out_channels": None, "patch_size": 2, "text_feat_dim": 32, "timestep_scale": 1000.0}
+
+# kind: (ComfyUI model config class, unet config)
+DITS = {"sd3": ("SD3", SD3_DIT), "flux": ("Flux", FLUX_DIT), "chroma": ("Chroma", CHROMA_DIT),
+        "qwen": ("QwenImage", QWEN_DIT), "wan": ("WAN21_T2V", WAN_DIT),
+        "hunyuan_video": ("HunyuanVideo", HUNYUAN_VIDEO_DIT), "auraflow": ("AuraFlow", AURA_DIT),
+        "ltxv": ("LTXV", LTXV_DIT), "flux2": ("Flux2", FLUX2_DIT), "chroma_radiance": ("ChromaRadiance",
+                                                                                         CHROMA_RADIANCE_DIT),
+        "hunyuan_image21": ("HunyuanImage21", HUNYUAN_IMAGE21_DIT),
+        "hunyuan_video15": ("HunyuanVideo15", HUNYUAN_VIDEO15_DIT), "mochi": ("GenmoMochi", MOCHI_DIT),
+        "hunyuan_dit": ("HunyuanDiT", HUNYUAN_DIT), "wan22_5b": ("WAN22_T2V", WAN22_5B_DIT),
+        "zimage": ("ZImage", ZIMAGE_DIT), "lumina2": ("Lumina2", LUMINA2_DIT), "hidream": ("HiDream", HIDREAM_DIT),
+        "pixart_sigma": ("PixArtSigma", PIXART_SIGMA_DIT),
+        "cosmos_predict2": ("CosmosT2IPredict2", COSMOS_PREDICT2_DIT), "omnigen2": ("Omnigen2", OMNIGEN2_DIT)}
+# latent of each kind: channels, frames (None for images), rows, columns; 8 × 6 tokens of 2 × 2 where it can
+LATENTS = {"sd3": (16, None, 16, 12), "flux": (16, None, 16, 12), "chroma": (16, None, 16, 12),
+           "qwen": (16, 1, 16, 12), "wan": (16, 1, 16, 12), "hunyuan_video": (16, 1, 16, 12),
+           "auraflow": (4, None, 16, 12), "ltxv": (128, 1, 8, 6), "flux2": (128, None, 8, 6),
+           "chroma_radiance": (3, None, 32, 24), "hunyuan_image21": (64, None, 8, 6),
+           "hunyuan_video15": (32, 1, 8, 6), "mochi": (12, 1, 16, 12), "hunyuan_dit": (4, None, 16, 12),
+           "wan22_5b": (48, 1, 16, 12), "zimage": (16, None, 16, 12), "lumina2": (16, None, 16, 12),
+           "hidream": (16, None, 16, 12), "pixart_sigma": (4, None, 32, 40), "cosmos_predict2": (16, 1, 16, 12),
+           "omnigen2": (16, None, 16, 12)}
+# PixArt's position table needs (H + W) / 2 > 32 latent pixels; its grid is 16 × 20
+
 PIXEL_UNET = {
     "_class_name": "UNet2DModel", "sample_size": 16, "in_channels": 3, "out_channels": 3,
     "block_out_channels": [16, 32], "layers_per_block": 1, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
@@ -76,25 +155,24 @@ def comfy_unet(kind: str, seed: int = 0):
 
 
 def comfy_dit(kind: str, seed: int = 0):
-    """A ModelPatcher around a random transformer of one of the families, built by ComfyUI's own classes (the 0.3.75
-    loader cannot detect a tiny Flux: it fixes 24 heads of 128 channels)."""
+    """A ModelPatcher around a random transformer of one of the families (``DITS``), built by ComfyUI's own classes
+    (the 0.3.75 loader cannot detect tiny ones: it fixes widths such as Flux's 24 heads of 128 channels)."""
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
 
     torch.manual_seed(seed)
-    config_class, config = {"sd3": (comfy.supported_models.SD3, SD3_DIT),
-                            "flux": (comfy.supported_models.Flux, FLUX_DIT),
-                            "chroma": (comfy.supported_models.Chroma, CHROMA_DIT),
-                            "qwen": (comfy.supported_models.QwenImage, QWEN_DIT),
-                            "wan": (comfy.supported_models.WAN21_T2V, WAN_DIT),
-                            "hunyuan_video": (comfy.supported_models.HunyuanVideo, HUNYUAN_VIDEO_DIT),
-                            "auraflow": (comfy.supported_models.AuraFlow, AURA_DIT),
-                            "ltxv": (comfy.supported_models.LTXV, LTXV_DIT)}[kind]
-    model = config_class(dict(config)).get_model({})
+    config_class, config = DITS[kind]
+    model = getattr(comfy.supported_models, config_class)(dict(config)).get_model({})
     init_weights(model.diffusion_model)
     return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
                                             offload_device=comfy.model_management.unet_offload_device())
+
+
+def tiny_latent(kind: str, batch: int = 1) -> dict:
+    """An empty LATENT of the right shape for the tiny model of ``kind``."""
+    channels, frames, rows, cols = LATENTS[kind]
+    return {"samples": torch.zeros(batch, channels, *((frames,) if frames else ()), rows, cols)}
 
 
 def save_tiny_sd3(path: Path, seed: int = 0) -> Path:
@@ -112,9 +190,12 @@ def init_weights(module: torch.nn.Module) -> None:
     torch's default initialisation, with no zero output layers that would hide every edit; norm
     scales 1 and learnt position tables small."""
     for name, p in [*module.named_parameters(), *module.named_buffers()]:
-        if name.endswith((".scale", "modulation", "scale_shift_table")) or name in ("pos_embed", "positional_encoding",
-                                                                                   "register_tokens"):
-            # RMSNorm scales; learnt position tables, modulations (Wan, LTXV) and registers (AuraFlow)
+        if name.endswith((".scale", "modulation", "scale_shift_table", "pad_token", "gate.weight",
+                          "image_index_embedding", "text_embedding_padding", "positional_embedding",
+                          "pos_frequencies")) or ".pos_emb_" in name or name in ("pos_embed", "positional_encoding",
+                                                                                 "register_tokens"):
+            # RMSNorm scales; learnt position tables, modulations (Wan, LTXV), registers (AuraFlow), pad tokens
+            # (Z-Image, HunyuanDiT), mixture-of-experts routers (HiDream) and what else ComfyUI leaves empty
             with torch.no_grad():
                 p.fill_(1.0) if name.endswith(".scale") else p.normal_(0, 0.02)
     for m in module.modules():
@@ -140,18 +221,31 @@ def conditioning(kind: str, seed: int = 0) -> list:
         return [[torch.zeros(1, 1, 1), {}]]
     elif kind == "sd3":
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": torch.randn(1, 64, generator=g)}]]
-    elif kind in ("chroma", "qwen", "wan", "auraflow"):
+    elif kind in ("chroma", "qwen", "wan", "auraflow", "chroma_radiance", "hunyuan_image21", "hunyuan_video15",
+                  "wan22_5b", "pixart_sigma", "cosmos_predict2"):
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": None}]]
-    elif kind == "ltxv":  # its text encoder's attention mask, integers as a tokenizer gives them
+    elif kind in ("ltxv", "mochi", "zimage", "lumina2", "omnigen2"):
+        # its text encoder's attention mask, integers as a tokenizer gives them
         return [[torch.randn(1, 5, 32, generator=g), {"attention_mask": torch.ones(1, 5, dtype=torch.long)}]]
+    elif kind == "flux2":
+        return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": None, "guidance": 3.5}]]
+    elif kind == "hidream":  # T5 tokens, the pooled CLIP vector and two of Llama 3's layers
+        return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": torch.randn(1, 32, generator=g),
+                                                       "conditioning_llama3": torch.randn(1, 2, 4, 32, generator=g)}]]
+    elif kind == "hunyuan_dit":  # CLIP and mT5 streams of its fixed text lengths, both with masks
+        return [[torch.randn(1, 8, 32, generator=g), {
+            "attention_mask": torch.ones(1, 8, dtype=torch.long),
+            "conditioning_mt5xl": torch.randn(1, 8, 32, generator=g),
+            "attention_mask_mt5xl": torch.ones(1, 8, dtype=torch.long)}]]
     elif kind in ("flux", "hunyuan_video"):
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": torch.randn(1, 32, generator=g),
                                                        "guidance": 3.5}]]
     return [[torch.randn(1, 7, 64, generator=g), extra]]
 
 
-def save_pixel_ddpm(folder: Path, seed: int = 0, config: dict = PIXEL_UNET) -> Path:
-    """A random UNet2DModel saved in the google/ddpm-ema-celebahq-256 folder layout."""
+def save_pixel_ddpm(folder: Path, seed: int = 0, config: dict = PIXEL_UNET, scheduler: dict = PIXEL_SCHEDULER) -> Path:
+    """A random UNet2DModel saved in the google/ddpm-ema-celebahq-256 folder layout, with ``scheduler`` as
+    its scheduler config."""
     from diffusers import UNet2DModel
     from safetensors.torch import save_file
 
@@ -162,7 +256,7 @@ def save_pixel_ddpm(folder: Path, seed: int = 0, config: dict = PIXEL_UNET) -> P
     (folder / "unet" / "config.json").write_text(json.dumps(config))
     save_file({k: v.contiguous() for k, v in unet.state_dict().items()},
               str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
-    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(PIXEL_SCHEDULER))
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler))
     return folder
 
 

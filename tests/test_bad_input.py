@@ -370,12 +370,22 @@ CASES = [
     bad("PixelDDPMLoader", {"folder": lambda w: w.ddpm_folder("sd-unet", "conditional unet")},
         r"UNet config .*sd-unet/unet/config\.json: expected a UNet2DModel, got UNet2DConditionModel", "config-class"),
     bad("PixelDDPMLoader", {"folder": lambda w: w.ddpm_folder("latent", "4 channels")},
-        r"UNet config .*latent/unet/config\.json: expected a 3-channel pixel-space model", "config-channels"),
+        r"UNet config .*latent/unet/config\.json: 4 input and 4 output channels; expected a grey \(1\) or RGB \(3\)",
+        "config-channels"),
+    bad("PixelDDPMLoader", {"folder": lambda w: w.ddpm_folder("variance", "learnt variance")},
+        r"UNet config .*variance/unet/config\.json: 3 input and 6 output channels; .*predicts as many channels as it "
+        r"takes", "config-learnt-variance"),
+    bad("PixelDDPMLoader", {"folder": lambda w: w.ddpm_folder("score-sde", "score sde")},
+        r"scheduler config .*score-sde/scheduler/scheduler_config\.json: ScoreSdeVeScheduler is not supported: "
+        r"expected a scheduler of the discrete DDPM schedule", "scheduler-class"),
+    bad("PixelDDPMLoader", {"folder": lambda w: w.ddpm_folder("edm-x0", "edm sample")},
+        r"scheduler config .*edm-x0/scheduler/scheduler_config\.json: EDMEulerScheduler with prediction_type 'sample' "
+        r"is not supported", "edm-prediction_type"),
     bad("PixelDDPMLoader", {"folder": lambda w: w.ddpm_folder("cosine", "cosine schedule")},
         r"scheduler config .*cosine/scheduler/scheduler_config\.json: beta_schedule 'cosine' is not supported",
         "beta_schedule"),
-    bad("PixelDDPMLoader", {"folder": lambda w: w.ddpm_folder("x0", "sample prediction")},
-        r"scheduler config .*x0/scheduler/scheduler_config\.json: prediction_type 'sample' is not supported",
+    bad("PixelDDPMLoader", {"folder": lambda w: w.ddpm_folder("x0", "flow prediction")},
+        r"scheduler config .*x0/scheduler/scheduler_config\.json: prediction_type 'flow_prediction' is not supported",
         "prediction_type"),
     bad("PixelDDPMLoader", {"folder": lambda w: w.ddpm_folder("truncated", "truncated weights")},
         r"UNet weights .*truncated/unet/diffusion_pytorch_model\.safetensors: not a readable safetensors file",
@@ -655,8 +665,14 @@ class World:
             (unet / "config.json").write_text(json.dumps({**PIXEL_UNET, "in_channels": 4, "out_channels": 4}))
         elif kind == "cosine schedule":
             scheduler.write_text(json.dumps({**PIXEL_SCHEDULER, "beta_schedule": "cosine"}))
-        elif kind == "sample prediction":
-            scheduler.write_text(json.dumps({**PIXEL_SCHEDULER, "prediction_type": "sample"}))
+        elif kind == "flow prediction":
+            scheduler.write_text(json.dumps({**PIXEL_SCHEDULER, "prediction_type": "flow_prediction"}))
+        elif kind == "learnt variance":
+            (unet / "config.json").write_text(json.dumps({**PIXEL_UNET, "out_channels": 6}))
+        elif kind == "score sde":
+            scheduler.write_text(json.dumps({"_class_name": "ScoreSdeVeScheduler", "sigma_max": 1348.0}))
+        elif kind == "edm sample":
+            scheduler.write_text(json.dumps({"_class_name": "EDMEulerScheduler", "prediction_type": "sample"}))
         elif kind == "truncated weights":
             weights.write_bytes(weights.read_bytes()[:300])
         elif kind == "other weights":

@@ -6,9 +6,8 @@ from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
 
 import nodes as comfy_nodes  # ComfyUI's nodes.py (the stock KSampler)
 from comfy_hspace.directions import TIME_INVARIANT, Directions, DirectionsError
-from comfy_hspace.editing import sample_asyrp
+from comfy_hspace.editing import EDIT_OFF, sample_asyrp
 from comfy_hspace.host.model_info import bottleneck_shape
-from comfy_hspace.host.patch import EDIT_OFF
 from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 
 

@@ -7,8 +7,9 @@ import torch
 from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
 
 from comfy_hspace.directions import TIME_INVARIANT
+from comfy_hspace.editing import HSpaceEdit
 from comfy_hspace.host.model_info import bottleneck_shape
-from comfy_hspace.host.patch import HSpaceEdit, hspace_clone
+from comfy_hspace.host.patch import hspace_clone
 from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 from comfy_hspace.recorder import HSpaceRecorder
 

@@ -6,7 +6,7 @@ import comfy.sample
 import pytest
 import torch
 from conftest import cancelled_at
-from tiny_models import comfy_dit, comfy_unet, conditioning, save_pixel_ddpm
+from tiny_models import DITS, LATENTS, comfy_dit, comfy_unet, conditioning, save_pixel_ddpm
 
 from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 from comfy_hspace.host.trajectory import at_trajectory_steps, jacobian_directions
@@ -61,7 +61,8 @@ def explicit_check(point, k=3):
 
 
 @pytest.mark.parametrize("kind", ["pixel", "sd15", "sd3", "flux", "qwen", "wan", "hunyuan_video", "auraflow",
-                                  "ltxv", "flux attention output"])
+                                  "ltxv", "flux attention output", "lumina2", "hidream", "omnigen2",
+                                  "cosmos_predict2", "mochi", "hunyuan_dit"])
 def test_power_iteration_matches_explicit_jacobian_of_a_tiny_unet(kind, tmp_path):
     """Also on tiny transformers, h at their default block: Flux's blocks add their residuals in
     place, which reverse mode survives only through the pack's copies of saved tensors. Flux's h
@@ -77,6 +78,9 @@ def test_power_iteration_matches_explicit_jacobian_of_a_tiny_unet(kind, tmp_path
     elif kind in ("sd3", "flux", "qwen", "wan", "hunyuan_video", "auraflow", "ltxv"):
         side = 4 if kind == "ltxv" else 8  # 4 × 4 tokens: LTXV patchifies at 1, the others at 2
         model, latent, cfg = comfy_dit(kind), torch.zeros(1, 16, side, side), 1.0  # channels as the model takes them
+    elif kind in DITS:  # issue 30's families with rows of their own (Lumina 2's is Z-Image's): 4 × 4 tokens
+        channels, frames, _, _ = LATENTS[kind]
+        model, latent, cfg = comfy_dit(kind), torch.zeros(1, channels, *([frames] if frames else []), 8, 8), 1.0
     else:
         model, latent, cfg = comfy_unet("sd15"), torch.zeros(1, 4, 8, 8), 3.0
     cond = conditioning(kind)

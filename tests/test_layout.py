@@ -62,3 +62,19 @@ def test_requirements_list_what_the_nodes_import():
     listed = {line.split(">")[0].split("=")[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()
               if line.strip() and not line.startswith("#")}
     assert third_party == listed
+
+
+def test_the_library_never_imports_its_comfyui_side():
+    """comfy_hspace/ outside host/ imports nothing of host/ (issue 30): the torch-only library stays usable, and
+    readable, without the modules that talk to ComfyUI."""
+    reaching = []
+    for path in sorted((REPO / "comfy_hspace").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if (node.level == 1 and module.split(".")[0] == "host") or module.startswith("comfy_hspace.host") or \
+                        (node.level == 1 and not module and any(a.name == "host" for a in node.names)):
+                    reaching.append(f"{path.name}: from {'.' * node.level}{module} import …")
+            elif isinstance(node, ast.Import) and any(a.name.startswith("comfy_hspace.host") for a in node.names):
+                reaching.append(f"{path.name}: import comfy_hspace.host…")
+    assert reaching == []

@@ -5,7 +5,7 @@ import dataclasses
 import comfy.sample
 import pytest
 import torch
-from tiny_models import comfy_dit, comfy_unet, conditioning
+from tiny_models import DITS, comfy_dit, comfy_unet, conditioning, tiny_latent
 
 import nodes as comfy_nodes  # ComfyUI's nodes.py (the stock samplers)
 from comfy_hspace import directions as D
@@ -14,6 +14,11 @@ from comfy_hspace.host.model_info import bottleneck_shape, model_fingerprint
 from comfy_hspace.host.transformer import BLOCK_OPTION, site_of
 
 KINDS = ["sd3", "flux", "chroma", "qwen", "wan", "hunyuan_video", "auraflow", "ltxv"]
+# every family the pack reads (issue 30): the eight above, the classes that share their rows, and the families
+# read through a forward hook on the block module (Lumina 2 / Z-Image, HiDream, PixArt, Cosmos, Omnigen2)
+ALL_KINDS = list(DITS)
+GRID = {kind: (16, 20) if kind == "pixart_sigma" else (8, 6) for kind in ALL_KINDS}
+WIDTH_OF = {"sd3": 128, "zimage": 256, "mochi": 32}
 # the residual stream's width in tiny_models' configs
 WIDTH = {"sd3": 128, "flux": 64, "chroma": 64, "qwen": 64, "wan": 64, "hunyuan_video": 64, "auraflow": 64, "ltxv": 64}
 LATENT = {"samples": torch.zeros(1, 16, 16, 12)}  # 8 × 6 tokens of 2 × 2: rows and columns told apart
@@ -21,13 +26,17 @@ PATCH_ONE = {"samples": torch.zeros(1, 16, 8, 6)}  # 8 × 6 tokens for LTXV, whi
 # an empty latent [1, 128, 1, 8, 6] of it)
 
 
+KIND_OF_CONFIG = {config: kind for kind, (config, _) in DITS.items()}
+
+
 def latent_for(model):
-    return PATCH_ONE if type(model.model).__name__ == "LTXV" else LATENT
+    kind = KIND_OF_CONFIG[type(model.model.model_config).__name__]
+    return tiny_latent(kind) if kind not in KINDS else PATCH_ONE if kind == "ltxv" else LATENT
 
 
 @pytest.fixture(scope="module")
 def models():
-    return {kind: comfy_dit(kind) for kind in KINDS}
+    return {kind: comfy_dit(kind) for kind in ALL_KINDS}
 
 
 def stock(model, cond, lat=None, sampler="euler", steps=4):
@@ -46,13 +55,13 @@ def random(model, count=1, seed=0):
                                model_fingerprint(model))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_edit_at_a_block_moves_the_output_and_strength_zero_is_stock(pack, models, kind, tmp_path):
     model, cond = models[kind], conditioning(kind)
     options, weights = repr(model.model_options), {n: p.clone() for n, p in model.model.named_parameters()}
     before = stock(model, cond)
     d = random(model)
-    assert d.h_shape == (WIDTH[kind], 8, 6)
+    assert d.h_shape == (WIDTH_OF.get(kind, 64), *GRID[kind])
     zero = pack.nodes.EditedSampler.execute(
         model=model, positive=cond, negative=cond, latent_image=latent_for(model), directions=d, seed=5, steps=4,
         cfg=1.0, sampler_name="euler", scheduler="simple", strengths="0", sweep="", start_percent=0.0, end_percent=1.0,
@@ -73,7 +82,7 @@ def test_edit_at_a_block_moves_the_output_and_strength_zero_is_stock(pack, model
     assert torch.equal(stock(apply_edit(pack, model, back), cond), edited)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_edit_follows_a_split_ksampler_advanced_run(pack, models, kind):
     model, cond = models[kind], conditioning(kind)
     patched = apply_edit(pack, model, random(model), start_percent=0.5)
@@ -90,7 +99,7 @@ def test_edit_follows_a_split_ksampler_advanced_run(pack, models, kind):
     assert torch.allclose(split, whole, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_hook_records_the_image_tokens_as_a_grid_and_pca_finds_directions(pack, models, kind):
     model, cond = models[kind], conditioning(kind)
     acts, samples = pack.nodes.HSpaceHook.execute(
@@ -102,7 +111,8 @@ def test_hook_records_the_image_tokens_as_a_grid_and_pca_finds_directions(pack, 
     assert pcs.h_shape == bottleneck_shape(model, latent_for(model)["samples"].shape)
     assert pcs.model_fingerprint == model_fingerprint(model)
     # recording leaves sampling as it was: sample 0 is KSampler's for the seed
-    assert torch.allclose(samples["samples"][:1], stock(model, cond, steps=3), atol=1e-5)
+    expected = stock(model, cond, steps=3)  # float rounding grows with the output (the tiny PixArt's reach 10⁴)
+    assert torch.allclose(samples["samples"][:1], expected, atol=1e-6 * max(10.0, expected.abs().max().item()))
     assert (stock(apply_edit(pack, model, pcs, strengths="2, 0"), cond) - stock(model, cond)).abs().mean() > 1e-3
 
 
@@ -166,7 +176,12 @@ def test_asymmetric_mode_without_edit_is_the_flow_ddim_step(pack, models, kind):
 
 
 def test_null_conditioning_is_shaped_for_the_model(pack, models):
+    several_text_inputs = {"hidream": "HiDream", "hunyuan_dit": "HunyuanDiT", "cosmos_predict2": "Cosmos Predict2"}
     for kind, model in models.items():
+        if kind in several_text_inputs:
+            with pytest.raises(ValueError, match=f"model: {several_text_inputs[kind]} takes more than one text input"):
+                pack.nodes.NullConditioning.execute(model=model)
+            continue
         cond = pack.nodes.NullConditioning.execute(model=model).args[0]
         assert stock(model, cond).isfinite().all(), kind
     assert pack.nodes.NullConditioning.execute().args[0][0][0].shape == (1, 1, 1)
@@ -216,7 +231,8 @@ def test_the_attention_output_stream_reads_and_writes_the_projected_attention_of
 
 def test_the_attention_output_is_refused_where_the_pack_does_not_reach_it(pack, models):
     with pytest.raises(ValueError, match=r"stream: the attention output is reached in the double-stream \(joint\) "
-                                         r"blocks of SD3, Flux, Chroma, HunyuanVideo; Flux block 3 is a single-block"):
+                                         r"blocks of SD3, Flux, Chroma, HunyuanVideo, Mochi, HunyuanDiT; "
+                                         r"Flux block 3 is a single-block"):
         pack.nodes.HSpaceBlock.execute(model=models["flux"], block=3, stream="attention output")
     with pytest.raises(ValueError, match=r"Wan block 0 is a double-block"):
         pack.nodes.HSpaceBlock.execute(model=models["wan"], block=0, stream="attention output")

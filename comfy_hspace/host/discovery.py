@@ -13,12 +13,13 @@ import torch
 
 from .. import discovery as dv
 from ..directions import Directions
+from ..editing import DELTA, with_call_options
 from ..settings import SamplerSettings
 from .autograd import autograd_context, in_place_safe
 from .latents import model_latent, noise_scale, sampler_sigmas
 from .memory import autograd_bytes, check_fits
 from .model_info import bottleneck_shape, encoder_levels, is_flow, model_fingerprint
-from .patch import DELTA, hspace_clone
+from .patch import hspace_clone
 
 
 def with_denoiser(model: Any, positive: Any, negative: Any, latent_shape: tuple[int, ...], cfg: float,
@@ -38,8 +39,7 @@ def with_denoiser(model: Any, positive: Any, negative: Any, latent_shape: tuple[
             with in_place_safe(diffusion_model):  # reverse mode through Flux's in-place blocks
                 if shift is None:
                     return model_fn(x, sigma, **extra_args)
-                options = dict(extra_args.get("model_options", {}))
-                options["transformer_options"] = {**options.get("transformer_options", {}), DELTA: shift}
+                options = with_call_options(extra_args.get("model_options", {}), **{DELTA: shift})
                 return model_fn(x, sigma, **{**extra_args, "model_options": options})
 
         with autograd_context(diffusion_model):

@@ -9,31 +9,25 @@ import comfy.utils
 import torch
 
 from ..directions import Directions, DirectionsError
-from ..editing import sample_asyrp
-from ..settings import SamplerSettings
+from ..editing import HSpaceEdit, sample_asyrp
+from ..settings import EditSettings, SamplerSettings
 from .latents import latent_with, model_latent, sampler_sigmas
 from .model_info import check_directions_fit, check_site, h_channels, is_flow
-from .patch import APPLY_TO, HSpaceEdit, hspace_clone
-
-MODES = ("both terms", "asymmetric (Asyrp)")
+from .patch import hspace_clone
 
 
-def edited_sample(model: Any, directions: Directions, sampling: SamplerSettings, positive: Any, negative: Any,
-                  latent: dict, *, strengths: list[float], sweep: list[float], start_percent: float = 0.0,
-                  end_percent: float = 1.0, apply_to: str = "both", mode: str = "both terms", eta: float = 1.0,
-                  noise_latent: dict | None = None) -> dict:
+def edited_sample(model: Any, directions: Directions, sampling: SamplerSettings, edit: EditSettings, positive: Any,
+                  negative: Any, latent: dict, *, sweep: list[float], noise_latent: dict | None = None) -> dict:
     """Samples ``latent`` once per sweep multiplier m with h ← h + m·Σ strength_k·direction_k(t)
     inside the edit interval (x_T-space directions: x_T ← x_T + m·Σ …). Every member gets the same
     noise (one sampling run each, with the same seed; or ``noise_latent``, e.g. an inverted
     image's), so a member whose edit is zero is exactly the stock KSampler's output.
     Returns a LATENT whose batch is the sweep members one after another."""
-    if mode not in MODES:
-        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
-    offsets_per_unit = _offsets(directions, strengths, apply_to, start_percent, end_percent)
+    offsets_per_unit = _offsets(directions, edit)
     latent_image = model_latent(model, latent)
     _check_fit(model, directions, latent_image)
     noise = _starting_noise(latent, latent_image, sampling.seed, noise_latent)
-    sigma_start, sigma_end = _sigma_interval(model, start_percent, end_percent)
+    sigma_start, sigma_end = _sigma_interval(model, edit)
     steps = sampling.steps
     pbar = comfy.utils.ProgressBar(steps * len(sweep))
 
@@ -41,8 +35,7 @@ def edited_sample(model: Any, directions: Directions, sampling: SamplerSettings,
     for m, multiplier in enumerate(sweep):
         member_noise, patched = noise, model  # a zero edit: bit-for-bit the stock sampler
         if directions.space != "x_T":
-            patched = edited_model(model, directions, [s * multiplier for s in strengths],
-                                   start_percent=start_percent, end_percent=end_percent, apply_to=apply_to)
+            patched = edited_model(model, directions, edit.scaled(multiplier))
         elif multiplier != 0 and offsets_per_unit.any():
             member_noise = noise + multiplier * offsets_per_unit[0].to(noise)
         edited = patched is not model
@@ -50,7 +43,7 @@ def edited_sample(model: Any, directions: Directions, sampling: SamplerSettings,
         def callback(step, x0, x, total, m=m):
             pbar.update_absolute(m * steps + step + 1)
 
-        if mode == "both terms":
+        if edit.mode == "both terms":
             samples = comfy.sample.sample(patched, member_noise, steps, sampling.cfg, sampling.sampler_name,
                                           sampling.scheduler, positive, negative, latent_image,
                                           denoise=sampling.denoise, noise_mask=latent.get("noise_mask"),
@@ -58,18 +51,17 @@ def edited_sample(model: Any, directions: Directions, sampling: SamplerSettings,
         else:
             interval = (sigma_start, sigma_end) if edited else (-1.0, 0.0)  # no edit: one pass a step
             samples = _sample_asymmetric(patched, member_noise, sampling, positive, negative, latent_image,
-                                         noise_mask=latent.get("noise_mask"), eta=eta, interval=interval,
+                                         noise_mask=latent.get("noise_mask"), eta=edit.eta, interval=interval,
                                          callback=callback)
         members.append(samples)
     return latent_with(latent, torch.cat(members))
 
 
-def edited_model(model: Any, directions: Directions, strengths: list[float], *, start_percent: float = 0.0,
-                 end_percent: float = 1.0, apply_to: str = "both") -> Any:
-    """Apply H-space Edit: a clone of ``model`` whose bottleneck gets h ← h + Σ strength_k·direction_k(t)
+def edited_model(model: Any, directions: Directions, edit: EditSettings) -> Any:
+    """Apply H-space Edit: a clone of ``model`` whose h gets h ← h + Σ strength_k·direction_k(t)
     inside the edit interval on the chosen passes, for any sampler node (the Edited Sampler's both
     terms mode as a model patch). Clones in a row add their edits; a zero edit is the model itself."""
-    offsets = _offsets(directions, strengths, apply_to, start_percent, end_percent)
+    offsets = _offsets(directions, edit)
     if directions.space == "x_T":
         raise DirectionsError("directions: x_T-space directions move the starting noise, not h; use them in the "
                               "Edited Sampler")
@@ -80,25 +72,21 @@ def edited_model(model: Any, directions: Directions, strengths: list[float], *, 
                               f"(directions of another model)")
     if not offsets.any():
         return model
-    sigma_start, sigma_end = _sigma_interval(model, start_percent, end_percent)
-    return hspace_clone(model, edit=HSpaceEdit(offsets, directions.timesteps, sigma_start, sigma_end, apply_to))
+    sigma_start, sigma_end = _sigma_interval(model, edit)
+    return hspace_clone(model, edit=HSpaceEdit(offsets, directions.timesteps, sigma_start, sigma_end, edit.apply_to))
 
 
-def _offsets(directions: Directions, strengths: list[float], apply_to: str, start_percent: float,
-             end_percent: float) -> torch.Tensor:
-    """Σ strength_k·direction_k per timestep, after checking the edit's settings."""
-    if apply_to not in APPLY_TO:
-        raise ValueError(f"apply_to: expected one of {APPLY_TO}, got {apply_to!r}")
-    if not 0.0 <= start_percent <= end_percent <= 1.0:
-        raise ValueError(f"edit interval: expected 0 ≤ start ≤ end ≤ 1, got {start_percent} … {end_percent}")
+def _offsets(directions: Directions, edit: EditSettings) -> torch.Tensor:
+    """Σ strength_k·direction_k per timestep."""
+    strengths = list(edit.strengths)
     if len(strengths) == 1 and directions.count > 1:
         strengths = strengths * directions.count
     return directions.combined(strengths)  # checks the count
 
 
-def _sigma_interval(model: Any, start_percent: float, end_percent: float) -> tuple[float, float]:
+def _sigma_interval(model: Any, edit: EditSettings) -> tuple[float, float]:
     model_sampling = model.get_model_object("model_sampling")
-    return model_sampling.percent_to_sigma(start_percent), model_sampling.percent_to_sigma(end_percent)
+    return model_sampling.percent_to_sigma(edit.start_percent), model_sampling.percent_to_sigma(edit.end_percent)
 
 
 def _check_fit(model: Any, directions: Directions, latent_image: torch.Tensor) -> None:

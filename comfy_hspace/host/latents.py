@@ -52,3 +52,20 @@ def sampler_sigmas(model: Any, sampling: SamplerSettings, device: str | torch.de
     """The sigmas KSampler runs for these settings (``steps`` + 1 values, the last 0)."""
     return comfy.samplers.KSampler(model, steps=sampling.steps, device=device, sampler=sampling.sampler_name,
                                    scheduler=sampling.scheduler, denoise=sampling.denoise).sigmas
+
+
+def schedule_percents(model: Any, timesteps: torch.Tensor) -> torch.Tensor:
+    """ComfyUI's schedule percent (0 at the noisiest sigma, 1 at sigma 0) of each model timestep, by
+    bisection on the model sampling's own ``percent_to_sigma``: right for every parametrisation
+    (discrete 0 … 999, EDM's 0.25·ln σ, flow's σ·1000), where a timestep constant is not."""
+    model_sampling = model.get_model_object("model_sampling")
+    percents = []
+    for t in timesteps.reshape(-1).tolist():
+        sigma = float(model_sampling.sigma(torch.tensor(t, dtype=torch.float64)))
+        low, high = 0.0, 1.0  # percent_to_sigma falls from low to high
+        for _ in range(40):
+            middle = (low + high) / 2
+            low, high = (middle, high) if float(model_sampling.percent_to_sigma(middle)) > sigma else (low, middle)
+        percents.append((low + high) / 2)
+    return torch.tensor(percents, dtype=torch.float64)
+

@@ -10,7 +10,7 @@ import torch
 
 from ..directions import Directions, DirectionsError
 from . import transformer
-from .pixel_ddpm import DiffusersUNet, PixelDDPM
+from .pixel_ddpm import DiffusersUNet
 
 UNET_SITE = "UNet bottleneck"
 
@@ -39,8 +39,16 @@ def h_site(model: Any) -> str:
 
 
 def is_flow(model: Any) -> bool:
-    """A flow-matching model (SD3, Flux, …): x_σ = (1 − σ)·x0 + σ·ε, ComfyUI's CONST sampling."""
-    return any(c.__name__ == "CONST" for c in type(model.get_model_object("model_sampling")).__mro__)
+    """A flow-matching model (SD3, Flux, …): x_σ = (1 − σ)·x0 + σ·ε, ComfyUI's CONST sampling; False for
+    x_σ = x0 + σ·ε (EPS and its kin: v, x0, EDM). Any other parametrisation (Cosmos Predict2's rectified
+    flow) is refused: the asymmetric step, inversion and the Discovery chain know only these two."""
+    kinds = {c.__name__ for c in type(model.get_model_object("model_sampling")).__mro__}
+    if "CONST" in kinds or "EPS" in kinds:
+        return "CONST" in kinds
+    name = next(iter(kinds & {"COSMOS_RFLOW"}), type(model.get_model_object("model_sampling")).__name__)
+    raise ValueError(f"model: its sampling ({name}) is neither x0 + σ·ε nor flow matching; the asymmetric mode, "
+                     f"Invert Image and the Discovery Trainer do not support it (both-terms edits, the Hook and "
+                     f"Jacobian Directions do)")
 
 
 def h_channels(model: Any) -> int:
@@ -109,9 +117,16 @@ def check_directions_fit(model: Any, directions: Directions, latent_shape: tuple
                               f"is {list(expected)} for a latent of {list(latent_shape[-2:])}{hint}")
 
 
+# image pixels per latent pixel, by ComfyUI's latent format class; 8 for any other (the SD VAEs' and most)
+LATENT_SCALE = {"ChromaRadiance": 1, "GreyLatent": 1, "Flux2": 16, "Wan22": 16, "HunyuanVideo15": 16,
+                "HunyuanImage21": 32, "LTXV": 32, "Mochi": 8, "Cosmos1CV8x8x8": 8}
+
+
 def image_scale(model: Any) -> int:
-    """Image pixels per latent pixel: 1 for pixel-space DDPMs, 8 for the SD1.x/SD2.x/SDXL VAEs."""
-    return 1 if isinstance(model.model, PixelDDPM) else 8
+    """Image pixels per latent pixel: 1 for pixel-space models (the pixel DDPM, the embedded DiT, Chroma
+    Radiance), 16 or 32 for the newer VAEs (Flux 2, Wan 2.2, HunyuanImage 2.1, LTXV), else 8."""
+    return next((LATENT_SCALE[c.__name__] for c in type(model.model.latent_format).__mro__
+                 if c.__name__ in LATENT_SCALE), 8)
 
 
 def encoder_levels(model: Any) -> tuple[int, list[int], int]:

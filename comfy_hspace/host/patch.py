@@ -2,72 +2,24 @@
 
 In a UNet the patch goes through ``set_model_output_block_patch`` and acts only at block
 ("output", 0), where h is exactly the middle block's output (see DESIGN.md §3). In a transformer
-it replaces the chosen block's ``patches_replace["dit"]`` entry, wrapping whatever was there
-(see ``transformer``). Nothing here imports ComfyUI: the model is used through its ModelPatcher
-methods only.
+it replaces the chosen block's ``patches_replace["dit"]`` entry, wrapping whatever was there, or,
+in families without that hook, hooks the block module for each model call (see ``transformer``).
+Nothing here imports ComfyUI: the model is used through its ModelPatcher methods only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from .transformer import ATTENTION, GRID, TEXT_TOKENS, site_of, token_grid, tokens_before_image
+from ..editing import DELTA, EDIT_OFF, HSpaceEdit
+from .transformer import ATTENTION, BLOCK_HOOK, read_tokens, site_of, token_grid, tokens_before_image, write_tokens
 
-# transformer_options key: a model call made with it set to True runs without the edit
-# (the asymmetric sampler's unedited pass).
-EDIT_OFF = "hspace_edit_off"
-# transformer_options key: an offset [n, C, H, W] added to h of each of the n samples in this one
-# model call (every chunk), e.g. the point at which Jacobian Directions differentiates; or a
-# callable (h, row_timesteps) -> offset for all rows, e.g. the Discovery Trainer's shift block.
-DELTA = "hspace_delta"
 BOTTLENECK = ("output", 0)
-APPLY_TO = ("both", "cond", "uncond")
-
-
-@dataclass
-class HSpaceEdit:
-    """h ← h + offsets[t] for the rows selected by ``apply_to``, while sigma_end ≤ σ ≤ sigma_start."""
-    offsets: torch.Tensor  # [T, C, H, W]
-    timesteps: torch.Tensor  # [T] model timesteps
-    sigma_start: float = float("inf")
-    sigma_end: float = 0.0
-    apply_to: str = "both"
-    _on_device: dict = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.apply_to not in APPLY_TO:
-            raise ValueError(f"apply_to: expected one of {APPLY_TO}, got {self.apply_to!r}")
-
-    def active(self, sigma: float) -> bool:
-        return self.sigma_end <= sigma <= self.sigma_start
-
-    def offsets_like(self, h: torch.Tensor) -> torch.Tensor:
-        key = (h.device, h.dtype)
-        if key not in self._on_device:
-            self._on_device[key] = self.offsets.to(h.device, h.dtype)
-        return self._on_device[key]
-
-    def apply(self, h: torch.Tensor, row_sigmas: torch.Tensor, row_timesteps: torch.Tensor,
-              row_chunks: torch.Tensor) -> torch.Tensor:
-        if tuple(h.shape[1:]) != tuple(self.offsets.shape[1:]):
-            raise ValueError(f"directions: h shape {list(self.offsets.shape[1:])} does not fit this model's h "
-                             f"{list(h.shape[1:])} at this latent size (use Resize Directions for another "
-                             f"resolution)")
-        rows = (row_sigmas <= self.sigma_start) & (row_sigmas >= self.sigma_end)
-        if self.apply_to != "both":
-            rows &= row_chunks == (0 if self.apply_to == "cond" else 1)
-        if not rows.any():
-            return h
-        offsets = self.offsets_like(h)
-        if offsets.shape[0] > 1:
-            idx = (row_timesteps.reshape(-1, 1) - self.timesteps.reshape(1, -1).to(row_timesteps)).abs().argmin(1)
-            offsets = offsets[idx.to(h.device)]
-        if bool(rows.all()):
-            return h + offsets
-        # rows outside the edit stay bit-for-bit as they were
-        return torch.where(rows.to(h.device).reshape(-1, 1, 1, 1), h + offsets, h)
+# transformer_options keys set for each model call of a transformer: the latent's token grid and the text
+# tokens that come before the image tokens in a single-stream block (written and read here only)
+GRID = "hspace_token_grid"
+TEXT_TOKENS = "hspace_text_tokens"
 
 
 def row_layout(h: torch.Tensor, options: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +41,7 @@ def hspace_clone(model: Any, *, edit: HSpaceEdit | None = None, recorder: Any = 
     of clones in a row all act, in order, so edits add; only one patch of a chain may take the
     per-call deltas. h is a UNet's bottleneck, or a transformer's image tokens after its chosen
     block, or their attention output inside it (``transformer.site_of``). The input model is never
-    touched; the only module hook, the attention output's, lives for one block call."""
+    touched; module hooks (a block's, an attention output's) live for one call."""
     model_sampling = model.get_model_object("model_sampling")
     site = site_of(model)
     clone = model.clone()
@@ -109,35 +61,77 @@ def hspace_clone(model: Any, *, edit: HSpaceEdit | None = None, recorder: Any = 
         return h
 
     if site is None:
-        def bottleneck_patch(h, hsp, options):
-            # newer ComfyUI lets an earlier patch (SUPIR's) fuse the skip connection into h and hand on
-            # hsp = None: h is then no longer the bottleneck's
-            if options.get("block") != BOTTLENECK or hsp is None:
-                return h, hsp
-            return at_h(h, options), hsp
+        _patch_bottleneck(clone, at_h)
+    elif site.family.reach == BLOCK_HOOK:
+        _hook_block(clone, model, site, at_h)
+    else:
+        _patch_dit_block(clone, model, site, at_h)
+    return clone
 
-        clone.set_model_output_block_patch(bottleneck_patch)
-        return clone
 
+def _patch_bottleneck(clone: Any, at_h: Callable) -> None:
+    def bottleneck_patch(h, hsp, options):
+        # newer ComfyUI lets an earlier patch (SUPIR's) fuse the skip connection into h and hand on
+        # hsp = None: h is then no longer the bottleneck's
+        if options.get("block") != BOTTLENECK or hsp is None:
+            return h, hsp
+        return at_h(h, options), hsp
+
+    clone.set_model_output_block_patch(bottleneck_patch)
+
+
+def _moved_tokens(tokens: torch.Tensor, grid: tuple[int, int], options: dict, at_h: Callable) -> torch.Tensor:
+    """Image tokens [B, rows·columns, C] with h moved (``at_h`` on them seen as a grid [B, C, rows, columns]);
+    the same tensor when nothing moved."""
+    rows, cols = grid
+    h = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], rows, cols)
+    moved = at_h(h, options)
+    return tokens if moved is h else moved.reshape(tokens.shape[0], tokens.shape[2], rows * cols).transpose(1, 2)
+
+
+def _hook_block(clone: Any, model: Any, site: Any, at_h: Callable) -> None:
+    """h through a forward hook on the block module, registered for one model call by a keyed wrapper on
+    the clone (the family has no block hook in ComfyUI)."""
+    dm = model.get_model_object("diffusion_model")
+    layout = site.family.layout
+
+    def hook_for_the_call(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+        grid = token_grid(model, x.shape)
+
+        def at_output(module, args, out):
+            tokens = read_tokens(layout, out, grid[0] * grid[1], dm)
+            moved = _moved_tokens(tokens, grid, transformer_options, at_h)
+            return out if moved is tokens else write_tokens(layout, out, moved, dm)
+
+        handle = site.block_module(dm).register_forward_hook(at_output)
+        try:
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        finally:
+            handle.remove()
+
+    clone.add_wrapper_with_key("apply_model", "comfy_hspace", hook_for_the_call)
+
+
+def _patch_dit_block(clone: Any, model: Any, site: Any, at_h: Callable) -> None:
+    """h through ComfyUI's block hook (``patches_replace["dit"]``), wrapping whatever was set there."""
     key = (site.kind, site.index)
     dm = model.get_model_object("diffusion_model")
     earlier = clone.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {}).get(key)
+    call = {}  # this model call's transformer_options, for blocks not handed them (HunyuanDiT's)
 
     def as_grid(img: torch.Tensor, options: dict, start: int) -> torch.Tensor:
-        """The image tokens img[:, start : start + rows·columns] with h moved (``at_h``); the rest as it was."""
+        """img with its image tokens img[:, start : start + rows·columns] moved; the rest as it was."""
         rows, cols = options[GRID]
         tokens = img[:, start:start + rows * cols]  # reference-image tokens (Kontext) come after these
-        h = tokens.transpose(1, 2).reshape(img.shape[0], img.shape[2], rows, cols)
-        moved = at_h(h, options)
-        if moved is h:
+        moved = _moved_tokens(tokens, (rows, cols), options, at_h)
+        if moved is tokens:
             return img
-        tokens = moved.reshape(img.shape[0], img.shape[2], rows * cols).transpose(1, 2)
         if img.shape[1] != rows * cols:  # text or reference tokens around the image's
-            tokens = torch.cat([img[:, :start], tokens, img[:, start + rows * cols:]], dim=1)
-        return tokens
+            moved = torch.cat([img[:, :start], moved, img[:, start + rows * cols:]], dim=1)
+        return moved
 
     def block_patch(args: dict, extra: dict) -> dict:
-        options = args.get("transformer_options") or {}
+        options = args.get("transformer_options") or call["options"]
         if site.stream == ATTENTION:
             reverse = torch.is_grad_enabled() and torch._C._functorch.peek_interpreter_stack() is None
             if reverse and site.family.recomputes_blocks:
@@ -158,8 +152,11 @@ def hspace_clone(model: Any, *, edit: HSpaceEdit | None = None, recorder: Any = 
     def note_grid(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
         transformer_options[GRID] = token_grid(model, x.shape)
         transformer_options[TEXT_TOKENS] = 0 if c_crossattn is None else c_crossattn.shape[1]
-        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        call["options"] = transformer_options
+        try:
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        finally:
+            call.clear()
 
     clone.set_model_patch_replace(block_patch, "dit", site.kind, site.index)
     clone.add_wrapper_with_key("apply_model", "comfy_hspace", note_grid)
-    return clone

@@ -10,6 +10,8 @@ import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
+import comfy.model_sampling
+import comfy.pixel_space_convert
 import comfy.sd
 import comfy.supported_models_base
 import torch
@@ -42,7 +44,7 @@ class DiffusersUNet(torch.nn.Module):
 
         handle = self.unet.mid_block.register_forward_hook(at_bottleneck) if patches else None
         try:
-            labels = y.reshape(-1).round().long() if y is not None else None
+            labels = y.reshape(-1).long() if y is not None else None  # whole numbers, checked in encode_adm
             return self.unet(x, timesteps, class_labels=labels).sample
         finally:
             if handle is not None:
@@ -62,10 +64,21 @@ class PixelDDPM(comfy.model_base.BaseModel):
         if not classes:
             return None
         label = kwargs.get(CLASS_KEY)
-        label = classes - 1 if label is None else int(label)
+        if label is not None and float(label) != int(float(label)):
+            raise ValueError(f"conditioning: class {label} is not a whole number (class labels index the model's "
+                             f"{classes} classes)")
+        label = classes - 1 if label is None else int(float(label))
         if not 0 <= label < classes:
             raise ValueError(f"conditioning: class {label} is outside this model's {classes} classes")
         return torch.tensor([float(label)])
+
+
+class GreyLatent(comfy.latent_formats.ChromaRadiance):
+    """A grey pixel-space model's latent: the image's one channel, previewed as grey."""
+    latent_channels = 1
+
+    def __init__(self):
+        self.latent_rgb_factors = [[1.0, 1.0, 1.0]]
 
 
 class PixelDDPMConfig(comfy.supported_models_base.BASE):
@@ -74,8 +87,10 @@ class PixelDDPMConfig(comfy.supported_models_base.BASE):
     memory_usage_factor = 1.0
     supported_inference_dtypes = [torch.float32]
 
-    def __init__(self, diffusers_config: dict, sampling_settings: dict):
+    def __init__(self, diffusers_config: dict, sampling_settings: dict, channels: int = 3):
         self.sampling_settings = sampling_settings
+        if channels == 1:
+            self.latent_format = GreyLatent
         super().__init__({"diffusers_config": diffusers_config})
 
 
@@ -86,10 +101,99 @@ def _read_json(path: Path, what: str) -> dict:
         raise ValueError(f"{what} {path}: cannot be read as JSON ({e})") from None
 
 
+# diffusers schedulers of models trained on the discrete 1000-step DDPM schedule (betas, alphas_cumprod):
+# which one a folder names changes how diffusers samples it, not what the network learnt
+DISCRETE_SCHEDULERS = {
+    "DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler",
+    "DPMSolverSDEScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
+    "LMSDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "UniPCMultistepScheduler",
+    "DEISMultistepScheduler", "DDPMParallelScheduler", "DDIMParallelScheduler", "LCMScheduler", "TCDScheduler"}
+EDM_SCHEDULERS = {"EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"}  # Karras et al.'s preconditioning
+CONSISTENCY_SCHEDULERS = {"CMStochasticIterativeScheduler"}  # Song et al.'s consistency models
+
+
+class ConsistencySampling(comfy.model_sampling.ModelSamplingContinuousEDM, comfy.model_sampling.EDM):
+    """A consistency model's parametrisation (diffusers' CMStochasticIterativeScheduler): timestep
+    250·ln σ, input scaled by 1/√(σ² + σ_d²), x0 = c_skip·x + c_out·F with the boundary condition at
+    σ_min (c_skip = σ_d²/((σ − σ_min)² + σ_d²), c_out = (σ − σ_min)·σ_d/√(σ² + σ_d²))."""
+
+    def timestep(self, sigma):
+        return 250.0 * (sigma + 1e-44).log()
+
+    def sigma(self, timestep):
+        return (timestep / 250.0).exp()
+
+    def calculate_denoised(self, sigma, model_output, model_input):
+        sigma = comfy.model_sampling.reshape_sigma(sigma, model_output.ndim)
+        shifted = sigma - self.sigma_min
+        c_skip = self.sigma_data ** 2 / (shifted ** 2 + self.sigma_data ** 2)
+        c_out = shifted * self.sigma_data / (sigma ** 2 + self.sigma_data ** 2) ** 0.5
+        return model_input * c_skip + model_output * c_out
+
+
+def model_sampling_for(sched: dict, where: Path | None) -> tuple[type, dict]:
+    """(ComfyUI model sampling class, its sampling settings) for a diffusers scheduler config; a
+    scheduler class or prediction type the pack cannot reproduce is refused, naming it."""
+    name = sched.get("_class_name", "DDPMScheduler")
+    prediction = sched.get("prediction_type", "epsilon")
+    ms = comfy.model_sampling
+    if name in CONSISTENCY_SCHEDULERS:
+        settings = {k: sched.get(k, d) for k, d in (("sigma_min", 0.002), ("sigma_max", 80.0), ("sigma_data", 0.5))}
+        return ConsistencySampling, settings
+    if name in EDM_SCHEDULERS:
+        kinds = {"epsilon": ms.EDM, "v_prediction": ms.V_PREDICTION}
+        if prediction not in kinds:
+            raise ValueError(f"scheduler config {where}: {name} with prediction_type {prediction!r} is not supported "
+                             f"(expected one of {sorted(kinds)})")
+        settings = {k: sched.get(k, d) for k, d in (("sigma_min", 0.002), ("sigma_max", 80.0), ("sigma_data", 0.5))}
+        return type("ModelSampling", (ms.ModelSamplingContinuousEDM, kinds[prediction]), {}), settings
+    if name not in DISCRETE_SCHEDULERS:
+        raise ValueError(f"scheduler config {where}: {name} is not supported: expected a scheduler of the discrete "
+                         f"DDPM schedule ({', '.join(sorted(DISCRETE_SCHEDULERS))}), an EDM one "
+                         f"({', '.join(sorted(EDM_SCHEDULERS))}) or a consistency model's "
+                         f"({', '.join(sorted(CONSISTENCY_SCHEDULERS))})")
+    kinds = {"epsilon": ms.EPS, "v_prediction": ms.V_PREDICTION, "sample": ms.X0}
+    if prediction not in kinds:
+        raise ValueError(f"scheduler config {where}: prediction_type {prediction!r} is not supported (expected one "
+                         f"of {sorted(kinds)})")
+    schedule = {"linear": "sqrt_linear", "scaled_linear": "linear", "squaredcos_cap_v2": "squaredcos_cap_v2"}
+    beta_schedule = sched.get("beta_schedule", "linear")
+    if beta_schedule not in schedule:
+        raise ValueError(f"scheduler config {where}: beta_schedule {beta_schedule!r} is not supported "
+                         f"(expected one of {sorted(schedule)})")
+    if sched.get("trained_betas") is not None:
+        raise ValueError(f"scheduler config {where}: trained_betas (a schedule given as a list) is not supported")
+    # ComfyUI's "linear" is diffusers' "scaled_linear"; diffusers' "linear" is ComfyUI's "sqrt_linear".
+    settings = {"beta_schedule": schedule[beta_schedule], "linear_start": sched.get("beta_start", 1e-4),
+                "linear_end": sched.get("beta_end", 0.02), "timesteps": sched.get("num_train_timesteps", 1000),
+                "zsnr": bool(sched.get("rescale_betas_zero_snr", False))}
+    return type("ModelSampling", (ms.ModelSamplingDiscrete, kinds[prediction]), {}), settings
+
+
+def pixel_vae(channels: int) -> Any:
+    """ComfyUI's identity pixel-space VAE; a grey (1-channel) model's images are shown as RGB and
+    encoded as their channel mean."""
+    vae = comfy.sd.VAE(sd={"pixel_space_vae": torch.tensor(1.0)})
+    if channels == 1:
+        vae.first_stage_model = GreyPixels()
+        vae.latent_channels = 1
+    return vae
+
+
+class GreyPixels(comfy.pixel_space_convert.PixelspaceConversionVAE):
+    def encode(self, pixels: torch.Tensor, *_args, **_kwargs) -> torch.Tensor:
+        return pixels.mean(1, keepdim=True)
+
+    def decode(self, samples: torch.Tensor, *_args, **_kwargs) -> torch.Tensor:
+        return samples.expand(-1, 3, *samples.shape[2:])
+
+
 def load_pixel_ddpm(folder: str | Path) -> tuple[Any, Any]:
-    """(MODEL, VAE) from a diffusers pixel-space DDPM folder in the layout of
+    """(MODEL, VAE) from a diffusers pixel-space UNet2DModel folder in the layout of
     ``google/ddpm-ema-celebahq-256``: unet/config.json + unet/diffusion_pytorch_model.safetensors
-    (or both at the top), scheduler/scheduler_config.json (or scheduler_config.json)."""
+    (or both at the top), scheduler/scheduler_config.json (or scheduler_config.json). Grey (1-channel)
+    or RGB models, trained on the discrete DDPM schedule (ε, v or x0 prediction), EDM's or a
+    consistency model's parametrisation."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -109,24 +213,17 @@ def load_pixel_ddpm(folder: str | Path) -> tuple[Any, Any]:
     sched_path = next((p for p in (folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json")
                        if p.exists()), None)
     sched = _read_json(sched_path, "scheduler config") if sched_path else {}
-    schedule = {"linear": "sqrt_linear", "scaled_linear": "linear", "squaredcos_cap_v2": "squaredcos_cap_v2"}
-    beta_schedule = sched.get("beta_schedule", "linear")
-    if beta_schedule not in schedule:
-        raise ValueError(f"scheduler config {sched_path}: beta_schedule {beta_schedule!r} is not supported "
-                         f"(expected one of {sorted(schedule)})")
-    # ComfyUI's "linear" is diffusers' "scaled_linear"; diffusers' "linear" is ComfyUI's "sqrt_linear".
-    sampling = {"beta_schedule": schedule[beta_schedule], "linear_start": sched.get("beta_start", 1e-4),
-                "linear_end": sched.get("beta_end", 0.02), "timesteps": sched.get("num_train_timesteps", 1000)}
-    prediction = sched.get("prediction_type", "epsilon")
-    model_types = {"epsilon": comfy.model_base.ModelType.EPS, "v_prediction": comfy.model_base.ModelType.V_PREDICTION}
-    if prediction not in model_types:
-        raise ValueError(f"scheduler config {sched_path}: prediction_type {prediction!r} is not supported")
-    if config.get("in_channels", 3) != 3 or config.get("out_channels", 3) != 3:
-        raise ValueError(f"UNet config {unet_dir / 'config.json'}: expected a 3-channel pixel-space model")
+    sampling_class, sampling = model_sampling_for(sched, sched_path)
+    channels = config.get("in_channels", 3)
+    if channels not in (1, 3) or config.get("out_channels", 3) != channels:
+        raise ValueError(f"UNet config {unet_dir / 'config.json'}: {channels} input and "
+                         f"{config.get('out_channels', 3)} output channels; expected a grey (1) or RGB (3) pixel-space "
+                         f"model that predicts as many channels as it takes")
 
-    model_config = PixelDDPMConfig(config, sampling)
+    model_config = PixelDDPMConfig(config, sampling, channels)
     offload = comfy.model_management.unet_offload_device()
-    model = PixelDDPM(model_config, model_types[prediction], device=offload, unet_model=DiffusersUNet)
+    model = PixelDDPM(model_config, device=offload, unet_model=DiffusersUNet)
+    model.model_sampling = sampling_class(model_config)
     try:
         state_dict = load_file(str(weights))
     except Exception as e:
@@ -141,5 +238,4 @@ def load_pixel_ddpm(folder: str | Path) -> tuple[Any, Any]:
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
                                                offload_device=offload)
-    vae = comfy.sd.VAE(sd={"pixel_space_vae": torch.tensor(1.0)})
-    return patcher, vae
+    return patcher, pixel_vae(channels)

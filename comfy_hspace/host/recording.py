@@ -14,7 +14,7 @@ import torch
 
 from ..recorder import HSpaceActivations
 from ..settings import SamplerSettings
-from .latents import model_latent, noise_scale, sampler_sigmas, seed_noise
+from .latents import model_latent, noise_scale, sampler_sigmas, schedule_percents, seed_noise
 from .memory import check_disk, check_fits, kept_bytes, recording_bytes
 from .model_info import bottleneck_shape, model_fingerprint
 from .patch import hspace_clone
@@ -60,6 +60,7 @@ def record_activations(model: Any, positive: Any, negative: Any, latent: dict, s
             callback=lambda step, x0, x, total, b=b: pbar.update_absolute(b * steps + step + 1),
             disable_pbar=True, seed=seed + start).to(comfy.model_management.intermediate_device()))
     activations.finish()
+    activations.percents = schedule_percents(model, activations.timesteps)
     activations.parameters = {"n_samples": n_samples, **sampling.as_dict(), "seed": None if latent_is_noise else seed,
                               "model_fingerprint": model_fingerprint(model)}
     return activations, torch.cat(samples)
@@ -110,6 +111,7 @@ def invert(model: Any, positive: Any, negative: Any, latent: dict, sampling: Sam
         activations.add_noise(noise)
         noises.append(noise.to(comfy.model_management.intermediate_device()))
     activations.finish()
+    activations.percents = schedule_percents(model, activations.timesteps)
     activations.parameters = {"n_samples": n, **sampling.as_dict(), "sampler": "ddim inversion", "seed": None,
                               "model_fingerprint": model_fingerprint(model)}
     return torch.cat(noises), activations

@@ -12,13 +12,14 @@ import comfy.utils
 import torch
 
 from ..directions import Directions
+from ..editing import DELTA, with_call_options
 from ..jacobian import TrajectoryPoint, jacobian_maps, mask_for_latent, top_singular_vectors
 from ..settings import SamplerSettings
 from .autograd import autograd_context, in_place_safe
 from .latents import model_latent, sampler_sigmas
 from .memory import autograd_bytes, check_fits
 from .model_info import bottleneck_shape, image_scale, model_fingerprint
-from .patch import DELTA, hspace_clone
+from .patch import hspace_clone
 
 
 def _traceable_attention(attention: Callable, *args, **kwargs) -> torch.Tensor:
@@ -61,9 +62,8 @@ def at_trajectory_steps(model: Any, positive: Any, negative: Any, latent_image: 
         i = min(range(steps), key=lambda j: abs(schedule[j] - sigma))
         if i in wanted and i not in results and abs(schedule[i] - sigma) <= 1e-5 * max(sigma, 1e-3):
             def eps(delta):
-                options = {**model_options, "transformer_options": {
-                    **model_options.get("transformer_options", {}), DELTA: delta,
-                    "optimized_attention_override": _traceable_attention}}
+                options = with_call_options(model_options, **{DELTA: delta,
+                                                             "optimized_attention_override": _traceable_attention})
                 xs, sigmas = x0.expand(delta.shape[0], *x0.shape[1:]), sigma0.expand(delta.shape[0])
                 with in_place_safe(diffusion_model):
                     return (xs - executor(xs, sigmas, options, seed)) / sigmas.reshape(-1, *[1] * (xs.ndim - 1))

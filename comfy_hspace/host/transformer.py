@@ -1,11 +1,14 @@
-"""Where h lives in a diffusion transformer, and how the pack reads and writes it there.
+"""Where h lives in a diffusion transformer, and how the pack reads and writes it there: one row per
+family (``FAMILIES``), every other model class ComfyUI runs refused with its reason (``REFUSED``).
 
 In a transformer, h is the image tokens of the residual stream after one block, seen as a grid
 [C, rows, columns] (row-major, as every family here patchifies; a video's frames stacked, [C, frames ×
 rows, columns]); text tokens are never touched.
-The block is reached through ComfyUI's own hook, ``transformer_options["patches_replace"]["dit"]
-[(kind, i)]``, on a clone. Nothing here imports ComfyUI's model classes: families are told apart by
-the class names of the diffusion model.
+A block is reached through ComfyUI's own hook, ``transformer_options["patches_replace"]["dit"]
+[(kind, i)]`` (reach "dit hook"), or, in families that have none, through a forward hook on the block
+module that lives for one model call (reach "block hook"; the row's ``layout`` says where the image
+tokens are in the block's output). Nothing here imports ComfyUI's model classes: families are told
+apart by the class names of the diffusion model.
 """
 from __future__ import annotations
 
@@ -24,10 +27,11 @@ RESIDUAL, ATTENTION = "residual stream", "attention output"
 STREAMS = (RESIDUAL, ATTENTION)
 # attribute of a diffusion model that measured its own best block (the embedded DiT): its default
 DEFAULT_BLOCK_ATTRIBUTE = "hspace_default_block"
-# transformer_options keys set for each model call: the latent's token grid and the text tokens
-# that come before the image tokens in a single-stream block
-GRID = "hspace_token_grid"
-TEXT_TOKENS = "hspace_text_tokens"
+DIT_HOOK, BLOCK_HOOK = "dit hook", "block hook"
+# where a block-hooked family's image tokens are in its block's output: a sequence [B, tokens, C] with the
+# image's first or last (then only trailing pad tokens, Z-Image's), or a token grid [B, T, H, W, C] /
+# [T, H, W, B, C]; a block that returns a tuple (HiDream's (image, text)) holds them in its first element
+LAYOUTS = ("first", "last", "BTHWC", "THWBC")
 
 
 @dataclass(frozen=True)
@@ -36,17 +40,26 @@ class Family:
     stacks: tuple[tuple[str, str], ...]  # (hook kind, attribute holding the blocks), in the order they run
     width: str  # attribute (path) holding the residual stream's width
     default_stack: str  # the default block is the middle of this stack
+    reach: str = DIT_HOOK  # ComfyUI's block hook, or a forward hook on the block module for one call
+    layout: str = ""  # block hook: where the image tokens are in a block's output (LAYOUTS)
+    patch: str = "patch_size"  # attribute (path) holding the patch size: an int, (h, w) or (t, h, w)
+    temporal_patch: str = ""  # attribute holding a separate temporal patch size (Cosmos)
+    text_input: str = ""  # attribute (path) of the module taking the text (Null Conditioning); "" where none
     adds_in_place: bool = False  # blocks add their residuals in place (reverse-mode autograd needs care)
     text_first: bool = True  # in a single-stream block, the text tokens come before the image's
     registers: str = ""  # attribute holding learnt tokens put before the text (AuraFlow's)
-    text_mask: bool = False  # the model takes its text's attention mask as an argument (LTXV)
+    text_mask: bool = False  # the model takes its text's attention mask as an argument (LTXV, Mochi, Lumina 2)
     # module (path within a double block) whose output is the image tokens' attention output, projected
     # and before its gate: what FluxSpace edits; "" where the pack does not reach it
     attention_output: str = ""
     recomputes_blocks: bool = False  # blocks run under activation checkpointing: the backward pass calls them again
 
+    def stack(self, dm: Any, kind: str) -> list[torch.nn.Module]:
+        blocks = getattr(dm, dict(self.stacks)[kind])
+        return list(blocks.values()) if isinstance(blocks, torch.nn.ModuleDict) else list(blocks)
+
     def blocks(self, dm: Any) -> list[tuple[str, int]]:
-        return [(kind, i) for kind, attr in self.stacks for i in range(len(getattr(dm, attr)))]
+        return [(kind, i) for kind, _ in self.stacks for i in range(len(self.stack(dm, kind)))]
 
     def default_block(self, dm: Any) -> int:
         if (chosen := getattr(dm, DEFAULT_BLOCK_ATTRIBUTE, None)) is not None:  # a model that knows its own
@@ -57,32 +70,62 @@ class Family:
 
 
 _FLUX_STACKS = (("double_block", "double_blocks"), ("single_block", "single_blocks"))
+_NEXT_DIT = (("block", "layers"),)  # Lumina 2, Z-Image, Omnigen2: the caption and image refiners come first
 # Families with image and text in separate streams for the first blocks default to the middle of
 # those (FluxSpace edits the joint blocks; fixed directions written into late single-stream
 # blocks were reported to do nothing).
 FAMILIES = {
     "OpenAISignatureMMDITWrapper": Family("SD3", (("double_block", "joint_blocks"),), "hidden_size", "double_block",
-                                          attention_output="x_block.attn.proj", recomputes_blocks=True),
-    "Flux": Family("Flux", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True,
+                                          text_input="context_embedder", attention_output="x_block.attn.proj",
+                                          recomputes_blocks=True),
+    # Flux 2 and Chroma Radiance are these classes too (Flux 2 pads its text to 512 tokens)
+    "Flux": Family("Flux", _FLUX_STACKS, "hidden_size", "double_block", text_input="txt_in", adds_in_place=True,
                    attention_output="img_attn.proj"),
-    "Chroma": Family("Chroma", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True,
+    "Chroma": Family("Chroma", _FLUX_STACKS, "hidden_size", "double_block", text_input="txt_in", adds_in_place=True,
                      attention_output="img_attn.proj"),
     # latents with a frame axis of one ([B, 16, 1, H, W]); image tokens only in its blocks
     "QwenImageTransformer2DModel": Family("Qwen-Image", (("double_block", "transformer_blocks"),), "inner_dim",
-                                          "double_block"),
+                                          "double_block", text_input="txt_in"),
     # video: h is every frame's token grid stacked, [C, frames × rows, columns]
-    "WanModel": Family("Wan", (("double_block", "blocks"),), "dim", "double_block"),
-    "HunyuanVideo": Family("HunyuanVideo", _FLUX_STACKS, "hidden_size", "double_block", adds_in_place=True,
-                           text_first=False, attention_output="img_attn.proj"),
+    "WanModel": Family("Wan", (("double_block", "blocks"),), "dim", "double_block", text_input="text_embedding"),
+    # also HunyuanImage 2.1 and HunyuanVideo 1.5
+    "HunyuanVideo": Family("HunyuanVideo", _FLUX_STACKS, "hidden_size", "double_block", text_input="txt_in",
+                           adds_in_place=True, text_first=False, attention_output="img_attn.proj"),
     # video; patch size 1, so its token grid is the latent's
     "LTXVModel": Family("LTXV", (("double_block", "transformer_blocks"),), "inner_dim", "double_block",
-                        adds_in_place=True, text_mask=True),
+                        patch="patchifier.patch_size", text_input="caption_projection", adds_in_place=True,
+                        text_mask=True),
     "MMDiT": Family("AuraFlow", (("double_block", "double_layers"), ("single_block", "single_layers")),
-                    "init_x_linear.out_features", "double_block", registers="register_tokens"),
+                    "init_x_linear.out_features", "double_block", text_input="cond_seq_linear",
+                    registers="register_tokens"),
+    "AsymmDiTJoint": Family("Mochi", (("double_block", "blocks"),), "hidden_size_x", "double_block",
+                            text_input="t5_yproj", text_mask=True, attention_output="attn.proj_x"),
+    "HunYuanDiT": Family("HunyuanDiT", (("double_block", "blocks"),), "hidden_size", "double_block",
+                         attention_output="attn1.out_proj"),
+    # no block hook in ComfyUI 0.3.75: a forward hook on the block module
+    "NextDiT": Family("Lumina 2 / Z-Image", _NEXT_DIT, "dim", "block", reach=BLOCK_HOOK, layout="last",
+                      text_input="cap_embedder", text_mask=True),
+    "OmniGen2Transformer2DModel": Family("Omnigen2", _NEXT_DIT, "hidden_size", "block", reach=BLOCK_HOOK,
+                                         layout="last", text_input="time_caption_embed.caption_embedder",
+                                         text_mask=True),
+    "HiDreamImageTransformer2DModel": Family(
+        "HiDream", (("double_block", "double_stream_blocks"), ("single_block", "single_stream_blocks")), "inner_dim",
+        "double_block", reach=BLOCK_HOOK, layout="first"),
+    "PixArtMS": Family("PixArt", (("block", "blocks"),), "hidden_size", "block", reach=BLOCK_HOOK, layout="first",
+                       text_input="y_embedder"),
+    "MiniTrainDIT": Family("Cosmos Predict2", (("block", "blocks"),), "model_channels", "block", reach=BLOCK_HOOK,
+                           layout="BTHWC", patch="patch_spatial", temporal_patch="patch_temporal"),
+    "GeneralDIT": Family("Cosmos", (("block", "blocks"),), "model_channels", "block", reach=BLOCK_HOOK,
+                         layout="THWBC", patch="patch_spatial", temporal_patch="patch_temporal"),
 }
-NO_HOOK = {  # ComfyUI 0.3.75 has no block hook in these
-    "HiDreamImageTransformer2DModel": "HiDream", "NextDiT": "Lumina 2 / Z-Image", "PixArtMS": "PixArt",
-    "GeneralDIT": "Cosmos", "MiniTrainDIT": "Cosmos",
+REFUSED = {  # diffusion model classes ComfyUI 0.3.75 runs whose h the pack does not read, and why
+    "StageC": "Stable Cascade's stage C is a convolutional UNet without a middle block, whose levels may run their "
+              "blocks several times",
+    "StageB": "Stable Cascade's stage B is a convolutional UNet without a middle block, whose levels may run their "
+              "blocks several times",
+    "AudioDiffusionTransformer": "audio models are out of scope",
+    "ACEStepTransformer2DModel": "audio models are out of scope",
+    "HunYuanDiTPlain": "3-D models are out of scope",
 }
 
 
@@ -94,13 +137,13 @@ def _named(dm: Any, table: dict) -> Any:
 
 
 def family_of(dm: Any) -> Family | None:
-    """The transformer family of a diffusion model; None for anything else. Families whose h the
-    pack cannot reach are refused, naming the family."""
+    """The transformer family of a diffusion model; None for anything else. Models the pack cannot
+    read are refused, naming the model and the reason."""
     family = _named(dm, FAMILIES)
     if family is not None:
         return family
-    if (name := _named(dm, NO_HOOK)) is not None:
-        raise ValueError(f"model: {name} has no block hook in this ComfyUI, so its h cannot be read or edited")
+    if (reason := _named(dm, REFUSED)) is not None:
+        raise ValueError(f"model: {type(dm).__name__} is not read by this pack: {reason}")
     return None
 
 
@@ -119,7 +162,7 @@ class Site:
         return where if self.stream == RESIDUAL else f"{where} {self.stream}"
 
     def block_module(self, dm: Any) -> torch.nn.Module:
-        return getattr(dm, dict(self.family.stacks)[self.kind])[self.index]
+        return self.family.stack(dm, self.kind)[self.index]
 
     def attention_module(self, dm: Any) -> torch.nn.Module:
         """The module whose output is h at an attention-output site."""
@@ -137,7 +180,7 @@ def site_of(model: Any) -> Site | None:
     block = model.model_options.get(BLOCK_OPTION)
     block = family.default_block(dm) if block is None else block
     if not 0 <= block < len(blocks):
-        counts = ", ".join(f"{len(getattr(dm, attr))} {kind.replace('_', '-')}" for kind, attr in family.stacks)
+        counts = ", ".join(f"{len(family.stack(dm, kind))} {kind.replace('_', '-')}" for kind, _ in family.stacks)
         raise ValueError(f"block: {block} is outside this {family.name} model's blocks 0 … {len(blocks) - 1} "
                          f"({counts})")
     kind, index = blocks[block]
@@ -151,9 +194,13 @@ def site_of(model: Any) -> Site | None:
     return Site(family, kind, index, block, stream)
 
 
+def _attribute(dm: Any, path: str) -> Any:
+    return functools.reduce(getattr, path.split("."), dm)
+
+
 def width(model: Any) -> int:
     dm = model.get_model_object("diffusion_model")
-    return int(functools.reduce(getattr, family_of(dm).width.split("."), dm))
+    return int(_attribute(dm, family_of(dm).width))
 
 
 def tokens_before_image(site: Site, dm: Any, text_tokens: int) -> int:
@@ -169,27 +216,64 @@ def token_grid(model: Any, latent_shape: tuple[int, ...]) -> tuple[int, int]:
     """(rows, columns) of image tokens for a latent [..., H, W] or [..., frames, H, W], the latent padded
     to whole patches; a video's frames are stacked, frames × rows (its tokens run frame by frame)."""
     dm = model.get_model_object("diffusion_model")
-    patch = dm.patchifier.patch_size if hasattr(dm, "patchifier") else dm.patch_size  # LTXV's is its patchifier's
+    family = family_of(dm)
+    patch = _attribute(dm, family.patch)
     pt, ph, pw = (1, patch, patch) if isinstance(patch, int) else (1, *patch) if len(patch) == 2 else tuple(patch)
+    if family.temporal_patch:
+        pt = _attribute(dm, family.temporal_patch)
     frames = math.ceil(latent_shape[-3] / pt) if len(latent_shape) == 5 else 1
     return frames * math.ceil(latent_shape[-2] / ph), math.ceil(latent_shape[-1] / pw)
+
+
+def read_tokens(layout: str, out: Any, count: int, dm: Any) -> torch.Tensor:
+    """The ``count`` image tokens [B, count, C] of a block's output in a block-hooked family's layout."""
+    if isinstance(out, tuple):
+        return read_tokens(layout, out[0], count, dm)
+    if layout == "BTHWC":
+        return out.flatten(1, 3)
+    if layout == "THWBC":
+        return out.permute(3, 0, 1, 2, 4).flatten(1, 3)
+    start = _image_start(layout, out.shape[1], count, dm)
+    return out[:, start:start + count]
+
+
+def write_tokens(layout: str, out: Any, tokens: torch.Tensor, dm: Any) -> Any:
+    """The block's output with its image tokens replaced by ``tokens`` [B, count, C]; the rest as it was."""
+    if isinstance(out, tuple):
+        return (write_tokens(layout, out[0], tokens, dm), *out[1:])
+    if layout == "BTHWC":
+        return tokens.reshape(out.shape)
+    if layout == "THWBC":
+        t, h, w, b, c = out.shape
+        return tokens.reshape(b, t, h, w, c).permute(1, 2, 3, 0, 4)
+    start = _image_start(layout, out.shape[1], tokens.shape[1], dm)
+    return torch.cat([out[:, :start], tokens, out[:, start + tokens.shape[1]:]], dim=1)
+
+
+def _image_start(layout: str, length: int, count: int, dm: Any) -> int:
+    if layout == "first":
+        return 0
+    multiple = getattr(dm, "pad_tokens_multiple", None)  # Z-Image pads the image tokens to a multiple of 32
+    return length - count - ((-count) % multiple if multiple else 0)
 
 
 def empty_conditioning(model: Any) -> list:
     """A CONDITIONING shaped for a transformer without its text encoders: one zero context token of
     the width the model takes, and a zero pooled vector where the model takes one (none for Chroma,
-    which ComfyUI still asks for; Flux's guidance then defaults to ComfyUI's 3.5)."""
+    which ComfyUI still asks for; Flux's guidance then defaults to ComfyUI's 3.5). Families that take
+    several text encoders' outputs (HiDream, HunyuanDiT, Cosmos) are refused, naming them."""
     dm = model.get_model_object("diffusion_model")
-    # the text input: SD3's, Flux's / Chroma's / Qwen-Image's, Wan's, AuraFlow's, LTXV's
-    text_in = next(getattr(dm, a) for a in ("context_embedder", "txt_in", "text_embedding", "cond_seq_linear",
-                                            "caption_projection") if hasattr(dm, a))
+    family = family_of(dm)
+    if not family.text_input:
+        raise ValueError(f"model: {family.name} takes more than one text input; connect its text encoders "
+                         f"(CLIP Text Encode) instead of Null Conditioning")
     extra = {"pooled_output": None}
-    if family_of(dm).text_mask:
+    if family.text_mask:
         extra["attention_mask"] = torch.ones(1, 1, dtype=torch.long)  # as a tokenizer's: integers, 1 = attend
     pooled = getattr(dm, "y_embedder", None) or getattr(dm, "vector_in", None)  # SD3's, Flux's pooled input
-    if pooled is not None:
+    if pooled is not None and family.text_input != "y_embedder":  # PixArt's y_embedder is its text input
         extra["pooled_output"] = torch.zeros(1, _first_linear(pooled).in_features)
-    return [[torch.zeros(1, 1, _first_linear(text_in).in_features), extra]]
+    return [[torch.zeros(1, 1, _first_linear(_attribute(dm, family.text_input)).in_features), extra]]
 
 
 def _first_linear(module: torch.nn.Module) -> torch.nn.Linear:
