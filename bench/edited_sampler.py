@@ -5,9 +5,10 @@ Edit in the stock KSampler against the stock KSampler (target ≤ 1.02×), the E
 against the Edited Sampler with a zero edit (both terms ≤ 1.05×, asymmetric ≤ 2.1×). The model is
 a pixel-space UNet2DModel of the embedded default's architecture
 (scripts/train_ddpm.py's UNET_CONFIG, 32×32 images) with random weights: timing does not depend on them.
-Then the same Apply H-space Edit ratio on the tiny SD3- and Flux-shaped transformers of the tests
-(scripts/tiny_models.py), at a 32×32 latent (256 image tokens, the most the tiny SD3 takes), h at
-each family's default block.
+Then the same Apply H-space Edit ratio on the tiny SD3-, Flux- and Z-Image-shaped transformers of the
+tests (scripts/tiny_models.py), at a 32×32 latent (256 image tokens, the most the tiny SD3 takes), h at
+each family's default block: SD3's and Flux's through ComfyUI's block hook, Z-Image's through a forward
+hook on its block for each model call.
 Usage: .venv/bin/python bench/edited_sampler.py [--steps 20] [--batch 8] [--repeats 9]
 """
 from __future__ import annotations
@@ -81,7 +82,7 @@ def main() -> None:
     print(f"Edited Sampler, zero edit      {plain_es:.3f} s  ({plain_es / plain:.3f}× the KSampler node)")
     print(f"both terms / zero edit         {both / plain_es:.3f}×  (target ≤ 1.05)")
     print(f"asymmetric / zero edit         {asyrp / plain_es:.3f}×  (target ≤ 2.1)")
-    for kind in ("sd3", "flux"):
+    for kind in ("sd3", "flux", "zimage"):
         result[f"apply_edit_ratio_{kind}"] = round(transformer_ratio(kind, a), 3)
     print(json.dumps(result))
 

@@ -99,15 +99,9 @@ def attribute_direction(positive: HSpaceActivations, negative: HSpaceActivations
                         scores: torch.Tensor | None = None, count: int = 0, space: str = "h",
                         name: str = "attribute", column: int = 0, method: str = "regression",
                         start_percent: float = 0.0) -> Directions:
-    """The direction of one attribute, per timestep (or in x_T, for the paper's comparison).
-
-    With ``scores`` ([N] or [N, J], one row per recorded sample of ``positive``; ``column`` is the
-    attribute's): ``method`` "mean difference" is the paper's, the ``count`` highest- minus the
-    ``count`` lowest-scored samples' mean; "regression" holds the other columns fixed
-    (``score_regression``), so an attribute that comes with others in the samples, or that the
-    classifier reads worse next to another (eyes behind glasses), does not carry them along.
-    Without scores, positives and negatives are all samples of ``positive`` and of ``negative``
-    (labelled images, or the same seeds under a label pair).
+    """The direction of one attribute, per timestep (or in x_T, for the paper's comparison): from
+    ``scores`` of the recorded samples (``scored_difference``), or from two sets of activations
+    (``set_difference``), gated to act from ``start_percent`` of the schedule on.
 
     An h direction is zero before ``start_percent`` of the schedule (ComfyUI's percent, read from the
     activations' ``percents``, so the same on DDPM, EDM and flow models): an edit in the early,
@@ -116,54 +110,75 @@ def attribute_direction(positive: HSpaceActivations, negative: HSpaceActivations
     same edit later changes the attribute alone, if it is not already decided."""
     if space not in SPACES:
         raise ValueError(f"space: expected one of {SPACES}, got {space!r}")
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     if not 0.0 <= start_percent < 1.0:
         raise ValueError(f"start_percent: expected 0 ≤ start_percent < 1, got {start_percent}")
-    timesteps = positive.timesteps
     if scores is not None:
-        scores = scores.reshape(scores.shape[0], -1)
-        if scores.shape[0] != positive.kept_noises:
-            raise ValueError(f"scores: {scores.shape[0]} scores for {positive.kept_noises} recorded samples")
-        read = positive.trajectories if space == "h" else positive.sample_noises
-        if method == "regression":
-            w = score_regression(read, scores, column, count)
-        else:  # only the chosen samples' rows are read back
-            top, bottom = top_and_bottom(scores[:, column], count)
-            w = mean_difference(read(top), read(bottom))
-        if space == "x_T":
-            w = w[None]
-        source = {"source": "scores", "count": count, "method": method}
+        w, source = scored_difference(positive, scores, count, space, column, method)
     elif negative is not None:
-        if positive.h_shape != negative.h_shape:
-            raise ValueError(f"negative: h shape {list(negative.h_shape)} does not match the positives' "
-                             f"{list(positive.h_shape)} (images of different sizes?)")
-        if space == "h":
-            nearest = (timesteps[:, None] - negative.timesteps[None]).abs().argmin(1)
-            w = positive.means() - negative.means()[nearest]
-        else:
-            w = (positive.mean_noise() - negative.mean_noise())[None]
-        source = {"source": "two sets", "n_positive": positive.n_samples, "n_negative": negative.n_samples}
-        if negative.parameters.get("model_fingerprint") != positive.parameters.get("model_fingerprint"):
-            raise ValueError("negative: recorded on another model than the positives")
+        w, source = set_difference(positive, negative, space)
     else:
         raise ValueError("negative / scores: connect scores (classifier annotation of the positives' samples) or "
                          "negative activations (labelled images, or the same seeds under the other label)")
     if not w.abs().max() > 0:
         raise ValueError(f"positive / negative: their mean {space} is identical, there is no direction (in x_T, "
                          f"a label pair sampled from the same seeds starts from the same noise)")
+    timesteps = positive.timesteps
     if space == "h" and start_percent > 0:
-        if positive.percents is None:
-            raise ValueError("start_percent: these activations do not say where their timesteps lie in the "
-                             "schedule; record them with the HSpace Hook or Invert Image")
-        w = w * (positive.percents >= start_percent - 1e-9).to(w)[:, None, None, None]
-        if not w.abs().max() > 0:
-            raise ValueError(f"start_percent: no recorded timestep lies after {start_percent} of the schedule "
-                             f"(the latest is at {positive.percents.max().item():.4g})")
+        w = _from_percent(w, positive, start_percent)
     return Directions(w.float()[None], timesteps if space == "h" else timesteps[:1], [name], method="attribute",
                       model_fingerprint=positive.parameters.get("model_fingerprint", ""), units="mean difference",
                       parameters={**source, "steps": positive.parameters.get("steps"),
                                   "start_percent": start_percent if space == "h" else 0.0}, space=space)
+
+
+def scored_difference(activations: HSpaceActivations, scores: torch.Tensor, count: int, space: str, column: int,
+                      method: str) -> tuple[torch.Tensor, dict]:
+    """(w [T, C, H, W] or [1, …] in x_T, how it was made) from ``scores`` ([N] or [N, J], one row per
+    recorded sample; ``column`` is the attribute's): ``method`` "mean difference" is the paper's, the
+    ``count`` highest- minus the ``count`` lowest-scored samples' mean; "regression" holds the other
+    columns fixed (``score_regression``), so an attribute that comes with others in the samples, or
+    that the classifier reads worse next to another (eyes behind glasses), does not carry them along."""
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    scores = scores.reshape(scores.shape[0], -1)
+    if scores.shape[0] != activations.kept_noises:
+        raise ValueError(f"scores: {scores.shape[0]} scores for {activations.kept_noises} recorded samples")
+    read = activations.trajectories if space == "h" else activations.sample_noises
+    if method == "regression":
+        w = score_regression(read, scores, column, count)
+    else:  # only the chosen samples' rows are read back
+        top, bottom = top_and_bottom(scores[:, column], count)
+        w = mean_difference(read(top), read(bottom))
+    return (w[None] if space == "x_T" else w), {"source": "scores", "count": count, "method": method}
+
+
+def set_difference(positive: HSpaceActivations, negative: HSpaceActivations, space: str
+                   ) -> tuple[torch.Tensor, dict]:
+    """(w, how it was made): all samples of ``positive`` minus all of ``negative`` (labelled images, or
+    the same seeds under a label pair), per timestep of the positives."""
+    if positive.h_shape != negative.h_shape:
+        raise ValueError(f"negative: h shape {list(negative.h_shape)} does not match the positives' "
+                         f"{list(positive.h_shape)} (images of different sizes?)")
+    if negative.parameters.get("model_fingerprint") != positive.parameters.get("model_fingerprint"):
+        raise ValueError("negative: recorded on another model than the positives")
+    if space == "h":
+        nearest = (positive.timesteps[:, None] - negative.timesteps[None]).abs().argmin(1)
+        w = positive.means() - negative.means()[nearest]
+    else:
+        w = (positive.mean_noise() - negative.mean_noise())[None]
+    return w, {"source": "two sets", "n_positive": positive.n_samples, "n_negative": negative.n_samples}
+
+
+def _from_percent(w: torch.Tensor, activations: HSpaceActivations, start_percent: float) -> torch.Tensor:
+    """w with its timesteps before ``start_percent`` of the schedule set to zero."""
+    if activations.percents is None:
+        raise ValueError("start_percent: these activations do not say where their timesteps lie in the "
+                         "schedule; record them with the HSpace Hook or Invert Image")
+    w = w * (activations.percents >= start_percent - 1e-9).to(w)[:, None, None, None]
+    if not w.abs().max() > 0:
+        raise ValueError(f"start_percent: no recorded timestep lies after {start_percent} of the schedule "
+                         f"(the latest is at {activations.percents.max().item():.4g})")
+    return w
 
 
 def disentangle_directions(primary: Directions, others: Directions) -> Directions:
