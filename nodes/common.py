@@ -19,10 +19,10 @@ CATEGORY = "h-space"
 DIRECTIONS_FOLDER = "hspace_directions"
 DISCOVERY_FOLDER = "hspace_discovery"  # Discovery Trainer states
 AVI_FOLDER = "hspace_avi"  # AVI Φ networks
-# Tooltips of the inputs many nodes share with ComfyUI's own samplers.
 # the transformer families the pack reads, from its one table of them (host/transformer.py)
 TRANSFORMERS = ", ".join(dict.fromkeys(f.name for f in FAMILIES.values()))
 ATTENTION_FAMILIES = ", ".join(f.name for f in FAMILIES.values() if f.attention_output)
+# Tooltips of the inputs many nodes share with ComfyUI's own samplers.
 TIPS = {
     "model": f"The diffusion model: an SD1.x/SD2.x/SDXL UNet, a pixel DDPM (diffusers), or a transformer "
              f"({TRANSFORMERS}; H-space Block picks its block).",

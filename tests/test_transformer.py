@@ -18,9 +18,8 @@ KINDS = ["sd3", "flux", "chroma", "qwen", "wan", "hunyuan_video", "auraflow", "l
 # read through a forward hook on the block module (Lumina 2 / Z-Image, HiDream, PixArt, Cosmos, Omnigen2)
 ALL_KINDS = list(DITS)
 GRID = {kind: (16, 20) if kind == "pixart_sigma" else (8, 6) for kind in ALL_KINDS}
-WIDTH_OF = {"sd3": 128, "zimage": 256, "mochi": 32}
 # the residual stream's width in tiny_models' configs
-WIDTH = {"sd3": 128, "flux": 64, "chroma": 64, "qwen": 64, "wan": 64, "hunyuan_video": 64, "auraflow": 64, "ltxv": 64}
+WIDTH = {kind: {"sd3": 128, "zimage": 256, "mochi": 32}.get(kind, 64) for kind in DITS}
 LATENT = {"samples": torch.zeros(1, 16, 16, 12)}  # 8 × 6 tokens of 2 × 2: rows and columns told apart
 PATCH_ONE = {"samples": torch.zeros(1, 16, 8, 6)}  # 8 × 6 tokens for LTXV, which patchifies at 1 (KSampler makes
 # an empty latent [1, 128, 1, 8, 6] of it)
@@ -61,7 +60,7 @@ def test_edit_at_a_block_moves_the_output_and_strength_zero_is_stock(pack, model
     options, weights = repr(model.model_options), {n: p.clone() for n, p in model.model.named_parameters()}
     before = stock(model, cond)
     d = random(model)
-    assert d.h_shape == (WIDTH_OF.get(kind, 64), *GRID[kind])
+    assert d.h_shape == (WIDTH[kind], *GRID[kind])
     zero = pack.nodes.EditedSampler.execute(
         model=model, positive=cond, negative=cond, latent_image=latent_for(model), directions=d, seed=5, steps=4,
         cfg=1.0, sampler_name="euler", scheduler="simple", strengths="0", sweep="", start_percent=0.0, end_percent=1.0,

@@ -68,4 +68,3 @@ def schedule_percents(model: Any, timesteps: torch.Tensor) -> torch.Tensor:
             low, high = (middle, high) if float(model_sampling.percent_to_sigma(middle)) > sigma else (low, middle)
         percents.append((low + high) / 2)
     return torch.tensor(percents, dtype=torch.float64)
-

@@ -42,11 +42,11 @@ def is_flow(model: Any) -> bool:
     """A flow-matching model (SD3, Flux, …): x_σ = (1 − σ)·x0 + σ·ε, ComfyUI's CONST sampling; False for
     x_σ = x0 + σ·ε (EPS and its kin: v, x0, EDM). Any other parametrisation (Cosmos Predict2's rectified
     flow) is refused: the asymmetric step, inversion and the Discovery chain know only these two."""
-    kinds = {c.__name__ for c in type(model.get_model_object("model_sampling")).__mro__}
+    kinds = [c.__name__ for c in type(model.get_model_object("model_sampling")).__mro__]
     if "CONST" in kinds or "EPS" in kinds:
         return "CONST" in kinds
-    name = next(iter(kinds & {"COSMOS_RFLOW"}), type(model.get_model_object("model_sampling")).__name__)
-    raise ValueError(f"model: its sampling ({name}) is neither x0 + σ·ε nor flow matching; the asymmetric mode, "
+    named = ", ".join(k for k in kinds[1:] if k not in ("Module", "object"))
+    raise ValueError(f"model: its sampling ({named}) is neither x0 + σ·ε nor flow matching; the asymmetric mode, "
                      f"Invert Image and the Discovery Trainer do not support it (both-terms edits, the Hook and "
                      f"Jacobian Directions do)")
 
@@ -118,8 +118,8 @@ def check_directions_fit(model: Any, directions: Directions, latent_shape: tuple
 
 
 # image pixels per latent pixel, by ComfyUI's latent format class; 8 for any other (the SD VAEs' and most)
-LATENT_SCALE = {"ChromaRadiance": 1, "GreyLatent": 1, "Flux2": 16, "Wan22": 16, "HunyuanVideo15": 16,
-                "HunyuanImage21": 32, "LTXV": 32, "Mochi": 8, "Cosmos1CV8x8x8": 8}
+LATENT_SCALE = {"ChromaRadiance": 1, "Flux2": 16, "Wan22": 16, "HunyuanVideo15": 16, "HunyuanImage21": 32,
+                "LTXV": 32}
 
 
 def image_scale(model: Any) -> int:

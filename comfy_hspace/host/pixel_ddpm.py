@@ -137,16 +137,16 @@ def model_sampling_for(sched: dict, where: Path | None) -> tuple[type, dict]:
     name = sched.get("_class_name", "DDPMScheduler")
     prediction = sched.get("prediction_type", "epsilon")
     ms = comfy.model_sampling
+    # continuous σ (EDM, consistency): diffusers' defaults where the config leaves them out
+    continuous = {k: sched.get(k, d) for k, d in (("sigma_min", 0.002), ("sigma_max", 80.0), ("sigma_data", 0.5))}
     if name in CONSISTENCY_SCHEDULERS:
-        settings = {k: sched.get(k, d) for k, d in (("sigma_min", 0.002), ("sigma_max", 80.0), ("sigma_data", 0.5))}
-        return ConsistencySampling, settings
+        return ConsistencySampling, continuous
     if name in EDM_SCHEDULERS:
         kinds = {"epsilon": ms.EDM, "v_prediction": ms.V_PREDICTION}
         if prediction not in kinds:
             raise ValueError(f"scheduler config {where}: {name} with prediction_type {prediction!r} is not supported "
                              f"(expected one of {sorted(kinds)})")
-        settings = {k: sched.get(k, d) for k, d in (("sigma_min", 0.002), ("sigma_max", 80.0), ("sigma_data", 0.5))}
-        return type("ModelSampling", (ms.ModelSamplingContinuousEDM, kinds[prediction]), {}), settings
+        return type("ModelSampling", (ms.ModelSamplingContinuousEDM, kinds[prediction]), {}), continuous
     if name not in DISCRETE_SCHEDULERS:
         raise ValueError(f"scheduler config {where}: {name} is not supported: expected a scheduler of the discrete "
                          f"DDPM schedule ({', '.join(sorted(DISCRETE_SCHEDULERS))}), an EDM one "
