@@ -19,7 +19,7 @@ import torch
 from comfy_hspace import classifier, faces  # noqa: E402
 from comfy_hspace.attribute import attribute_direction  # noqa: E402
 from comfy_hspace.host import embedded  # noqa: E402
-from comfy_hspace.host.model_info import bottleneck_shape  # noqa: E402
+from comfy_hspace.host.architectures import site_of  # noqa: E402
 from comfy_hspace.host.recording import record_activations  # noqa: E402
 from comfy_hspace.settings import SamplerSettings  # noqa: E402
 
@@ -46,7 +46,7 @@ def main() -> None:
         annotate(model, vae, 2 * a.batch, a.batch, 2)
         print_peak(peak_during(lambda: annotate(model, vae, a.child, a.batch, a.steps)))
         return
-    h_values = a.steps * math.prod(bottleneck_shape(model, LATENT["samples"].shape))
+    h_values = a.steps * math.prod(site_of(model).h_shape(LATENT["samples"].shape))
     result = {}
     for n in (256, 1024):
         peak, before = peak_in_child(__file__, ["--child", str(n), "--batch", str(a.batch), "--steps", str(a.steps)])

@@ -23,7 +23,7 @@ from bench_common import interleaved_medians, random_embedded_model
 import nodes as comfy_nodes  # noqa: E402
 from comfy_hspace.directions import TIME_INVARIANT, Directions  # noqa: E402
 from comfy_hspace.host.edited_sampling import edited_model, edited_sample  # noqa: E402
-from comfy_hspace.host.model_info import bottleneck_shape  # noqa: E402
+from comfy_hspace.host.architectures import site_of  # noqa: E402
 from comfy_hspace.settings import EditSettings, SamplerSettings  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     a = parser.parse_args()
     model, cond = random_embedded_model()  # progress bars are off: the stock path would pay for a tqdm bar
     latent = {"samples": torch.zeros(a.batch, 3, 32, 32)}
-    shape = bottleneck_shape(model, latent["samples"].shape)
+    shape = site_of(model).h_shape(latent["samples"].shape)
     directions = Directions(torch.randn(2, 1, *shape), torch.tensor([TIME_INVARIANT]), ["a", "b"])
 
     def stock(m=model):
@@ -93,7 +93,7 @@ def transformer_ratio(kind: str, a: argparse.Namespace) -> float:
 
     model, cond = comfy_dit(kind), conditioning(kind)
     latent = {"samples": torch.zeros(a.batch, 16, 32, 32)}
-    shape = bottleneck_shape(model, latent["samples"].shape)
+    shape = site_of(model).h_shape(latent["samples"].shape)
     applied = edited_model(model, Directions(torch.randn(2, 1, *shape), torch.tensor([TIME_INVARIANT]), ["a", "b"]),
                            EditSettings((1.0, 0.5)))
 

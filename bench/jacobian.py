@@ -15,6 +15,7 @@ from bench_common import interleaved_medians  # first: ComfyUI on the path
 import comfy.sample  # noqa: E402
 import torch
 
+from comfy_hspace.host.architectures import site_of  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
 from comfy_hspace.host import embedded  # noqa: E402
 from comfy_hspace.host.trajectory import at_trajectory_steps  # noqa: E402
@@ -55,7 +56,7 @@ def main() -> None:
         return None
 
     with torch.inference_mode():  # as a running prompt
-        at_trajectory_steps(model, null, null, latent, comfy.sample.prepare_noise(latent, 0),
+        at_trajectory_steps(model, site_of(model), null, null, latent, comfy.sample.prepare_noise(latent, 0),
                             SamplerSettings(0, 20, 1.0, "ddim", "ddim_uniform"), wanted=[8], analyse=analyse)
     for r in results:
         print(f"batch {r['batch']}: forward {r['forward_s'] * 1000:.1f} ms, power iteration "

@@ -39,8 +39,11 @@ class HSpaceEdit:
         if self.apply_to not in APPLY_TO:
             raise ValueError(f"apply_to: expected one of {APPLY_TO}, got {self.apply_to!r}")
 
-    def active(self, sigma: float) -> bool:
-        return self.sigma_end <= sigma <= self.sigma_start
+    def part(self, index: int, count: int, weight: float) -> HSpaceEdit:
+        """The edit of one of ``count`` blocks whose h are stacked along the channels: its slice, times
+        ``weight``."""
+        offsets = self.offsets.chunk(count, dim=1)[index] * weight
+        return HSpaceEdit(offsets, self.timesteps, self.sigma_start, self.sigma_end, self.apply_to)
 
     def offsets_like(self, h: torch.Tensor) -> torch.Tensor:
         key = (h.device, h.dtype)

@@ -10,8 +10,7 @@ import comfy.samplers
 import folder_paths
 from comfy_api.latest import io
 
-from comfy_hspace.host import embedded
-from comfy_hspace.host.transformer import FAMILIES
+from comfy_hspace.host import architectures, embedded
 
 Directions = io.Custom("HSPACE_DIRECTIONS")
 Activations = io.Custom("HSPACE_ACTIVATIONS")
@@ -19,13 +18,14 @@ CATEGORY = "h-space"
 DIRECTIONS_FOLDER = "hspace_directions"
 DISCOVERY_FOLDER = "hspace_discovery"  # Discovery Trainer states
 AVI_FOLDER = "hspace_avi"  # AVI Φ networks
-# the transformer families the pack reads, from its one table of them (host/transformer.py)
-TRANSFORMERS = ", ".join(dict.fromkeys(f.name for f in FAMILIES.values()))
-ATTENTION_FAMILIES = ", ".join(f.name for f in FAMILIES.values() if f.attention_output)
+# the architectures the pack reads, from its one table of them (host/architectures.py)
+UNETS = " or ".join(row.name for row in architectures.UNETS)
+TRANSFORMERS = ", ".join(row.name for row in architectures.TRANSFORMERS)
+ATTENTION_FAMILIES = ", ".join(row.name for row in architectures.TRANSFORMERS if row.attention_output)
 # Tooltips of the inputs many nodes share with ComfyUI's own samplers.
 TIPS = {
-    "model": f"The diffusion model: an SD1.x/SD2.x/SDXL UNet, a pixel DDPM (diffusers), or a transformer "
-             f"({TRANSFORMERS}; H-space Block picks its block).",
+    "model": f"The diffusion model: a {UNETS}, or a transformer ({TRANSFORMERS}; H-space Block picks its "
+             f"block(s)).",
     "positive": "Conditioning of the samples (prompt or label).",
     "negative": "Negative conditioning, used with cfg > 1.",
     "vae": "Decodes the samples to images (encodes, for Invert Image).",

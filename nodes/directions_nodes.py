@@ -5,7 +5,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from comfy_hspace import directions as D
-from comfy_hspace.host.model_info import bottleneck_shape, model_fingerprint
+from comfy_hspace.host.architectures import site_of
 
 from .common import (
     CATEGORY,
@@ -94,8 +94,9 @@ class RandomDirections(io.ComfyNode):
     def execute(cls, model, latent_image, count, seed, rms, like=None) -> io.NodeOutput:
         if like is not None:
             return io.NodeOutput(D.random_like(like, seed))
-        shape = bottleneck_shape(model, latent_image["samples"].shape)
-        return io.NodeOutput(D.random_directions(count, shape, seed, rms, model_fingerprint(model)))
+        site = site_of(model)
+        shape = site.h_shape(latent_image["samples"].shape)
+        return io.NodeOutput(D.random_directions(count, shape, seed, rms, site.fingerprint()))
 
 
 class SelectDirections(io.ComfyNode):
@@ -175,7 +176,7 @@ class ResizeDirections(io.ComfyNode):
 
     @classmethod
     def execute(cls, directions, model, latent_image) -> io.NodeOutput:
-        channels, height, width = bottleneck_shape(model, latent_image["samples"].shape)
+        channels, height, width = site_of(model).h_shape(latent_image["samples"].shape)
         if channels != directions.h_shape[0]:
             raise ValueError(f"directions: {directions.h_shape[0]} channels, but this model's h has {channels}; "
                              f"resizing changes only height and width")

@@ -5,10 +5,10 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from comfy_hspace.host.architectures import ARCHITECTURES, null_conditioning
 from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
-from comfy_hspace.host.transformer import empty_conditioning, family_of
 
-from .common import CATEGORY, TRANSFORMERS
+from .common import CATEGORY
 
 
 def model_folders() -> list[str]:
@@ -46,15 +46,20 @@ class PixelDDPMLoader(io.ComfyNode):
         return io.NodeOutput(*load_pixel_ddpm(path))
 
 
+SHAPED = ", ".join(row.name for row in ARCHITECTURES.values() if row.text_input)
+UNSHAPED = ", ".join(row.name for row in ARCHITECTURES.values() if not row.text_input and not row.unconditional)
+
+
 class NullConditioning(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="HSpaceNullConditioning", display_name="Null Conditioning (h-space)", category=CATEGORY,
             description="An empty CONDITIONING for unconditional models such as a pixel DDPM; with a transformer "
-                        f"model ({TRANSFORMERS}) one shaped for it (a zero text token of its width, a zero pooled "
-                        "vector where it takes one, a text mask where it takes one), so it samples without text "
-                        "encoders; families that take several text encoders' outputs are refused with their name.",
+                        f"model ({SHAPED}) one shaped for it (a zero text token of its width, a zero pooled vector "
+                        "where it takes one, a text mask where it takes one), so it samples without text encoders. "
+                        f"Models that take their text only through their own encoders ({UNSHAPED}) are refused "
+                        "with their name.",
             inputs=[io.Model.Input("model", optional=True,
                                    tooltip="A transformer to shape the conditioning for; none: a pixel DDPM's.")],
             outputs=[io.Conditioning.Output()],
@@ -62,6 +67,6 @@ class NullConditioning(io.ComfyNode):
 
     @classmethod
     def execute(cls, model=None) -> io.NodeOutput:
-        if model is None or family_of(model.get_model_object("diffusion_model")) is None:
+        if model is None:  # a pixel DDPM's
             return io.NodeOutput([[torch.zeros(1, 1, 1), {}]])
-        return io.NodeOutput(empty_conditioning(model))
+        return io.NodeOutput(null_conditioning(model.get_model_object("diffusion_model")))

@@ -33,6 +33,7 @@ import comfy.supported_models  # noqa: E402
 
 from comfy_hspace import faces  # noqa: E402
 from comfy_hspace.host import pixel_dit  # noqa: E402
+from comfy_hspace.host.architectures import architecture_of  # noqa: E402
 from comfy_hspace.host.autograd import in_place_safe  # noqa: E402
 from tiny_models import init_weights  # noqa: E402
 
@@ -72,7 +73,7 @@ def velocity(dm: torch.nn.Module, xt: torch.Tensor, t: torch.Tensor, y: torch.Te
     """The model's v at x_t, t ∈ [0, 1], for class labels y."""
     if not isinstance(dm, comfy.ldm.chroma.model.Chroma):
         return train_dit.velocity(dm, xt, t, y)
-    with in_place_safe(dm):  # timesteps in [0, 1], no pooled vector, guidance unused
+    with in_place_safe(architecture_of(dm)):  # timesteps in [0, 1], no pooled vector, guidance unused
         return dm(xt, t, context=pixel_dit.label_tokens(y), guidance=torch.zeros_like(t))
 
 

@@ -21,6 +21,9 @@ Euler for the DiT; ComfyUI's "ddim" sampler is both):
 With --attention, h is the image tokens' attention output inside each block (projected, before its
 gate: where FluxSpace edits) instead of the residual stream after it.
 
+Sites of several blocks (``--block-sets 4-5``) are one h, the blocks' grids stacked along the channels, each
+block edited by its slice (H-space Block's ``blocks``); they take every measure but the transfer.
+
 Usage: .venv/bin/python scripts/measure_blocks.py [--samples 512] [--edits 32] [--blocks 0 1 …] [--attention]
        [--json FILE] [--picture PNG]; --from-json A.json B.json … prints the merged table of earlier (partial) runs
 """
@@ -43,9 +46,10 @@ from comfy_hspace import classifier as C  # noqa: E402
 from comfy_hspace import directions as D  # noqa: E402
 from comfy_hspace import faces  # noqa: E402
 from comfy_hspace.attribute import attribute_direction  # noqa: E402
-from comfy_hspace.host import embedded, model_info  # noqa: E402
+from comfy_hspace.host import embedded  # noqa: E402
 from comfy_hspace.host.edited_sampling import edited_sample  # noqa: E402
-from comfy_hspace.host.transformer import ATTENTION, BLOCK_OPTION, RESIDUAL, STREAM_OPTION  # noqa: E402
+from comfy_hspace.host.architectures import (ATTENTION, BLOCK_OPTION, RESIDUAL, STREAM_OPTION,  # noqa: E402
+                                             parse_blocks, site_of)
 from comfy_hspace.settings import EditSettings, SamplerSettings  # noqa: E402
 
 ATTRIBUTES = ("glasses", "blond", "smile", "eyes_open", "size", "bg_hue")
@@ -53,7 +57,7 @@ SAMPLER = "ddim"  # Euler on a flow model
 SWEEP = [-2.0, -1.0, 0.0, 1.0, 2.0]
 
 
-def at_block(model: Any, block: int, stream: str = RESIDUAL) -> Any:
+def at_block(model: Any, block: int | tuple[int, ...], stream: str = RESIDUAL) -> Any:
     clone = model.clone()
     clone.model_options[BLOCK_OPTION] = block
     clone.model_options[STREAM_OPTION] = stream
@@ -69,7 +73,7 @@ def attribute_directions(activations, scores: torch.Tensor, count: int) -> D.Dir
 def moved_to(model: Any, d: D.Directions) -> D.Directions:
     """The same directions, labelled as found at this model's block (for the transfer measure)."""
     _, _, network = d.model_fingerprint.rpartition("/")
-    return dataclasses.replace(d, model_fingerprint=f"{model_info.h_site(model)}/{network}")
+    return dataclasses.replace(d, model_fingerprint=f"{site_of(model)}/{network}")
 
 
 def effect(edits: Edits, d: D.Directions) -> torch.Tensor:
@@ -140,6 +144,8 @@ def main() -> None:
     p.add_argument("--count", type=int, default=64, help="top and bottom samples per attribute direction")
     p.add_argument("--strengths", type=float, nargs="+", default=[1.0, 2.0, 3.0], help="PCA strengths, in σ")
     p.add_argument("--blocks", type=int, nargs="*", default=None, help="DiT blocks (default: all; none: the UNet only)")
+    p.add_argument("--block-sets", nargs="*", default=[], metavar="SET",
+                   help="also sites of several blocks edited together, as H-space Block's 'blocks' (e.g. 4-5)")
     p.add_argument("--dit", type=Path, default=embedded.DIT_FILE)
     p.add_argument("--no-unet", action="store_true", help="skip the UNet row")
     p.add_argument("--attention", action="store_true", help="h is the blocks' image-token attention output")
@@ -162,6 +168,7 @@ def main() -> None:
     sites = [] if a.no_unet else [("UNet bottleneck", *embedded.load_model())]
     stream, suffix = (ATTENTION, " attention") if a.attention else (RESIDUAL, "")
     sites += [(f"DiT block {k}{suffix}", at_block(dit, k, stream), dit_vae) for k in blocks]
+    sites += [(f"DiT blocks {s}{suffix}", at_block(dit, parse_blocks(s), stream), dit_vae) for s in a.block_sets]
 
     report: dict = {"settings": {k: str(v) for k, v in vars(a).items()}, "sites": {}}
     found = {}

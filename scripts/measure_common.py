@@ -20,6 +20,7 @@ import comfy.utils  # noqa: E402
 
 comfy.utils.PROGRESS_BAR_ENABLED = False  # a tqdm bar per sampling call: noise in the output and time
 
+from comfy_hspace.host.architectures import site_of  # noqa: E402
 from comfy_hspace import discovery as dv  # noqa: E402
 from comfy_hspace.host import embedded  # noqa: E402
 from comfy_hspace.host.discovery import discovery_schedule, new_discovery_trainer, with_denoiser  # noqa: E402
@@ -71,7 +72,7 @@ class DiscoveryRun:
         """``fn(denoise, device)`` with the model's denoiser, unconditional (the embedded model's null
         label), as the Discovery Trainer node runs it."""
         null = embedded.conditioning("null")
-        return with_denoiser(model, null, null, (1, *self.latent_shape[1:]), cfg, fn)
+        return with_denoiser(model, site_of(model), null, null, (1, *self.latent_shape[1:]), cfg, fn)
 
 
 def discovery_run(model: Any, settings: dv.DiscoverySettings, latent_shape: tuple[int, ...], steps: int,
@@ -79,7 +80,7 @@ def discovery_run(model: Any, settings: dv.DiscoverySettings, latent_shape: tupl
     """A new trainer for ``latent_shape`` (its first dimension the batch) on the model's ``steps``-step
     chain, with the tensors of a saved state (discovery.load_state) loaded into it when given."""
     sigmas, timesteps = discovery_schedule(model, steps)
-    trainer = new_discovery_trainer(model, latent_shape, settings, 0)
+    trainer = new_discovery_trainer(site_of(model), latent_shape, settings, 0)
     if tensors is not None:
         dv.load_state_tensors(trainer, tensors)
     return DiscoveryRun(trainer, latent_shape, sigmas, dv.shifted_step_count(timesteps, settings.t_edit),

@@ -77,6 +77,21 @@ HUNYUAN_DIT = {"image_model": "hydit", "patch_size": 2, "in_channels": 4, "hidde
                "num_heads": 2, "mlp_ratio": 2.0, "text_states_dim": 32, "text_states_dim_t5": 32, "text_len": 8,
                "text_len_t5": 8, "qk_norm": True, "size_cond": False, "use_style_cond": False, "learn_sigma": True}
 WAN22_5B_DIT = {**WAN_DIT, "in_dim": 48, "out_dim": 48}
+# Wan 2.1/2.2 variants, each its own class, all sampling from text alone. VACE: a VACE block beside each block
+# (every 5th in the 14B), its 96 context channels the 32 of control frames and 64 of mask that ComfyUI fills in
+WAN_VACE_DIT = {**WAN_DIT, "model_type": "vace", "vace_layers": 2, "vace_in_dim": 96}
+# Camera (Wan 2.1 Fun): image-to-video with 16 start-image channels, zeros without one; its CLIP-vision projection
+# is fixed at 1280 wide (2.4 M parameters)
+WAN_CAMERA_DIT = {**WAN_DIT, "model_type": "camera", "in_dim": 32}
+# S2V: a narrow audio encoder and an audio injector at both blocks (the 14B's at 12 of its 40)
+WAN_S2V_DIT = {**WAN_DIT, "model_type": "s2v", "audio_dim": 32, "audio_inject_layers": [0, 1]}
+# HuMo (the 1.7B, no start-image channels) and Animate (36 input channels, as its checkpoint) have audio, motion
+# and face encoders of fixed widths that sampling from text alone never runs: 40 M and 37 M parameters (Animate's
+# face adapter sits at every 5th block, so 2 blocks have none and take no face video)
+WAN_HUMO_DIT = {**WAN_DIT, "model_type": "humo"}
+WAN_ANIMATE_DIT = {**WAN_DIT, "model_type": "animate", "in_dim": 36}
+# Wan 2.2 Fun with a reference image: its tokens come before the image's in every block
+WAN_REFERENCE_DIT = {**WAN_DIT, "in_dim_ref_conv": 16}
 # ... and those without a block hook. Z-Image's adaLN reads 256 timestep features: width 256 (2.0 M parameters)
 ZIMAGE_DIT = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 256, "cap_feat_dim": 32,
               "n_layers": 2, "n_refiner_layers": 1, "n_heads": 2, "n_kv_heads": 1, "qk_norm": True,
@@ -107,6 +122,14 @@ OMNIGEN2_DIT = {"image_model": "omnigen2", "axes_dim_rope": [8, 12, 12], "axes_l
                 "num_attention_heads": 2, "num_kv_heads": 1, "num_layers": 2, "num_refiner_layers": 1,
                 "out_channels": None, "patch_size": 2, "text_feat_dim": 32, "timestep_scale": 1000.0}
 
+# Cosmos 1: the same patching as Predict2, its token grid [T, H, W, B, C] in the blocks
+COSMOS_DIT = {"image_model": "cosmos", "max_img_h": 240, "max_img_w": 240, "max_frames": 128, "in_channels": 16,
+              "out_channels": 16, "patch_spatial": 2, "patch_temporal": 1, "model_channels": 64, "num_blocks": 2,
+              "num_heads": 2, "mlp_ratio": 2.0, "crossattn_emb_channels": 32, "pos_emb_cls": "rope3d",
+              "use_adaln_lora": True, "adaln_lora_dim": 16, "block_x_format": "THWBD",
+              "extra_per_block_abs_pos_emb": True, "extra_per_block_abs_pos_emb_type": "learnable",
+              "rope_h_extrapolation_ratio": 4.0, "rope_w_extrapolation_ratio": 4.0}
+
 # kind: (ComfyUI model config class, unet config)
 DITS = {"sd3": ("SD3", SD3_DIT), "flux": ("Flux", FLUX_DIT), "chroma": ("Chroma", CHROMA_DIT),
         "qwen": ("QwenImage", QWEN_DIT), "wan": ("WAN21_T2V", WAN_DIT),
@@ -118,7 +141,11 @@ DITS = {"sd3": ("SD3", SD3_DIT), "flux": ("Flux", FLUX_DIT), "chroma": ("Chroma"
         "hunyuan_dit": ("HunyuanDiT", HUNYUAN_DIT), "wan22_5b": ("WAN22_T2V", WAN22_5B_DIT),
         "zimage": ("ZImage", ZIMAGE_DIT), "lumina2": ("Lumina2", LUMINA2_DIT), "hidream": ("HiDream", HIDREAM_DIT),
         "pixart_sigma": ("PixArtSigma", PIXART_SIGMA_DIT),
-        "cosmos_predict2": ("CosmosT2IPredict2", COSMOS_PREDICT2_DIT), "omnigen2": ("Omnigen2", OMNIGEN2_DIT)}
+        "cosmos_predict2": ("CosmosT2IPredict2", COSMOS_PREDICT2_DIT), "omnigen2": ("Omnigen2", OMNIGEN2_DIT),
+        "wan_vace": ("WAN21_Vace", WAN_VACE_DIT), "wan_camera": ("WAN21_Camera", WAN_CAMERA_DIT),
+        "wan_s2v": ("WAN22_S2V", WAN_S2V_DIT), "wan_humo": ("WAN21_HuMo", WAN_HUMO_DIT),
+        "wan_animate": ("WAN22_Animate", WAN_ANIMATE_DIT), "wan_reference": ("WAN21_T2V", WAN_REFERENCE_DIT),
+        "cosmos": ("CosmosT2V", COSMOS_DIT)}
 # latent of each kind: channels, frames (None for images), rows, columns; 8 × 6 tokens of 2 × 2 where it can
 LATENTS = {"sd3": (16, None, 16, 12), "flux": (16, None, 16, 12), "chroma": (16, None, 16, 12),
            "qwen": (16, 1, 16, 12), "wan": (16, 1, 16, 12), "hunyuan_video": (16, 1, 16, 12),
@@ -127,7 +154,9 @@ LATENTS = {"sd3": (16, None, 16, 12), "flux": (16, None, 16, 12), "chroma": (16,
            "hunyuan_video15": (32, 1, 8, 6), "mochi": (12, 1, 16, 12), "hunyuan_dit": (4, None, 16, 12),
            "wan22_5b": (48, 1, 16, 12), "zimage": (16, None, 16, 12), "lumina2": (16, None, 16, 12),
            "hidream": (16, None, 16, 12), "pixart_sigma": (4, None, 32, 40), "cosmos_predict2": (16, 1, 16, 12),
-           "omnigen2": (16, None, 16, 12)}
+           "omnigen2": (16, None, 16, 12), "wan_vace": (16, 1, 16, 12), "wan_camera": (16, 1, 16, 12),
+           "wan_s2v": (16, 1, 16, 12), "wan_humo": (16, 1, 16, 12), "wan_animate": (16, 1, 16, 12),
+           "wan_reference": (16, 1, 16, 12), "cosmos": (16, 1, 16, 12)}
 # PixArt's position table needs (H + W) / 2 > 32 latent pixels; its grid is 16 × 20
 
 PIXEL_UNET = {
@@ -222,7 +251,8 @@ def conditioning(kind: str, seed: int = 0) -> list:
     elif kind == "sd3":
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": torch.randn(1, 64, generator=g)}]]
     elif kind in ("chroma", "qwen", "wan", "auraflow", "chroma_radiance", "hunyuan_image21", "hunyuan_video15",
-                  "wan22_5b", "pixart_sigma", "cosmos_predict2"):
+                  "wan22_5b", "pixart_sigma", "cosmos_predict2", "wan_vace", "wan_camera", "wan_s2v", "wan_humo",
+                  "wan_animate", "wan_reference", "cosmos"):
         return [[torch.randn(1, 5, 32, generator=g), {"pooled_output": None}]]
     elif kind in ("ltxv", "mochi", "zimage", "lumina2", "omnigen2"):
         # its text encoder's attention mask, integers as a tokenizer gives them

@@ -33,7 +33,7 @@ from comfy_hspace import avi
 from comfy_hspace import directions as D
 from comfy_hspace.discovery import STATE_FORMAT
 from comfy_hspace.files import write_safetensors
-from comfy_hspace.host.model_info import model_fingerprint
+from comfy_hspace.host.architectures import site_of
 from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 
 # Nodes without inputs: nothing to refuse.
@@ -60,7 +60,7 @@ def latent(*shape: int, fill: str = "zeros") -> dict:
 
 CLASS_12 = [[torch.zeros(1, 1, 1), {"hspace_class": 12}]]  # a label the embedded faces model does not have
 FLAT = {"model": use("flat")}  # a MODEL whose network has no UNet bottleneck
-NO_BOTTLENECK = r"model: Conv2d has no UNet bottleneck"
+NO_BOTTLENECK = r"model: Conv2d has no h this pack reads"
 
 CASES = [
     # ---- Edited Sampler (h-space): sd15-shaped UNet, 2 directions, latent 4×16×16 (h 64×8×8) ----
@@ -635,7 +635,7 @@ class World:
         if isinstance(kind, bytes):
             path.write_bytes(kind)
             return name
-        meta = {"format": STATE_FORMAT, "model_fingerprint": json.dumps(model_fingerprint(self.pixel)),
+        meta = {"format": STATE_FORMAT, "model_fingerprint": json.dumps(site_of(self.pixel).fingerprint()),
                 "count": json.dumps(5), "step": json.dumps(1)}
         if kind == "foreign":
             meta = {"format": "pt"}

@@ -7,7 +7,7 @@ from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
 import nodes as comfy_nodes  # ComfyUI's nodes.py (the stock KSampler)
 from comfy_hspace.directions import TIME_INVARIANT, Directions, DirectionsError
 from comfy_hspace.editing import EDIT_OFF, sample_asyrp
-from comfy_hspace.host.model_info import bottleneck_shape
+from comfy_hspace.host.architectures import site_of
 from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 
 
@@ -22,7 +22,7 @@ def pixel(tmp_path_factory):
 
 
 def random_directions(model, lat, k=2, seed=0):
-    shape = bottleneck_shape(model, lat["samples"].shape)
+    shape = site_of(model).h_shape(lat["samples"].shape)
     g = torch.Generator().manual_seed(seed)
     return Directions(torch.randn(k, 1, *shape, generator=g), torch.tensor([TIME_INVARIANT]),
                       [f"r{i}" for i in range(k)])

@@ -8,7 +8,7 @@ from tiny_models import comfy_unet, conditioning, save_pixel_ddpm
 
 from comfy_hspace.directions import TIME_INVARIANT
 from comfy_hspace.editing import HSpaceEdit
-from comfy_hspace.host.model_info import bottleneck_shape
+from comfy_hspace.host.architectures import site_of
 from comfy_hspace.host.patch import hspace_clone
 from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 from comfy_hspace.recorder import HSpaceRecorder
@@ -39,11 +39,11 @@ def test_recording_clone_sees_every_call_and_changes_nothing(models, kind):
     before = sample(model, kind)
     options_before = repr(model.model_options)
     recorder = HSpaceRecorder()
-    recorded = sample(hspace_clone(model, recorder=recorder), kind)
+    recorded = sample(hspace_clone(model, site_of(model), recorder=recorder), kind)
     assert torch.equal(recorded, before)
     h, t, chunks = recorder.stacked()
     # 4 steps × (cond + uncond) × batch 2; h has the bottleneck's shape
-    assert h.shape == (16, *bottleneck_shape(model, latent(kind).shape))
+    assert h.shape == (16, *site_of(model).h_shape(latent(kind).shape))
     assert sorted(chunks.unique().tolist()) == [0, 1]
     ms = model.get_model_object("model_sampling")
     sigmas = comfy.samplers.calculate_sigmas(ms, "normal", 4)[:-1]
@@ -55,21 +55,21 @@ def test_recording_clone_sees_every_call_and_changes_nothing(models, kind):
 def test_edited_clone_changes_output_and_leaves_the_original_alone(models, kind):
     model = models[kind]
     before = sample(model, kind)
-    shape = bottleneck_shape(model, latent(kind).shape)
+    shape = site_of(model).h_shape(latent(kind).shape)
     edit = HSpaceEdit(torch.randn(1, *shape), torch.tensor([TIME_INVARIANT]))
-    edited = sample(hspace_clone(model, edit=edit), kind)
+    edited = sample(hspace_clone(model, site_of(model), edit=edit), kind)
     assert (edited - before).abs().mean() > 1e-3
     assert torch.equal(sample(model, kind), before)
 
 
 def test_apply_to_uncond_does_nothing_when_only_cond_is_computed(models):
     model = models["sd15"]
-    shape = bottleneck_shape(model, latent("sd15").shape)
+    shape = site_of(model).h_shape(latent("sd15").shape)
     before = sample(model, "sd15", cfg=1.0)  # cfg 1: ComfyUI computes the cond pass only
     uncond_only = HSpaceEdit(torch.randn(1, *shape), torch.tensor([TIME_INVARIANT]), apply_to="uncond")
-    assert torch.equal(sample(hspace_clone(model, edit=uncond_only), "sd15", cfg=1.0), before)
+    assert torch.equal(sample(hspace_clone(model, site_of(model), edit=uncond_only), "sd15", cfg=1.0), before)
     cond_only = HSpaceEdit(uncond_only.offsets, uncond_only.timesteps, apply_to="cond")
-    assert not torch.equal(sample(hspace_clone(model, edit=cond_only), "sd15", cfg=1.0), before)
+    assert not torch.equal(sample(hspace_clone(model, site_of(model), edit=cond_only), "sd15", cfg=1.0), before)
 
 
 def test_edit_rows_follow_cond_or_uncond_chunks():
@@ -131,7 +131,8 @@ def test_the_patch_leaves_h_alone_after_a_patch_that_fused_the_skip_connection(m
     return hsp = None; h is then not the bottleneck's any more and must not be edited."""
     model = models["sd15"]
     edit = HSpaceEdit(torch.ones(1, 64, 2, 2), torch.tensor([TIME_INVARIANT]))
-    patch = hspace_clone(model, edit=edit).model_options["transformer_options"]["patches"]["output_block_patch"][-1]
+    clone = hspace_clone(model, site_of(model), edit=edit)
+    patch = clone.model_options["transformer_options"]["patches"]["output_block_patch"][-1]
     h = torch.zeros(2, 64, 2, 2)
     options = {"block": ("output", 0), "sigmas": torch.tensor([1.0, 1.0]), "cond_or_uncond": [0]}
     edited, hsp = patch(h, torch.zeros(2, 64, 2, 2), options)

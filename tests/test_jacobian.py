@@ -8,6 +8,7 @@ import torch
 from conftest import cancelled_at
 from tiny_models import DITS, LATENTS, comfy_dit, comfy_unet, conditioning, save_pixel_ddpm
 
+from comfy_hspace.host.architectures import site_of
 from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 from comfy_hspace.host.trajectory import at_trajectory_steps, jacobian_directions
 from comfy_hspace.jacobian import jacobian_maps, top_singular_vectors
@@ -68,7 +69,7 @@ def test_power_iteration_matches_explicit_jacobian_of_a_tiny_unet(kind, tmp_path
     place, which reverse mode survives only through the pack's copies of saved tensors. Flux's h
     also at its attention output, reached by a forward hook inside the block."""
     if kind == "flux attention output":
-        from comfy_hspace.host.transformer import ATTENTION, STREAM_OPTION
+        from comfy_hspace.host.architectures import ATTENTION, STREAM_OPTION
 
         model, latent, cfg = comfy_dit("flux"), torch.zeros(1, 16, 8, 8), 1.0
         model.model_options[STREAM_OPTION], kind = ATTENTION, "flux"
@@ -87,9 +88,9 @@ def test_power_iteration_matches_explicit_jacobian_of_a_tiny_unet(kind, tmp_path
     latent = comfy.sample.fix_empty_latent_channels(model, latent)  # Qwen-Image's has a frame axis
     noise = comfy.sample.prepare_noise(latent, 5)
     with torch.inference_mode():  # as the ComfyUI executor runs every prompt
-        result = at_trajectory_steps(model, cond, conditioning(kind, seed=1) if cfg > 1 else cond, latent,
-                                     noise, SamplerSettings(5, 10, cfg, "euler", "normal"), wanted=[4],
-                                     analyse=explicit_check)
+        negative = conditioning(kind, seed=1) if cfg > 1 else cond
+        result = at_trajectory_steps(model, site_of(model), cond, negative, latent, noise,
+                                     SamplerSettings(5, 10, cfg, "euler", "normal"), wanted=[4], analyse=explicit_check)
     exact_values, exact_vectors, found, gains = result[4]
     assert exact_values[-1] > 1e-3, exact_values  # h reaches ε: a Jacobian that is not zero
     assert torch.allclose(found.values[:3], exact_values, rtol=0.01), (found.values, exact_values)

@@ -13,7 +13,7 @@ IMPORT_COMFYUI = {"host/autograd.py": False, "host/discovery.py": True, "host/ed
                   "host/model_info.py": False,
                   "host/patch.py": False, "host/pixel_ddpm.py": True, "host/pixel_dit.py": True,
                   "host/recording.py": True,
-                  "host/trajectory.py": True, "host/transformer.py": False, "host/__init__.py": False}
+                  "host/trajectory.py": True, "host/architectures.py": False, "host/__init__.py": False}
 
 
 def imports_comfyui(path) -> bool:
@@ -78,3 +78,29 @@ def test_the_library_never_imports_its_comfyui_side():
             elif isinstance(node, ast.Import) and any(a.name.startswith("comfy_hspace.host") for a in node.names):
                 reaching.append(f"{path.name}: import comfy_hspace.host…")
     assert reaching == []
+
+
+def test_only_the_registry_asks_unet_or_transformer():
+    """Whether a model is a UNet or a transformer is answered in one place (issue 30): no `if` outside
+    host/architectures.py tests for a row's kind, a diffusion model's class, or a missing site."""
+    asking = ("is_transformer", "DiffusersUNet", "UNetModel", "family_of", "site_of", "middle_block", "reach")
+    found = []
+    for path in sorted([*(REPO / "comfy_hspace").rglob("*.py"), *(REPO / "nodes").glob("*.py")]):
+        if path.name == "architectures.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.If, ast.IfExp, ast.comprehension)):
+                tests = node.ifs if isinstance(node, ast.comprehension) else [node.test]
+                found += [f"{path.name}: {ast.unparse(t)}" for t in tests if any(w in ast.unparse(t) for w in asking)]
+    assert found == []
+
+
+def test_no_library_or_node_function_is_over_60_lines():
+    """Issue 30: every function of the library and the nodes fits in 60 lines, schema declarations apart."""
+    long = []
+    for path in sorted([*(REPO / "comfy_hspace").rglob("*.py"), *(REPO / "nodes").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name != "define_schema":
+                if node.end_lineno - node.lineno + 1 > 60:
+                    long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []

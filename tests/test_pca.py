@@ -54,6 +54,7 @@ def test_pca_directions_node_on_the_embedded_model(pack):
     import comfy.sample
 
     from comfy_hspace.host import embedded
+    from comfy_hspace.host.architectures import site_of
     from comfy_hspace.host.patch import hspace_clone
     from comfy_hspace.recorder import HSpaceRecorder
 
@@ -73,7 +74,7 @@ def test_pca_directions_node_on_the_embedded_model(pack):
     # the same samples (seeds 0 … 23, one at a time) recorded in full: the top component per
     # timestep matches an offline SVD
     recorder = HSpaceRecorder(chunks=(0,))
-    clone = hspace_clone(model, recorder=recorder)
+    clone = hspace_clone(model, site_of(model), recorder=recorder)
     for seed in range(24):
         latent = torch.zeros(1, 3, 32, 32)
         comfy.sample.sample(clone, comfy.sample.prepare_noise(latent, seed), 4, 1.0, "ddim", "ddim_uniform", null,

@@ -10,8 +10,7 @@ from tiny_models import DITS, comfy_dit, comfy_unet, conditioning, tiny_latent
 import nodes as comfy_nodes  # ComfyUI's nodes.py (the stock samplers)
 from comfy_hspace import directions as D
 from comfy_hspace.directions import DirectionsError
-from comfy_hspace.host.model_info import bottleneck_shape, model_fingerprint
-from comfy_hspace.host.transformer import BLOCK_OPTION, site_of
+from comfy_hspace.host.architectures import BLOCK_OPTION, site_of
 
 KINDS = ["sd3", "flux", "chroma", "qwen", "wan", "hunyuan_video", "auraflow", "ltxv"]
 # every family the pack reads (issue 30): the eight above, the classes that share their rows, and the families
@@ -50,8 +49,8 @@ def apply_edit(pack, model, directions, strengths="1.0", **kw):
 
 
 def random(model, count=1, seed=0):
-    return D.random_directions(count, bottleneck_shape(model, latent_for(model)["samples"].shape), seed, 1.0,
-                               model_fingerprint(model))
+    return D.random_directions(count, site_of(model).h_shape(latent_for(model)["samples"].shape), seed, 1.0,
+                               site_of(model).fingerprint())
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
@@ -107,8 +106,8 @@ def test_hook_records_the_image_tokens_as_a_grid_and_pca_finds_directions(pack, 
         seed=5, steps=3, cfg=1.0, sampler_name="euler", scheduler="simple", latent_is_noise=False,
         keep_samples=False).args[:2]
     pcs = pack.nodes.PCADirections.execute(activations=acts, n_components=2).args[0]
-    assert pcs.h_shape == bottleneck_shape(model, latent_for(model)["samples"].shape)
-    assert pcs.model_fingerprint == model_fingerprint(model)
+    assert pcs.h_shape == site_of(model).h_shape(latent_for(model)["samples"].shape)
+    assert pcs.model_fingerprint == site_of(model).fingerprint()
     # recording leaves sampling as it was: sample 0 is KSampler's for the seed
     expected = stock(model, cond, steps=3)  # float rounding grows with the output (the tiny PixArt's reach 10⁴)
     assert torch.allclose(samples["samples"][:1], expected, atol=1e-6 * max(10.0, expected.abs().max().item()))
@@ -178,12 +177,14 @@ def test_null_conditioning_is_shaped_for_the_model(pack, models):
     several_text_inputs = {"hidream": "HiDream", "hunyuan_dit": "HunyuanDiT", "cosmos_predict2": "Cosmos Predict2"}
     for kind, model in models.items():
         if kind in several_text_inputs:
-            with pytest.raises(ValueError, match=f"model: {several_text_inputs[kind]} takes more than one text input"):
+            with pytest.raises(ValueError, match=f"model: {several_text_inputs[kind]} takes its text through its own"):
                 pack.nodes.NullConditioning.execute(model=model)
             continue
         cond = pack.nodes.NullConditioning.execute(model=model).args[0]
         assert stock(model, cond).isfinite().all(), kind
     assert pack.nodes.NullConditioning.execute().args[0][0][0].shape == (1, 1, 1)
+    with pytest.raises(ValueError, match=r"model: UNet \(SD1.x/SD2.x/SDXL\) takes its text through its own"):
+        pack.nodes.NullConditioning.execute(model=comfy_unet("sd15"))
 
 
 @pytest.mark.parametrize("kind", ["sd3", "flux", "chroma", "hunyuan_video"])
@@ -196,7 +197,7 @@ def test_the_attention_output_stream_reads_and_writes_the_projected_attention_of
     attention = pack.nodes.HSpaceBlock.execute(model=model, block=1, stream="attention output").args[0]
     site = site_of(attention)
     assert str(site).endswith("attention output")
-    module = site.attention_module(model.get_model_object("diffusion_model"))
+    module = site.attention_module(1)
     seen = []
     own = module.register_forward_hook(lambda m, i, out: seen.append(out[:, :48].clone()))
     try:
@@ -280,7 +281,7 @@ def test_directions_of_another_block_family_or_unet_fail_before_sampling(pack, m
         apply_edit(pack, single, random(flux))
     with pytest.raises(DirectionsError, match=r"found at the SD3 block 1 .* this model's h is at the Flux block 1"):
         apply_edit(pack, flux, random(sd3))
-    unet_dirs = D.random_directions(1, (64, 4, 4), 0, 1.0, model_fingerprint(unet))
+    unet_dirs = D.random_directions(1, (64, 4, 4), 0, 1.0, site_of(unet).fingerprint())
     with pytest.raises(DirectionsError, match=r"found at the UNet bottleneck, but this model's h is at the Flux"):
         apply_edit(pack, flux, unet_dirs)
     with pytest.raises(DirectionsError, match=r"found at the Flux block 1 .* this model's h is at the UNet bottleneck"):
@@ -294,7 +295,7 @@ def test_directions_of_another_block_family_or_unet_fail_before_sampling(pack, m
         model=flux, positive=conditioning("flux"), negative=conditioning("flux"), latent_image=LATENT, seed=0,
         steps=3, cfg=1.0, sampler_name="euler", scheduler="simple", step=1, each_step=False, n_directions=2,
         batch_size=2, tolerance=1e-3, max_iterations=3, scale_by_singular_value=False).args[0]
-    assert jacobian.h_shape == (64, 8, 6) and jacobian.model_fingerprint == model_fingerprint(flux)
+    assert jacobian.h_shape == (64, 8, 6) and jacobian.model_fingerprint == site_of(flux).fingerprint()
     assert BLOCK_OPTION not in flux.model_options
 
 
@@ -382,5 +383,116 @@ def test_discovery_trainer_trains_on_a_transformer(pack, models, kind, tmp_path,
     tensors, meta = discovery.load_state(tmp_path / "run.safetensors")
     assert meta["step"] == 2 and meta["settings"]["flow"] is True
     assert tensors["shift.out_weight"].abs().sum() > 0
-    assert per_step.h_shape == bottleneck_shape(model, latent["samples"].shape)
-    assert per_step.model_fingerprint == model_fingerprint(model) and per_step.vectors.abs().sum() > 0
+    assert per_step.h_shape == site_of(model).h_shape(latent["samples"].shape)
+    assert per_step.model_fingerprint == site_of(model).fingerprint() and per_step.vectors.abs().sum() > 0
+
+
+def hook(pack, model, kind, n_samples=2, components=0):
+    return pack.nodes.HSpaceHook.execute(
+        model=model, positive=conditioning(kind), negative=conditioning(kind), latent_image=latent_for(model),
+        n_samples=n_samples, batch_size=2, components=components, seed=5, steps=2, cfg=1.0, sampler_name="euler",
+        scheduler="simple", latent_is_noise=False, keep_samples=False).args[0]
+
+
+# ComfyUI's block hook (Flux: a double- and a single-stream block), a forward hook on the block (Z-Image)
+@pytest.mark.parametrize("kind, first_block", [("flux", 1), ("zimage", 0)])
+def test_several_blocks_are_one_h_each_edited_by_its_slice_and_weight(pack, models, kind, first_block):
+    """H-space Block with two blocks: h is their grids stacked along the channels (the Hook's means are the
+    single blocks' side by side), and an edit there with weights 1 and 0.5 is the same as editing the first
+    block by the first half and the second by half the second."""
+    model, cond = models[kind], conditioning(kind)
+    blocks = f"{first_block}-{first_block + 1}"
+    both = pack.nodes.HSpaceBlock.execute(model=model, block=-1, blocks=blocks, weights="1, 0.5").args[0]
+    one, two = (pack.nodes.HSpaceBlock.execute(model=model, block=b).args[0] for b in (first_block, first_block + 1))
+    site = site_of(both)
+    assert str(site) == f"{site.architecture.name} blocks {blocks}" and site.weights == (1.0, 0.5)
+    width = WIDTH[kind]
+    assert site.h_shape(latent_for(model)["samples"].shape) == (2 * width, *GRID[kind])
+    assert torch.equal(hook(pack, both, kind).means(), torch.cat([hook(pack, one, kind).means(),
+                                                                   hook(pack, two, kind).means()], dim=1))
+    d = random(both)
+    first = dataclasses.replace(d, vectors=d.vectors[:, :, :width], model_fingerprint=site_of(one).fingerprint())
+    second = dataclasses.replace(d, vectors=d.vectors[:, :, width:], model_fingerprint=site_of(two).fingerprint())
+    at_two = pack.nodes.HSpaceBlock.execute(model=apply_edit(pack, one, first), block=first_block + 1).args[0]
+    chained = apply_edit(pack, at_two, second, strengths="0.5")
+    together = stock(apply_edit(pack, both, d), cond)
+    assert (together - stock(model, cond)).abs().mean() > 1e-3
+    assert torch.allclose(together, stock(chained, cond), atol=1e-5)
+    with pytest.raises(ValueError, match="weights: 3 weights for 2 blocks"):
+        pack.nodes.HSpaceBlock.execute(model=model, block=-1, blocks=blocks, weights="1, 1, 1")
+    with pytest.raises(ValueError, match="blocks: expected block indices like '10-14' or '3, 7', got '1-x'"):
+        pack.nodes.HSpaceBlock.execute(model=model, block=-1, blocks="1-x")
+    with pytest.raises(ValueError, match=r"block: 9 is outside this"):
+        pack.nodes.HSpaceBlock.execute(model=model, block=-1, blocks="1, 9")
+    with pytest.raises(DirectionsError, match=rf"found at the .* blocks {blocks}, but this model.s h is at the"):
+        apply_edit(pack, one, d)
+
+
+@pytest.mark.parametrize("kind", ["flux", "zimage"])
+def test_two_edits_on_one_block_add_up(pack, models, kind):
+    model, cond = models[kind], conditioning(kind)
+    a, b = random(model, seed=1), random(model, seed=2)
+    summed = dataclasses.replace(a, vectors=a.vectors + b.vectors)
+    twice = stock(apply_edit(pack, apply_edit(pack, model, a), b), cond)
+    assert (twice - stock(apply_edit(pack, model, a), cond)).abs().mean() > 1e-3
+    assert torch.allclose(twice, stock(apply_edit(pack, model, summed), cond), atol=1e-5)
+
+
+# the reference's tokens come before the image's in every block: HunyuanVideo's image-to-video ref_latent, Wan
+# Fun's reference image (a model with its ref_conv); the last block is followed only by the per-token head
+REFERENCES = {"hunyuan_video": (3, {"ref_latent": torch.randn(1, 16, 1, 16, 12)}),
+              "wan_reference": (1, {"reference_latents": [torch.randn(1, 16, 1, 16, 12)]})}
+
+
+@pytest.mark.parametrize("kind", list(REFERENCES))
+def test_the_image_tokens_are_read_after_a_reference_latents(pack, models, kind):
+    """A direction at grid cell (0, 0) of the last block changes only the top-left patch, also when a
+    reference image's tokens come first."""
+    model, cond = models[kind], conditioning(kind)
+    block, reference = REFERENCES[kind]
+    cond = [[cond[0][0], {**cond[0][1], **reference}]]
+    last = pack.nodes.HSpaceBlock.execute(model=model, block=block).args[0]
+    d = random(last)
+    corner = torch.zeros_like(d.vectors)
+    corner[..., 0, 0] = 1.0
+    d = dataclasses.replace(d, vectors=d.vectors * corner)
+    change = (stock(apply_edit(pack, last, d), cond, steps=1) - stock(model, cond, steps=1)).abs()
+    change = change.reshape(-1, *change.shape[-2:]).sum(0)
+    assert change[:2, :2].sum() > 0 and change[2:].sum() == 0 and change[:, 2:].sum() == 0
+
+
+def test_disentangle_and_resize_directions_work_on_a_transformer(pack, models):
+    model, cond = models["flux"], conditioning("flux")
+    pcs = pack.nodes.PCADirections.execute(activations=hook(pack, model, "flux", n_samples=4, components=2),
+                                           n_components=2).args[0]
+    primary = pack.nodes.SelectDirections.execute(directions=pcs, indices="0").args[0]
+    others = random(model, seed=3)
+    clean = pack.nodes.Disentangle.execute(primary=primary, others=others).args[0]
+    assert clean.model_fingerprint == pcs.model_fingerprint and clean.h_shape == pcs.h_shape
+    for t in range(clean.vectors.shape[1]):
+        assert abs(float(clean.vectors[0, t].flatten() @ others.vectors[0, 0].flatten())) < 1e-3
+    assert (stock(apply_edit(pack, model, clean, strengths="2"), cond) - stock(model, cond)).abs().mean() > 1e-3
+    bigger = {"samples": torch.zeros(1, 16, 24, 16)}
+    resized = pack.nodes.ResizeDirections.execute(directions=clean, model=model, latent_image=bigger).args[0]
+    assert resized.h_shape == (64, 12, 8)
+    moved = stock(apply_edit(pack, model, resized, strengths="2"), cond, bigger) - stock(model, cond, bigger)
+    assert moved.abs().mean() > 1e-3
+
+
+def test_every_model_comfyui_runs_is_read_or_refused_and_the_readme_table_says_so(models):
+    """Every model of ComfyUI 0.3.75's supported_models builds a diffusion model class that the one table reads
+    or refuses with a reason; every transformer row is one of the tiny models here; the README's table is the
+    one scripts/architectures_table.py generates."""
+    import architectures_table
+
+    from comfy_hspace.host.architectures import TRANSFORMERS, Architecture, read_or_refused
+
+    unknown = [(name, cls.__name__) for name, classes, _ in architectures_table.supported_models() for cls in classes
+               if not read_or_refused(cls)]
+    assert unknown == []
+    built = {read_or_refused(type(m.get_model_object("diffusion_model"))) for m in models.values()}
+    assert all(isinstance(row, Architecture) for row in built)
+    assert [row.name for row in TRANSFORMERS if row not in built] == []
+    readme = architectures_table.README.read_text()
+    assert architectures_table.readme_with(readme, architectures_table.table()) == readme, \
+        "README's table is stale: run scripts/architectures_table.py"

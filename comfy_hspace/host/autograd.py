@@ -5,7 +5,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from .transformer import family_of
+from .architectures import Architecture
 
 
 @contextmanager
@@ -48,14 +48,13 @@ def autograd_context(module: torch.nn.Module):
         yield
 
 
-def in_place_safe(module: torch.nn.Module):
-    """Reverse-mode autograd through ``module`` when its blocks add residuals in place (Flux,
+def in_place_safe(architecture: Architecture):
+    """Reverse-mode autograd through a model of this architecture when its blocks add residuals in place (Flux,
     Chroma): every tensor autograd saves for the backward pass is copied when it is saved, so a
     later in-place add cannot change it. The gradients are exactly those of the out-of-place
     computation (checked against forward mode in the tests); the cost is the copies' memory. Not
     used under torch.func transforms (forward mode), which work as they are and refuse these hooks."""
-    family = family_of(module)
     transformed = torch._C._functorch.peek_interpreter_stack() is not None  # no public query for this yet
-    if family is None or not family.adds_in_place or transformed or not torch.is_grad_enabled():
+    if not architecture.adds_in_place or transformed or not torch.is_grad_enabled():
         return nullcontext()
     return torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone(), lambda t: t)

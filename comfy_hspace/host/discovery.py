@@ -15,34 +15,34 @@ from .. import discovery as dv
 from ..directions import Directions
 from ..editing import DELTA, with_call_options
 from ..settings import SamplerSettings
+from .architectures import Site, site_of
 from .autograd import autograd_context, in_place_safe
 from .latents import model_latent, noise_scale, sampler_sigmas
 from .memory import autograd_bytes, check_fits
-from .model_info import bottleneck_shape, encoder_levels, is_flow, model_fingerprint
+from .model_info import is_flow
 from .patch import hspace_clone
 
 
-def with_denoiser(model: Any, positive: Any, negative: Any, latent_shape: tuple[int, ...], cfg: float,
+def with_denoiser(model: Any, site: Site, positive: Any, negative: Any, latent_shape: tuple[int, ...], cfg: float,
                   fn: Callable[[Callable, torch.device], Any]) -> Any:
     """Calls ``fn(denoise, device)`` from inside one ComfyUI sampling run, where the model is loaded
     and the conditioning prepared, with autograd working. ``denoise(x, sigma, shift)`` is ComfyUI's
     guided x0 prediction (cfg included) with the bottleneck callback ``shift`` (or None).
     Returns what ``fn`` returns; the model is left as it was."""
-    clone = hspace_clone(model, deltas=True)
-    diffusion_model = model.get_model_object("diffusion_model")
+    clone = hspace_clone(model, site, deltas=True)
     result: dict = {}
 
     def sampler_function(model_fn, x, sigmas, extra_args=None, callback=None, disable=None):
         extra_args = extra_args or {}
 
         def denoise(x, sigma, shift=None):
-            with in_place_safe(diffusion_model):  # reverse mode through Flux's in-place blocks
+            with in_place_safe(site.architecture):  # reverse mode through Flux's in-place blocks
                 if shift is None:
                     return model_fn(x, sigma, **extra_args)
                 options = with_call_options(extra_args.get("model_options", {}), **{DELTA: shift})
                 return model_fn(x, sigma, **{**extra_args, "model_options": options})
 
-        with autograd_context(diffusion_model):
+        with autograd_context(site.dm):
             result["value"] = fn(denoise, x.device)
         return x
 
@@ -66,10 +66,10 @@ def discovery_schedule(model: Any, steps: int) -> tuple[torch.Tensor, torch.Tens
     return sigmas, model.get_model_object("model_sampling").timestep(sigmas[:-1]).float()
 
 
-def new_discovery_trainer(model: Any, latent_shape: tuple[int, ...], settings: dv.DiscoverySettings,
+def new_discovery_trainer(site: Site, latent_shape: tuple[int, ...], settings: dv.DiscoverySettings,
                           seed: int) -> dv.Trainer:
-    channels = bottleneck_shape(model, latent_shape)[0]
-    in_channels, levels, layers = encoder_levels(model)
+    channels = site.h_shape(latent_shape)[0]
+    in_channels, levels, layers = site.down_path(latent_shape[1])
     if len(latent_shape) == 5:  # a video's frames join the channels at the networks' input (dv.Encoder)
         in_channels *= latent_shape[2]
     with torch.random.fork_rng(devices=[]):
@@ -84,7 +84,9 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def _check_settings(settings: dv.DiscoverySettings, world_size: int) -> None:
+def _check_settings(site: Site, settings: dv.DiscoverySettings, world_size: int) -> None:
+    if len(site.blocks) > 1:  # the shift block sees one h and moves it; several blocks' h are not one point
+        raise ValueError(f"block: the Discovery Trainer learns its shift at one block; this model's h is at {site}")
     if settings.count < 2:
         raise ValueError(f"count: expected K ≥ 2 directions to tell apart, got {settings.count}")
     if not settings.magnitude > 0:
@@ -131,24 +133,20 @@ def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tupl
     state when ``resume`` finds one, else from the state ``start_from`` if given. Returns the per-step
     and the time-invariant directions (mean unit shift over ``direction_samples`` samples) and the
     loss history."""
-    _check_settings(settings, world_size)
+    site = site_of(model)
+    _check_settings(site, settings, world_size)
     settings = dataclasses.replace(settings, flow=is_flow(model))
     one = model_latent(model, {"samples": torch.zeros(1, *latent_shape[1:])})  # as KSampler shapes it
     latent_shape = (settings.batch_size, *one.shape[1:])
-    h_shape = bottleneck_shape(model, latent_shape)
     sigmas, timesteps = discovery_schedule(model, steps)
     shifted = dv.shifted_step_count(timesteps, settings.t_edit)
-    trainer = new_discovery_trainer(model, latent_shape, settings, seed)
-    meta = {"model_fingerprint": model_fingerprint(model), "count": settings.count, "h_shape": list(h_shape),
-            "latent_shape": list(latent_shape[1:]), "shift_limit": settings.shift_limit}
+    trainer = new_discovery_trainer(site, latent_shape, settings, seed)
+    meta = {"model_fingerprint": site.fingerprint(), "count": settings.count,
+            "h_shape": list(site.h_shape(latent_shape)), "latent_shape": list(latent_shape[1:]),
+            "shift_limit": settings.shift_limit}
     resumed, trainer.step = _saved_state(state_path if resume else None, start_from, meta)
     scale = noise_scale(model, float(sigmas[0]))
     history: list[dict] = []
-
-    def save() -> None:
-        if state_path is not None and rank == 0:
-            dv.save_state(state_path, trainer, {**meta, "step": trainer.step, "settings": vars(settings),
-                                                "steps": steps, "seed": seed, "cfg": cfg})
 
     def run(denoise, device):
         for m in trainer.modules().values():
@@ -164,24 +162,24 @@ def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tupl
             batch = dv.Batch(batch.noise.to(device), batch.index.to(device), batch.magnitude.to(device))
             losses = dv.train_step(denoise, trainer, batch, chain, shifted, distributed=world_size > 1)
             history.append({"step": trainer.step, **losses})
-            if trainer.step % save_every == 0 or trainer.step == training_steps:
-                save()
+            at_save = trainer.step % save_every == 0 or trainer.step == training_steps
+            if state_path is not None and rank == 0 and at_save:
+                dv.save_state(state_path, trainer, {**meta, "step": trainer.step, "settings": vars(settings),
+                                                    "steps": steps, "seed": seed, "cfg": cfg})
             if progress is not None:
                 progress(trainer.step, training_steps, losses)
         g = torch.Generator().manual_seed(seed + 7)
         noise = (torch.randn((direction_samples, *latent_shape[1:]), generator=g) * scale).to(device)
         return dv.mean_shifts(denoise, trainer.shift, noise, chain, shifted, settings.flow)
 
-    per_step, time_invariant = with_denoiser(model, positive, negative, (1, *latent_shape[1:]), cfg, run)
+    found = with_denoiser(model, site, positive, negative, (1, *latent_shape[1:]), cfg, run)
     parameters = {"settings": vars(settings), "steps": steps, "training_steps": training_steps, "seed": seed,
                   "cfg": cfg, "shifted_steps": shifted, "state": state_path.name if state_path else None}
-
-    def directions(vectors: torch.Tensor, kind: str) -> Directions:
-        return Directions(vectors.float().cpu(), timesteps.cpu(), [f"discovered {k}" for k in range(settings.count)],
-                          method=f"discovery ({kind})", model_fingerprint=meta["model_fingerprint"],
-                          units="shift ε", parameters=parameters)
-
-    return directions(per_step, "per timestep"), directions(time_invariant, "time-invariant"), history
+    per_step, time_invariant = (
+        Directions(vectors.float().cpu(), timesteps.cpu(), [f"discovered {k}" for k in range(settings.count)],
+                   method=f"discovery ({kind})", model_fingerprint=meta["model_fingerprint"], units="shift ε",
+                   parameters=parameters) for vectors, kind in zip(found, ("per timestep", "time-invariant")))
+    return per_step, time_invariant, history
 
 
 def _check_training_fits(model: Any, denoise: Callable, settings: dv.DiscoverySettings,

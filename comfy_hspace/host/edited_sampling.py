@@ -11,8 +11,9 @@ import torch
 from ..directions import Directions, DirectionsError
 from ..editing import HSpaceEdit, sample_asyrp
 from ..settings import EditSettings, SamplerSettings
+from .architectures import Site, site_of
 from .latents import latent_with, model_latent, sampler_sigmas
-from .model_info import check_directions_fit, check_site, h_channels, is_flow
+from .model_info import check_directions_fit, check_site, is_flow
 from .patch import hspace_clone
 
 
@@ -24,8 +25,9 @@ def edited_sample(model: Any, directions: Directions, sampling: SamplerSettings,
     image's), so a member whose edit is zero is exactly the stock KSampler's output.
     Returns a LATENT whose batch is the sweep members one after another."""
     offsets_per_unit = _offsets(directions, edit)
+    site = site_of(model)
     latent_image = model_latent(model, latent)
-    _check_fit(model, directions, latent_image)
+    _check_fit(site, directions, latent_image)
     noise = _starting_noise(latent, latent_image, sampling.seed, noise_latent)
     sigma_start, sigma_end = _sigma_interval(model, edit)
     steps = sampling.steps
@@ -35,7 +37,7 @@ def edited_sample(model: Any, directions: Directions, sampling: SamplerSettings,
     for m, multiplier in enumerate(sweep):
         member_noise, patched = noise, model  # a zero edit: bit-for-bit the stock sampler
         if directions.space != "x_T":
-            patched = edited_model(model, directions, edit.scaled(multiplier))
+            patched = _edited_clone(model, site, directions, edit.scaled(multiplier))
         elif multiplier != 0 and offsets_per_unit.any():
             member_noise = noise + multiplier * offsets_per_unit[0].to(noise)
         edited = patched is not model
@@ -61,19 +63,24 @@ def edited_model(model: Any, directions: Directions, edit: EditSettings) -> Any:
     """Apply H-space Edit: a clone of ``model`` whose h gets h ← h + Σ strength_k·direction_k(t)
     inside the edit interval on the chosen passes, for any sampler node (the Edited Sampler's both
     terms mode as a model patch). Clones in a row add their edits; a zero edit is the model itself."""
+    return _edited_clone(model, site_of(model), directions, edit)
+
+
+def _edited_clone(model: Any, site: Site, directions: Directions, edit: EditSettings) -> Any:
     offsets = _offsets(directions, edit)
     if directions.space == "x_T":
         raise DirectionsError("directions: x_T-space directions move the starting noise, not h; use them in the "
                               "Edited Sampler")
-    check_site(model, directions)
-    channels = h_channels(model)  # the size is checked at the first step
+    check_site(site, directions)
+    channels = site.channels  # the size is checked at the first step
     if directions.h_shape[0] != channels:
         raise DirectionsError(f"directions: h has {directions.h_shape[0]} channels, this model's h has {channels} "
                               f"(directions of another model)")
     if not offsets.any():
         return model
     sigma_start, sigma_end = _sigma_interval(model, edit)
-    return hspace_clone(model, edit=HSpaceEdit(offsets, directions.timesteps, sigma_start, sigma_end, edit.apply_to))
+    hspace_edit = HSpaceEdit(offsets, directions.timesteps, sigma_start, sigma_end, edit.apply_to)
+    return hspace_clone(model, site, edit=hspace_edit)
 
 
 def _offsets(directions: Directions, edit: EditSettings) -> torch.Tensor:
@@ -89,9 +96,9 @@ def _sigma_interval(model: Any, edit: EditSettings) -> tuple[float, float]:
     return model_sampling.percent_to_sigma(edit.start_percent), model_sampling.percent_to_sigma(edit.end_percent)
 
 
-def _check_fit(model: Any, directions: Directions, latent_image: torch.Tensor) -> None:
+def _check_fit(site: Site, directions: Directions, latent_image: torch.Tensor) -> None:
     if directions.space != "x_T":
-        check_directions_fit(model, directions, latent_image.shape)
+        check_directions_fit(site, directions, latent_image.shape)
     elif tuple(directions.h_shape) != tuple(latent_image.shape[1:]):
         raise DirectionsError(f"directions: x_T shape {list(directions.h_shape)} does not match the latent's "
                               f"{list(latent_image.shape[1:])}")

@@ -9,7 +9,7 @@ import comfy.samplers
 import torch
 
 from ..settings import SamplerSettings
-from .model_info import h_site, is_flow
+from .model_info import is_flow
 
 
 def latent_with(latent: dict, samples: torch.Tensor) -> dict:
@@ -22,7 +22,6 @@ def latent_with(latent: dict, samples: torch.Tensor) -> dict:
 def model_latent(model: Any, latent: dict, what: str = "latent_image") -> torch.Tensor:
     """The LATENT's samples as the model takes them (an empty latent gets the model's channels, as
     KSampler gives it), checked to be a batch with the model's latent channels."""
-    h_site(model)  # a model without h is the first thing to say
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     expected = model.model.latent_format.latent_channels
     frames = samples.ndim == 5 and model.model.latent_format.latent_dimensions == 3  # Wan's, Qwen-Image's

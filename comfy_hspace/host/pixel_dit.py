@@ -22,8 +22,8 @@ import comfy.supported_models
 import torch
 
 from .. import faces
+from .architectures import DEFAULT_BLOCK_ATTRIBUTE
 from .pixel_ddpm import CLASS_KEY
-from .transformer import DEFAULT_BLOCK_ATTRIBUTE
 
 FORMAT = "comfy-hspace/pixel-dit/1"
 LABEL_WIDTH = 3 * len(faces.LABELS)  # per label token: off, on, unconditional

@@ -14,9 +14,9 @@ import torch
 
 from ..recorder import HSpaceActivations
 from ..settings import SamplerSettings
+from .architectures import site_of
 from .latents import model_latent, noise_scale, sampler_sigmas, schedule_percents, seed_noise
 from .memory import check_disk, check_fits, kept_bytes, recording_bytes
-from .model_info import bottleneck_shape, model_fingerprint
 from .patch import hspace_clone
 
 
@@ -28,8 +28,9 @@ def record_activations(model: Any, positive: Any, negative: Any, latent: dict, s
     KSampler draws for seed + i alone; with ``latent_is_noise`` the latent's rows are the
     starting noises instead (e.g. inverted images) and n_samples is their number.
     Returns the activations and the samples [N, C, H, W]."""
+    site = site_of(model)  # a model without h is the first thing to say
     latent_image = model_latent(model, latent)
-    channels, height, width = bottleneck_shape(model, latent_image.shape)
+    channels, height, width = site.h_shape(latent_image.shape)
     if latent_is_noise:
         n_samples = latent_image.shape[0]
     if components > n_samples:
@@ -42,7 +43,7 @@ def record_activations(model: Any, positive: Any, negative: Any, latent: dict, s
                                     storage_device=comfy.model_management.intermediate_device(),
                                     compute_device=model.load_device,
                                     spill_directory=spill_directory() if keep_samples else None)
-    patched = hspace_clone(model, recorder=activations)
+    patched = hspace_clone(model, site, recorder=activations)
     seed, steps = sampling.seed, sampling.steps
     starts = list(range(0, n_samples, batch_size))
     pbar = comfy.utils.ProgressBar(len(starts) * steps)
@@ -62,7 +63,7 @@ def record_activations(model: Any, positive: Any, negative: Any, latent: dict, s
     activations.finish()
     activations.percents = schedule_percents(model, activations.timesteps)
     activations.parameters = {"n_samples": n_samples, **sampling.as_dict(), "seed": None if latent_is_noise else seed,
-                              "model_fingerprint": model_fingerprint(model)}
+                              "model_fingerprint": site.fingerprint()}
     return activations, torch.cat(samples)
 
 
@@ -76,8 +77,9 @@ def invert(model: Any, positive: Any, negative: Any, latent: dict, sampling: Sam
     the recorded activations."""
     from ..inversion import sample_ddim_inversion
 
+    site = site_of(model)
     latent_image = model_latent(model, latent, "images")
-    _check_recording_fits(latent_image.shape[0], sampling.steps, bottleneck_shape(model, latent_image.shape, "images"),
+    _check_recording_fits(latent_image.shape[0], sampling.steps, site.h_shape(latent_image.shape, "images"),
                           latent_image.shape, keep_samples, "images")
     steps = sampling.steps
     sigmas = sampler_sigmas(model, SamplerSettings(0, steps, sampling.cfg, "ddim", sampling.scheduler))
@@ -86,7 +88,7 @@ def invert(model: Any, positive: Any, negative: Any, latent: dict, sampling: Sam
                                     storage_device=comfy.model_management.intermediate_device(),
                                     compute_device=model.load_device,
                                     spill_directory=spill_directory() if keep_samples else None)
-    patched = hspace_clone(model, recorder=activations)
+    patched = hspace_clone(model, site, recorder=activations)
     top = {}
 
     def inversion(*args, **kwargs):
@@ -113,7 +115,7 @@ def invert(model: Any, positive: Any, negative: Any, latent: dict, sampling: Sam
     activations.finish()
     activations.percents = schedule_percents(model, activations.timesteps)
     activations.parameters = {"n_samples": n, **sampling.as_dict(), "sampler": "ddim inversion", "seed": None,
-                              "model_fingerprint": model_fingerprint(model)}
+                              "model_fingerprint": site.fingerprint()}
     return torch.cat(noises), activations
 
 

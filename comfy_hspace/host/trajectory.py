@@ -15,10 +15,11 @@ from ..directions import Directions
 from ..editing import DELTA, with_call_options
 from ..jacobian import TrajectoryPoint, jacobian_maps, mask_for_latent, top_singular_vectors
 from ..settings import SamplerSettings
+from .architectures import Site, site_of
 from .autograd import autograd_context, in_place_safe
 from .latents import model_latent, sampler_sigmas
 from .memory import autograd_bytes, check_fits
-from .model_info import bottleneck_shape, image_scale, model_fingerprint
+from .model_info import image_scale
 from .patch import hspace_clone
 
 
@@ -33,9 +34,9 @@ class _StopSampling(Exception):
     """Raised from inside a sampling run once everything it was started for has been measured."""
 
 
-def at_trajectory_steps(model: Any, positive: Any, negative: Any, latent_image: torch.Tensor, noise: torch.Tensor,
-                        sampling: SamplerSettings, *, wanted: list[int], analyse: Callable[[TrajectoryPoint], Any]
-                        ) -> dict[int, Any]:
+def at_trajectory_steps(model: Any, site: Site, positive: Any, negative: Any, latent_image: torch.Tensor,
+                        noise: torch.Tensor, sampling: SamplerSettings, *, wanted: list[int],
+                        analyse: Callable[[TrajectoryPoint], Any]) -> dict[int, Any]:
     """Samples one latent as KSampler would and calls ``analyse`` at each wanted step with the
     point x_i of that very trajectory (same noise, same sampler), in a context where autograd
     works (ComfyUI runs prompts in inference mode); stops sampling after the last one."""
@@ -45,7 +46,7 @@ def at_trajectory_steps(model: Any, positive: Any, negative: Any, latent_image: 
     if outside:
         raise ValueError(f"step: {outside[0]} is outside the schedule of {steps} steps (expected 0 … {steps - 1})")
     model_sampling = model.get_model_object("model_sampling")
-    diffusion_model = model.get_model_object("diffusion_model")
+    diffusion_model = site.dm
     results: dict[int, Any] = {}
 
     class LastH:
@@ -55,7 +56,7 @@ def at_trajectory_steps(model: Any, positive: Any, negative: Any, latent_image: 
             self.h = h.detach()
 
     last = LastH()
-    clone = hspace_clone(model, recorder=last, deltas=True)
+    clone = hspace_clone(model, site, recorder=last, deltas=True)
 
     def wrapper(executor, x, timestep, model_options, seed):
         sigma = float(timestep.reshape(-1)[0])
@@ -65,13 +66,13 @@ def at_trajectory_steps(model: Any, positive: Any, negative: Any, latent_image: 
                 options = with_call_options(model_options, **{DELTA: delta,
                                                              "optimized_attention_override": _traceable_attention})
                 xs, sigmas = x0.expand(delta.shape[0], *x0.shape[1:]), sigma0.expand(delta.shape[0])
-                with in_place_safe(diffusion_model):
+                with in_place_safe(site.architecture):
                     return (xs - executor(xs, sigmas, options, seed)) / sigmas.reshape(-1, *[1] * (xs.ndim - 1))
 
             with autograd_context(diffusion_model):
                 x0, sigma0 = x[:1].clone(), timestep[:1].clone()
                 with torch.no_grad():
-                    eps(torch.zeros(1, *bottleneck_shape(model, x.shape), device=x.device, dtype=x.dtype))
+                    eps(torch.zeros(1, *site.h_shape(x.shape), device=x.device, dtype=x.dtype))
                 point = TrajectoryPoint(i, float(model_sampling.timestep(sigma0).reshape(-1)[0]),
                                         last.h[0].clone(), eps)
                 results[i] = analyse(point)
@@ -101,11 +102,12 @@ def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, 
     mask, the masked one (eq. 9–10). Each direction is a unit vector times ‖h‖ at that step
     (strength 0.1 moves h by a tenth of its norm), optionally times σ_k/σ_1. Found at one step,
     a direction applies at every step (T = 1)."""
+    site = site_of(model)
     latent_image = model_latent(model, latent)
     if latent_image.shape[0] != 1:
         raise ValueError(f"latent_image: Jacobian directions are for one sample, "
                          f"got a batch of {latent_image.shape[0]}")
-    h_shape = bottleneck_shape(model, latent_image.shape)
+    h_shape = site.h_shape(latent_image.shape)
     if not 1 <= n_directions <= math.prod(h_shape):
         raise ValueError(f"n_directions: expected 1 … {math.prod(h_shape)} (the h dimension), got {n_directions}")
     weight = None if mask is None else mask_for_latent(mask, latent_image.shape, image_scale(model))
@@ -123,7 +125,7 @@ def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, 
                                      max_iters=max_iterations, seed=seed, progress=pbar.update)
         return found, float(point.h.norm()), point.timestep
 
-    found = at_trajectory_steps(model, positive, negative, latent_image, noise, sampling, wanted=wanted,
+    found = at_trajectory_steps(model, site, positive, negative, latent_image, noise, sampling, wanted=wanted,
                                 analyse=analyse)
     per_step, previous = [], None
     for i in wanted:
@@ -137,7 +139,7 @@ def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, 
         per_step.append((v * (h_norm * relative)[:, None].to(v)).reshape(n_directions, *h_shape))
     return Directions(torch.stack(per_step, 1).float(), torch.tensor([found[i][2] for i in wanted]),
                       [f"jacobian{k + 1}" for k in range(n_directions)], method="jacobian",
-                      model_fingerprint=model_fingerprint(model), units="h norm",
+                      model_fingerprint=site.fingerprint(), units="h norm",
                       parameters={**sampling.as_dict(), "step": None if each_step else step,
                                   "masked": mask is not None, "scale_by_singular_value": scale_by_singular_value,
                                   "singular_values": [[round(s, 6) for s in found[i][0].values.tolist()]
