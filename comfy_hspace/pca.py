@@ -47,7 +47,7 @@ class StreamingPCA:
             stacked = torch.cat([self.singular_values[:, None] * self.components, centred, correction[None]])
             self.total_sq += centred.pow(2).sum().item() + correction.pow(2).sum().item()
         k = self.n_components
-        self.components, self.singular_values = _top_right_singular(stacked, k)
+        self.components, self.singular_values = top_right_singular(stacked, k)
         self.mean, self.n_seen = new_mean, self.n_seen + n
         return self
 
@@ -60,7 +60,7 @@ class StreamingPCA:
         return self.singular_values.pow(2) / self.total_sq
 
 
-def _top_right_singular(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def top_right_singular(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(Vᵀ[:k], S[:k]) of a [m, d] matrix. With m < d (a batch of h is short and wide) through the
     eigendecomposition of the m×m Gram matrix: one matrix product instead of a full SVD, and in
     float64 exact enough for the leading components."""

@@ -1,5 +1,7 @@
+from .activation_files import LoadActivations, MergeActivations, SaveActivations
 from .attribute_direction import AttributeDirection, Disentangle
 from .avi import AVILatentMerge, AVITrainer, LatentSingularValues, LoadAVIPhi
+from .direction_report import DirectionReport
 from .directions_nodes import (
     CombineDirections,
     LoadDirections,
@@ -23,4 +25,5 @@ NODES = [EditedSampler, ApplyHSpaceEdit, DirectionSweepGrid, SaveDirections, Loa
          SelectDirections, ScaleDirections, CombineDirections, ResizeDirections, PixelDDPMLoader, NullConditioning,
          EmbeddedFacesModel, FaceLabels, FaceScores, FaceRegionMask, FaceImages, HSpaceHook,
          PCADirections, JacobianDirections, AttributeDirection, Disentangle, InvertImage,
-         DiscoveryTrainer, AVILatentMerge, AVITrainer, LoadAVIPhi, LatentSingularValues, HSpaceBlock]
+         DiscoveryTrainer, AVILatentMerge, AVITrainer, LoadAVIPhi, LatentSingularValues, HSpaceBlock,
+         DirectionReport, SaveActivations, LoadActivations, MergeActivations]

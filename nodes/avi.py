@@ -9,7 +9,7 @@ from comfy_api.latest import io
 
 from comfy_hspace import avi
 from comfy_hspace.host.latents import latent_with
-from comfy_hspace.host.memory import check_fits, phi_training_bytes
+from comfy_hspace.host.memory import check_fits, phi_training_bytes, samples_bytes
 
 from .common import (
     AVI_FOLDER,
@@ -157,6 +157,8 @@ class AVILatentMerge(io.ComfyNode):
         rhos = parse_floats(rho, "rho")
         if not rhos:
             raise ValueError("rho: empty; expected a value in [0, 1] or a list like '0, 0.5, 1'")
+        check_fits(samples_bytes(len(rhos) * xs.shape[0], xs.shape), comfy.model_management.intermediate_device(),
+                   f"{len(rhos)} merges of {xs.shape[0]} latents", "rho")
         return io.NodeOutput(latent_with(x, torch.cat([avi.merge_latents(xs, zs, _k(k, xs), r, phi, keep_noise)
                                                        for r in rhos])))
 

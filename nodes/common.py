@@ -18,6 +18,7 @@ CATEGORY = "h-space"
 DIRECTIONS_FOLDER = "hspace_directions"
 DISCOVERY_FOLDER = "hspace_discovery"  # Discovery Trainer states
 AVI_FOLDER = "hspace_avi"  # AVI Φ networks
+ACTIVATIONS_FOLDER = "hspace_activations"  # HSpace Hook recordings (Save / Load Activations, scripts/annotate.py)
 # the architectures the pack reads, from its one table of them (host/architectures.py)
 UNETS = " or ".join(row.name for row in architectures.UNETS)
 TRANSFORMERS = ", ".join(row.name for row in architectures.TRANSFORMERS)
@@ -62,7 +63,7 @@ def sampler_inputs(sampler_name: str = "ddim", scheduler: str = "ddim_uniform", 
     return [made[name] for name in names]
 
 
-for folder in (DIRECTIONS_FOLDER, DISCOVERY_FOLDER, AVI_FOLDER):
+for folder in (DIRECTIONS_FOLDER, DISCOVERY_FOLDER, AVI_FOLDER, ACTIVATIONS_FOLDER):
     if folder not in folder_paths.folder_names_and_paths:
         folder_paths.folder_names_and_paths[folder] = ([os.path.join(folder_paths.models_dir, folder)],
                                                        {".safetensors"})
@@ -113,6 +114,25 @@ def model_file_changed(folder: str, filename: str):
     """A loader's fingerprint_inputs: the file's modification time, so a rewritten file reloads."""
     path = folder_paths.get_full_path(folder, filename)
     return os.path.getmtime(path) if path else filename
+
+
+def save_inputs(default: str) -> list:
+    """The filename and overwrite inputs of a Save node (``save_path`` takes them)."""
+    return [io.String.Input("filename", default=default,
+                            tooltip="File name without extension; other characters become '_'."),
+            io.Boolean.Input("overwrite", default=False,
+                             tooltip="Off: an existing file is kept and a numbered name is used.")]
+
+
+def save_path(folder: str, filename: str, overwrite: bool) -> str:
+    """Where a Save node writes ``<filename>.safetensors`` in its models folder: with ``overwrite`` off, a
+    numbered name beside an existing file."""
+    stem = safe_name(filename, "filename")
+    path, counter = os.path.join(folder_paths.get_folder_paths(folder)[0], stem + ".safetensors"), 1
+    while not overwrite and os.path.exists(path):
+        counter += 1
+        path = os.path.join(folder_paths.get_folder_paths(folder)[0], f"{stem}_{counter:05d}.safetensors")
+    return path
 
 
 def output_path(folder: str, name: str, what: str = "name") -> str:

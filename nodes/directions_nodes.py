@@ -15,7 +15,8 @@ from .common import (
     model_file,
     model_file_changed,
     parse_floats,
-    safe_name,
+    save_inputs,
+    save_path,
 )
 
 
@@ -28,23 +29,14 @@ class SaveDirections(io.ComfyNode):
                         "where Load Directions finds them.",
             inputs=[Directions.Input("directions",
                                      tooltip="Directions from any h-space node (HSPACE_DIRECTIONS)."),
-                    io.String.Input("filename", default="directions",
-                                    tooltip="File name without extension; other characters become '_'."),
-                    io.Boolean.Input("overwrite", default=False,
-                                     tooltip="Off: an existing file is kept and a numbered name is used.")],
+                    *save_inputs("directions")],
             outputs=[io.String.Output("path")],
             is_output_node=True,
         )
 
     @classmethod
     def execute(cls, directions, filename, overwrite) -> io.NodeOutput:
-        folder = folder_paths.get_folder_paths(DIRECTIONS_FOLDER)[0]
-        stem = safe_name(filename, "filename")
-        path = os.path.join(folder, stem + ".safetensors")
-        counter = 1
-        while not overwrite and os.path.exists(path):
-            counter += 1
-            path = os.path.join(folder, f"{stem}_{counter:05d}.safetensors")
+        path = save_path(DIRECTIONS_FOLDER, filename, overwrite)
         D.save_directions(directions, path)
         return io.NodeOutput(path, ui={"text": [os.path.basename(path)]})
 

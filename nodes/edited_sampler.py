@@ -1,9 +1,13 @@
+import comfy.model_management
 import torch
 from comfy_api.latest import io
 
 from comfy_hspace import directions as D
 from comfy_hspace.grid import labelled_grid
+from comfy_hspace.host.architectures import site_of
 from comfy_hspace.host.edited_sampling import edited_model, edited_sample
+from comfy_hspace.host.memory import check_fits, grid_bytes
+from comfy_hspace.host.model_info import image_scale
 from comfy_hspace.settings import APPLY_TO, MODES, EditSettings, SamplerSettings
 
 from .common import CATEGORY, TIPS, Directions, parse_floats, sampler_inputs
@@ -141,12 +145,17 @@ class DirectionSweepGrid(io.ComfyNode):
         if not columns:
             raise ValueError("strengths: empty; expected a list like '-2, -1, 0, 1, 2'")
         batch = latent_image["samples"].shape[0]
+        height, width = (side * image_scale(model) for side in latent_image["samples"].shape[-2:])
+        check_fits(grid_bytes(directions.count * batch * len(columns), height, width, cell_size),
+                   comfy.model_management.intermediate_device(), "the grid's images", "strengths",
+                   " or the directions, the batch or cell_size")
         sampling = SamplerSettings(seed, steps, cfg, sampler_name, scheduler)
         edit = EditSettings((1.0,), start_percent, end_percent, mode=mode)
+        site = site_of(model)
         rows, labels = [], []
         for k, name in enumerate(directions.names):
             out = edited_sample(model, D.select(directions, [k]), sampling, edit, positive, negative, latent_image,
-                                sweep=columns)
+                                sweep=columns, site=site)
             images = vae.decode(out["samples"])
             images = images.reshape(len(columns), batch, *images.shape[-3:]).transpose(0, 1)
             rows += list(images)

@@ -54,14 +54,6 @@ def mmdit(config: dict = pixel_dit.DIT_CONFIG) -> torch.nn.Module:
     return dm
 
 
-def mmdit_config(patch: int, depth: int, blocks: int) -> dict:
-    """The shipped DiT's config at another patch size, width (64 · depth) and number of joint blocks."""
-    width = 64 * depth
-    return {**pixel_dit.DIT_CONFIG, "patch_size": patch, "depth": depth, "num_blocks": blocks,
-            "context_embedder_config": {"target": "torch.nn.Linear",
-                                        "params": {"in_features": pixel_dit.LABEL_WIDTH, "out_features": width}}}
-
-
 def chroma_radiance() -> torch.nn.Module:
     dm = comfy.supported_models.ChromaRadiance({"image_model": "chroma_radiance", **CHROMA_RADIANCE}).get_model(
         {}).diffusion_model
@@ -83,8 +75,8 @@ def flow_loss(a: argparse.Namespace) -> train_ddpm.Loss:
 
 # issue 33: the small features (eyes, mouth, glasses) sit inside one 4 × 4 patch; patch 2 at the same
 # width, and patch 2 at half the width with more blocks, against the shipped patch 4
-PATCH_2 = mmdit_config(2, 2, 6)
-PATCH_2_NARROW = mmdit_config(2, 1, 8)
+PATCH_2 = train_dit.mmdit_config(2, 2, 6)
+PATCH_2_NARROW = train_dit.PATCH_2_NARROW
 ARCHITECTURES = {
     "MMDiT (SD3)": train_ddpm.Architecture("MMDiT", pixel_dit.DIT_CONFIG, Path("-"), lambda a: mmdit(), flow_loss,
                                            None),

@@ -58,7 +58,7 @@ def columns_for(prompt: dict, save_node: str) -> int:
 # one workflow per node family, the quick ones; pca_strip and avi_smile (≈ 45 s each) need --all
 DEFAULT = ("embedded_samples", "random_direction_strip", "apply_edit_ksampler", "attribute_disentangle_strip",
            "real_image_edit", "jacobian_mouth_strip", "discovery_strip", "singular_value_sweep", "dit_pca_strip",
-           "dit_attribute_slider")
+           "dit_attribute_slider", "direction_report")
 THUMBNAIL = (512, 384)  # the frontend's template cards show <name>.jpg
 
 

@@ -18,13 +18,22 @@ REPO = Path(__file__).resolve().parent.parent
 FOLDER = REPO / "workflows" / "api" / "sd"
 
 FAMILIES = {
-    "sd15": {"title": "Stable Diffusion 1.5", "ckpt": "v1-5-pruned-emaonly.safetensors", "size": 512, "cfg": 7.0},
-    "sdxl": {"title": "SDXL", "ckpt": "sd_xl_base_1.0.safetensors", "size": 1024, "cfg": 6.0},
+    # clip_vision: the CLIP vision model whose image embeddings live where the family's pooled text embedding
+    # does (CLIP-L's 768 for SD1.5 and Flux, CLIP-G's 1280 for SDXL), for the Direction Report
+    "sd15": {"title": "Stable Diffusion 1.5", "ckpt": "v1-5-pruned-emaonly.safetensors", "size": 512, "cfg": 7.0,
+             "clip_vision": "clip_vision_vit_l.safetensors"},
+    "sdxl": {"title": "SDXL", "ckpt": "sd_xl_base_1.0.safetensors", "size": 1024, "cfg": 6.0,
+             "clip_vision": "clip_vision_g.safetensors"},
     # transformers: 16-channel latents, h at the middle joint block (H-space Block moves it)
     "sd35": {"title": "SD3.5", "ckpt": "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors", "size": 1024,
              "cfg": 4.5, "transformer": True},
     "flux": {"title": "Flux", "ckpt": "flux1-dev.safetensors", "size": 1024, "cfg": 1.0, "transformer": True,
-             "clip": ("clip_l.safetensors", "t5xxl_fp8_e4m3fn.safetensors"), "vae": "ae.safetensors"},
+             "clip": ("clip_l.safetensors", "t5xxl_fp8_e4m3fn.safetensors"), "vae": "ae.safetensors",
+             "clip_vision": "clip_vision_vit_l.safetensors"},
+    # Z-Image (Turbo): a Lumina 2 transformer read through a forward hook on its blocks; Qwen3 4B text encoder
+    "zimage": {"title": "Z-Image", "ckpt": "z_image_turbo_bf16.safetensors", "size": 1024, "cfg": 1.0,
+               "transformer": True, "clip": ("qwen_3_4b.safetensors",), "clip_type": "lumina2",
+               "vae": "ae.safetensors"},
     # video: 832 × 480, 33 frames; h stacks the frames' token grids
     "wan": {"title": "Wan 2.1", "ckpt": "wan2.1_t2v_1.3B_fp16.safetensors", "size": (832, 480), "length": 33,
             "cfg": 6.0, "transformer": True, "clip": ("umt5_xxl_fp8_e4m3fn_scaled.safetensors",),
@@ -62,7 +71,8 @@ def base(f: dict, batch: int = 1) -> dict:
                   "inputs": {"width": width, "height": height, "length": f["length"], "batch_size": batch}}
     if len(f.get("clip", ())) == 1:
         nodes = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": f["ckpt"], "weight_dtype": "default"}},
-                 "20": {"class_type": "CLIPLoader", "inputs": {"clip_name": f["clip"][0], "type": "wan",
+                 "20": {"class_type": "CLIPLoader", "inputs": {"clip_name": f["clip"][0],
+                                                               "type": f.get("clip_type", "wan"),
                                                                "device": "default"}},
                  "21": {"class_type": "VAELoader", "inputs": {"vae_name": f["vae"]}}}
     elif "clip" in f:
@@ -252,9 +262,93 @@ def text_to_video_edit(family: str, f: dict) -> dict:
     return graph
 
 
+def direction_report(family: str, f: dict) -> dict:
+    """The Direction Report on the smile direction from the prompt pair, two principal components and a random
+    direction of the smile direction's norm, measured in the user's CLIP vision model, with CLIP directional
+    similarity against the prompt pair; the calibrated directions saved as <family>_report_calibrated."""
+    return {**base(f),
+            **smiling_from_prompts(family, f, 32),
+            "10": hook(f, "2", 32, 4),
+            "11": {"class_type": "HSpacePCADirections", "inputs": {"activations": link("10"), "n_components": 2}},
+            "12": {"class_type": "HSpaceRandomDirections",
+                   "inputs": {"model": link("1"), "latent_image": link("5"), "count": 1, "seed": 0, "rms": 1.0,
+                              "like": link("8")}},
+            "13": {"class_type": "HSpaceCombineDirections",
+                   "inputs": {"a": link("8"), "b": link("11"), "mode": "stack", "weight_a": 1.0, "weight_b": 1.0}},
+            "14": {"class_type": "HSpaceCombineDirections",
+                   "inputs": {"a": link("13"), "b": link("12"), "mode": "stack", "weight_a": 1.0, "weight_b": 1.0}},
+            "15": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": f["clip_vision"]}},
+            "16": {"class_type": "HSpaceDirectionReport",
+                   "inputs": {"model": link("1"), "positive": link("2"), "negative": link("4"),
+                              "latent_image": link("5"), "vae": vae(f), "directions": link("14"), "seed": 7,
+                              **SAMPLING, "cfg": f["cfg"], "samples": 8, "strengths": "-2, -1, 0, 1, 2",
+                              "features": "auto", "mode": "both terms", "calibrate_to": 0.0,
+                              "clip_vision": link("15"), "clip": clip(f),
+                              "text_from": PERSON, "text_to": SMILING}},
+            "17": save(link("16"), f"{family}_direction_report"),
+            "18": {"class_type": "PreviewAny", "inputs": {"source": link("16", 1)}},
+            "19": {"class_type": "HSpaceSaveDirections",
+                   "inputs": {"directions": link("16", 2), "filename": f"{family}_report_calibrated",
+                              "overwrite": True}}}
+
+
+# the user's own image pairs for the image-pair slider: the same scene with and without the attribute
+PAIRS = [(f"smiling_{i}.png", f"neutral_{i}.png") for i in (1, 2, 3)]
+
+
+def image_batch(first: str, ids: list[str]) -> dict:
+    """Nodes that batch the images of ``ids`` one after another, the last one numbered ``first``."""
+    nodes, previous = {}, link(ids[0])
+    for k, node in enumerate(ids[1:]):
+        name = first if k == len(ids) - 2 else f"{first}{k}"
+        nodes[name] = {"class_type": "ImageBatch", "inputs": {"image1": previous, "image2": link(node)}}
+        previous = link(name)
+    return nodes
+
+
+def image_pair_slider(family: str, f: dict) -> dict:
+    """A slider from three of the user's image pairs (Load Image: smiling_1…3 and neutral_1…3.png): both sets
+    inverted to their noise with DDIM, their h's mean difference the direction (Attribute Direction with a
+    negative), applied by Apply H-space Edit in front of a stock KSampler and measured by the Direction Report."""
+    size = f["size"] if isinstance(f["size"], tuple) else (f["size"], f["size"])
+    nodes = {**base(f)}
+    for i, (with_it, without) in enumerate(PAIRS):
+        nodes[f"{30 + i}"] = {"class_type": "LoadImage", "inputs": {"image": with_it}}
+        nodes[f"{33 + i}"] = {"class_type": "LoadImage", "inputs": {"image": without}}
+    nodes.update(image_batch("36", ["30", "31", "32"]))
+    nodes.update(image_batch("37", ["33", "34", "35"]))
+    for images, scaled, inverted in (("36", "38", "40"), ("37", "39", "41")):
+        nodes[scaled] = {"class_type": "ImageScale",
+                         "inputs": {"image": link(images), "upscale_method": "lanczos", "width": size[0],
+                                    "height": size[1], "crop": "center"}}
+        nodes[inverted] = {"class_type": "HSpaceInvertImage",
+                           "inputs": {"model": link("1"), "vae": vae(f), "images": link(scaled),
+                                      "positive": link("2"), "negative": link("4"), "steps": 50, "cfg": 1.0,
+                                      "scheduler": "ddim_uniform", "batch_size": 3, "keep_samples": False}}
+    return {**nodes,
+            "42": {"class_type": "HSpaceAttributeDirection",
+                   "inputs": {"activations": link("40", 1), "negative": link("41", 1), "attribute": "smiling",
+                              "count": 1, "space": "h", "method": "regression", "start_percent": 0.0}},
+            "43": {"class_type": "HSpaceSaveDirections",
+                   "inputs": {"directions": link("42"), "filename": f"{family}_smiling_from_pairs",
+                              "overwrite": True}},
+            **beside_plain(f, link("42"), 44),
+            "49": {"class_type": "ImageBatch", "inputs": {"image1": link("47"), "image2": link("48")}},
+            "50": save(link("49"), f"{family}_image_pair_slider"),
+            "51": {"class_type": "HSpaceDirectionReport",
+                   "inputs": {"model": link("1"), "positive": link("2"), "negative": link("4"),
+                              "latent_image": link("5"), "vae": vae(f), "directions": link("42"), "seed": 7,
+                              **SAMPLING, "cfg": f["cfg"], "samples": 8, "strengths": "-1, 0, 1, 2",
+                              "features": "auto", "mode": "both terms", "calibrate_to": 0.0, "text_from": "",
+                              "text_to": ""}},
+            "52": save(link("51"), f"{family}_image_pair_report"),
+            "53": {"class_type": "PreviewAny", "inputs": {"source": link("51", 1)}}}
+
+
 GRAPHS = {"prompt_pair_slider": prompt_pair, "pca_grid": pca_grid, "real_image_edit": real_image_edit,
           "jacobian_mask": jacobian_mask, "apply_edit_ksampler": apply_edit_ksampler,
-          "apply_edit_hires_fix": apply_edit_hires_fix}
+          "apply_edit_hires_fix": apply_edit_hires_fix, "direction_report": direction_report,
+          "image_pair_slider": image_pair_slider}
 
 
 def main() -> None:
@@ -262,6 +356,10 @@ def main() -> None:
     for family, f in FAMILIES.items():
         graphs = ({"text_to_video_edit": text_to_video_edit} if "length" in f else
                   {"prompt_pair_slider": transformer_prompt_pair} if f.get("transformer") else GRAPHS)
+        if f.get("transformer") and "clip_vision" in f:
+            graphs = {**graphs, "direction_report": direction_report}
+        if f.get("transformer") and "length" not in f and family != "sd35":  # the families issue 31 names
+            graphs = {**graphs, "image_pair_slider": image_pair_slider}
         for name, graph in graphs.items():
             path = FOLDER / f"{family}_{name}.api.json"
             path.write_text(json.dumps(graph(family, f), indent=1) + "\n")

@@ -221,10 +221,11 @@ def init_weights(module: torch.nn.Module) -> None:
     for name, p in [*module.named_parameters(), *module.named_buffers()]:
         if name.endswith((".scale", "modulation", "scale_shift_table", "pad_token", "gate.weight",
                           "image_index_embedding", "text_embedding_padding", "positional_embedding",
-                          "pos_frequencies")) or ".pos_emb_" in name or name in ("pos_embed", "positional_encoding",
-                                                                                 "register_tokens"):
+                          "pos_frequencies", "class_embedding")) or ".pos_emb_" in name or \
+                name in ("pos_embed", "positional_encoding", "register_tokens"):
             # RMSNorm scales; learnt position tables, modulations (Wan, LTXV), registers (AuraFlow), pad tokens
-            # (Z-Image, HunyuanDiT), mixture-of-experts routers (HiDream) and what else ComfyUI leaves empty
+            # (Z-Image, HunyuanDiT), mixture-of-experts routers (HiDream), CLIP vision's class token and what else
+            # ComfyUI leaves empty
             with torch.no_grad():
                 p.fill_(1.0) if name.endswith(".scale") else p.normal_(0, 0.02)
     for m in module.modules():
@@ -239,6 +240,10 @@ def init_weights(module: torch.nn.Module) -> None:
             torch.nn.init.zeros_(m.bias)
         elif type(m).__name__ == "RMSNorm" and isinstance(getattr(m, "weight", None), torch.nn.Parameter):
             torch.nn.init.ones_(m.weight)  # Qwen-Image's (torch's RMSNorm, or ComfyUI's with a weight)
+    with torch.no_grad():  # parameters of no known layer whose memory held NaN (Wan Animate's motion encoder's)
+        for p in module.parameters():
+            if not torch.isfinite(p).all():
+                p.normal_(0, 0.02)
 
 
 def conditioning(kind: str, seed: int = 0) -> list:

@@ -8,10 +8,16 @@ predicts v = ε − x0 at timestep 1000·t, t logit-normal (SD3's sampling of t)
 (``--state``, ``--max-minutes`` per chunk); the EMA weights go to ``--out`` at every save.
 
   .venv/bin/python scripts/train_dit.py --steps 9000 --max-minutes 120
+
+``--architecture patch-2-narrow`` trains issue 33's candidate instead (patch 2, width 64, 8 blocks: 16 × 16
+tokens, chosen by ``compare_dit_blocks.py``), its state in runs/ and its weights in runs/faces-dit-v2.safetensors
+until it meets the model card's targets.
 """
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
 from typing import Callable
 
 import torch
@@ -25,8 +31,16 @@ from comfy_hspace.host import pixel_dit  # noqa: E402
 from comfy_hspace.host.embedded import DIT_FILE  # noqa: E402
 
 
-def new_dit(a: argparse.Namespace) -> torch.nn.Module:
-    dm = pixel_dit.build_dit().diffusion_model
+def mmdit_config(patch: int, depth: int, blocks: int) -> dict:
+    """The shipped DiT's config at another patch size, width (64 · depth) and number of joint blocks."""
+    width = 64 * depth
+    return {**pixel_dit.DIT_CONFIG, "patch_size": patch, "depth": depth, "num_blocks": blocks,
+            "context_embedder_config": {"target": "torch.nn.Linear",
+                                        "params": {"in_features": pixel_dit.LABEL_WIDTH, "out_features": width}}}
+
+
+def new_dit(a: argparse.Namespace, config: dict = pixel_dit.DIT_CONFIG) -> torch.nn.Module:
+    dm = pixel_dit.build_dit(config).diffusion_model
     if a.init is not None:
         dm.load_state_dict(pixel_dit.load_pixel_dit(a.init)[0].model.diffusion_model.state_dict())
     else:
@@ -51,6 +65,16 @@ def flow_loss(a: argparse.Namespace, velocity: Callable = velocity) -> train_ddp
 
 
 DIT = train_ddpm.Architecture("DiT", pixel_dit.DIT_CONFIG, DIT_FILE, new_dit, flow_loss, pixel_dit.save_dit)
+PATCH_2_NARROW = mmdit_config(2, 1, 8)
+DIT_V2 = train_ddpm.Architecture("DiT v2 (patch 2, width 64)", PATCH_2_NARROW,
+                                 train_ddpm.REPO / "runs" / "faces-dit-v2.safetensors",
+                                 functools.partial(new_dit, config=PATCH_2_NARROW), flow_loss,
+                                 functools.partial(pixel_dit.save_dit, config=PATCH_2_NARROW))
+ARCHITECTURES = {"patch-4": DIT, "patch-2-narrow": DIT_V2}
 
 if __name__ == "__main__":
-    train_ddpm.main(DIT, __doc__)
+    choice = argparse.ArgumentParser(add_help=False)
+    choice.add_argument("--architecture", choices=list(ARCHITECTURES), default="patch-4")
+    chosen, rest = choice.parse_known_args()
+    sys.argv = [sys.argv[0], *rest]  # the rest is train_ddpm's
+    train_ddpm.main(ARCHITECTURES[chosen.architecture], __doc__)

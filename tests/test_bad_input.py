@@ -32,7 +32,7 @@ from tiny_models import PIXEL_SCHEDULER, PIXEL_UNET, comfy_dit, comfy_unet, cond
 from comfy_hspace import avi
 from comfy_hspace import directions as D
 from comfy_hspace.discovery import STATE_FORMAT
-from comfy_hspace.files import write_safetensors
+from comfy_hspace.files import read_safetensors, write_safetensors
 from comfy_hspace.host.architectures import site_of
 from comfy_hspace.host.pixel_ddpm import load_pixel_ddpm
 
@@ -84,6 +84,9 @@ CASES = [
     bad("EditedSampler", {"noise": latent(2, 4, 16, 16)}, r"noise: shape \[2, 4, 16, 16\] does not match latent_image",
         "noise-shape"),
     bad("EditedSampler", FLAT, NO_BOTTLENECK, "model-without-bottleneck"),
+    bad("EditedSampler", {"latent_image": latent(1, 4, 512, 512), "sweep": ", ".join(["1"] * 10000)},
+        r"sweep: 10000 sweep members of 1 samples needs about [\d.]+ GiB on cpu, [\d.]+ GiB are free; lower sweep",
+        "sweep-over-memory"),
     bad("EditedSampler", {"model": use("faces_model"), "positive": CLASS_12, "negative": CLASS_12,
                           "latent_image": latent(1, 3, 32, 32), "directions": use("faces_dirs"), "strengths": "1"},
         r"conditioning: class 12 is outside this model's 9 classes", "positive-class-outside"),
@@ -109,6 +112,23 @@ CASES = [
     bad("DirectionSweepGrid", {"start_percent": 0.7, "end_percent": 0.3}, r"edit interval: expected 0 ≤ start ≤ end",
         "interval-reversed"),
     bad("DirectionSweepGrid", {"mode": "fast"}, r"mode: expected one of", "mode"),
+    bad("DirectionSweepGrid", {"strengths": ", ".join(["1"] * 200), "cell_size": 4096},
+        r"strengths: the grid's images needs about [\d.]+ GiB on cpu, [\d.]+ GiB are free; lower strengths or the "
+        r"directions, the batch or cell_size", "grid-over-memory"),
+
+    # ---- Direction Report (h-space): tiny pixel DDPM, 3 directions, 2 samples, latent 3×16×16 ----
+    bad("DirectionReport", {"strengths": " "}, r"strengths: the list is empty", "strengths-empty"),
+    bad("DirectionReport", {"strengths": "1, x"}, r"strengths: 'x' is not a number", "strengths-word"),
+    bad("DirectionReport", {"directions": use("sd15_dirs")},
+        r"directions: h shape \[64, 8, 8\] does not fit this model, whose h is \[32, 8, 8\]", "directions-other-model"),
+    bad("DirectionReport", {"features": "clip vision"}, r"features: 'clip vision' needs a CLIP vision model",
+        "clip-vision-missing"),
+    bad("DirectionReport", {"samples": 1}, r"samples: consistency compares samples, expected at least 2, got 1",
+        "one-sample"),
+    bad("DirectionReport", {"latent_image": latent(1, 3, 1024, 1024), "samples": 256,
+                            "strengths": ", ".join(str(s) for s in range(-40, 41))},
+        r"samples: holding 81 strengths × 256 samples of one direction needs about [\d.]+ GiB on cpu", "over-memory"),
+    bad("DirectionReport", FLAT, NO_BOTTLENECK, "model-without-bottleneck"),
 
     # ---- HSpace Hook: tiny pixel DDPM, 2 samples ----
     bad("HSpaceHook", {"components": 3}, r"components: 3 is more than the 2 samples", "components-over-samples"),
@@ -241,6 +261,10 @@ CASES = [
     bad("AVILatentMerge", {"rho": "0, 1.5"}, r"rho: expected a value in \[0, 1\], got 1.5", "rho-above-1"),
     bad("AVILatentMerge", {"rho": "-0.5"}, r"rho: expected a value in \[0, 1\], got -0.5", "rho-negative"),
     bad("AVILatentMerge", {"rho": "a"}, r"rho: 'a' is not a number", "rho-word"),
+    bad("AVILatentMerge", {"x": latent(4, 4, 1024, 1024), "z": latent(4, 4, 1024, 1024),
+                           "rho": ", ".join(["1"] * 1000)},
+        r"rho: 1000 merges of 4 latents needs about [\d.]+ GiB on cpu, [\d.]+ GiB are free; lower rho",
+        "rho-over-memory"),
     bad("AVILatentMerge", {"rho": " "}, r"rho: empty", "rho-empty"),
     bad("AVILatentMerge", {"phi": use("phi_8px")}, r"phi: trained for 8×8 latents, but x is 16×16", "phi-other-size"),
     bad("AVILatentMerge", {"x": latent(16, 16), "z": latent(16, 16)}, r"x: expected a latent \[\.\.\., C, H, W\]",
@@ -305,6 +329,24 @@ CASES = [
 
     # ---- Load Directions: files in hspace_directions ----
     bad("LoadDirections", {"filename": "absent.safetensors"}, r"filename: 'absent\.safetensors' is not in", "absent"),
+
+    # ---- Save / Load / Merge Activations: the tiny pixel DDPM's recording, files in hspace_activations ----
+    bad("SaveActivations", {"filename": "..."}, r"filename: '\.\.\.' has no usable characters", "filename-dots"),
+    bad("LoadActivations", {"filename": "absent.safetensors"}, r"filename: 'absent\.safetensors' is not in",
+        "absent"),
+    bad("LoadActivations", {"filename": lambda w: w.activations_file("cut.safetensors", "truncated")},
+        r"filename .*cut\.safetensors: not a readable safetensors file", "truncated"),
+    bad("LoadActivations", {"filename": lambda w: w.activations_file("bad.safetensors", "damaged")},
+        r"filename .*bad\.safetensors: damaged metadata or tensors", "damaged"),
+    bad("LoadActivations", {"filename": lambda w: w.activations_file("dirs.safetensors", "directions")},
+        r"filename .*dirs\.safetensors: safetensors, but not an h-space activations file", "a-directions-file"),
+    bad("LoadActivations", {"model": use("sd15")},
+        r"filename: acts\.safetensors was recorded on DiffusersUNet:.*, but this model's h is UNetModel:",
+        "another-model"),
+    bad("MergeActivations", {"b": use("activations_means_only")}, r"activations: recording 2 kept other statistics",
+        "other-statistics"),
+    bad("MergeActivations", {"b": use("activations_other_model")}, r"activations: recording 2 is of another model",
+        "other-model"),
     bad("LoadDirections", {"filename": lambda w: w.directions_file("junk.safetensors", ZIP)},
         r"junk\.safetensors: not a readable safetensors file", "zip"),
     bad("LoadDirections", {"filename": lambda w: w.directions_file("pickled.safetensors", PICKLE)},
@@ -609,6 +651,20 @@ class World:
             path.write_bytes(path.read_bytes()[:200])
         return name
 
+    def activations_file(self, name: str, kind: str = "valid") -> str:
+        """An activations file of the tiny pixel DDPM's recording: valid, truncated or with damaged metadata."""
+        from comfy_hspace.activation_files import FORMAT, save_activations
+
+        path = save_activations(self.activations_kept, self.folders["hspace_activations"] / name)
+        if kind == "truncated":
+            path.write_bytes(path.read_bytes()[:300])
+        elif kind == "damaged":
+            tensors, meta = read_safetensors(path, "activations", FORMAT, "")
+            write_safetensors(path, tensors, {**meta, "h_shape": "[1, 2]"})
+        elif kind == "directions":
+            D.save_directions(self.pixel_dirs, path)
+        return name
+
     def phi_file(self, name: str, kind: bytes | str = "valid") -> str:
         path = self.folders["hspace_avi"] / name
         if isinstance(kind, bytes):
@@ -738,6 +794,9 @@ BASE = {
     "FaceImages": lambda w: dict(count=1, seed=0, factors="smile=1, size=9"),
     "FaceRegionMask": lambda w: dict(image=w.one_face, region="mouth"),
     "SaveDirections": lambda w: dict(directions=w.pixel_dirs, filename="dirs", overwrite=False),
+    "SaveActivations": lambda w: dict(activations=w.activations_kept, filename="acts", overwrite=False),
+    "LoadActivations": lambda w: dict(filename=w.activations_file("acts.safetensors"), model=w.pixel),
+    "MergeActivations": lambda w: dict(a=w.activations_kept, b=w.activations_kept),
     "LoadDirections": lambda w: dict(filename=w.directions_file("dirs.safetensors")),
     "SelectDirections": lambda w: dict(directions=w.pixel_dirs, indices="random2, 0"),
     "ScaleDirections": lambda w: dict(directions=w.pixel_dirs, factors="2"),
@@ -748,6 +807,10 @@ BASE = {
     "EmbeddedFacesModel": lambda w: dict(architecture="unet"),
     "FaceLabels": lambda w: dict(labels="smile, glasses"),
     "FaceScores": lambda w: dict(images=w.faces),
+    "DirectionReport": lambda w: dict(
+        model=w.pixel, vae=w.pixel_vae, **pixel_conditioning(w), latent_image=latent(1, 3, 16, 16),
+        directions=w.pixel_dirs, **sampler(), samples=2, strengths="-1, 0, 1", features="auto", mode="both terms",
+        calibrate_to=0.0),
 }
 
 
@@ -760,7 +823,7 @@ def world(pack, tmp_path_factory):
 def w(world, tmp_path, monkeypatch):
     """The world with this test's empty model folders registered in ComfyUI's folder_paths."""
     world.folders = {}
-    for name in ("hspace_directions", "hspace_avi", "hspace_discovery", "diffusers"):
+    for name in ("hspace_directions", "hspace_avi", "hspace_discovery", "hspace_activations", "diffusers"):
         folder = tmp_path / name
         folder.mkdir()
         extensions = ["folder"] if name == "diffusers" else {".safetensors"}

@@ -11,7 +11,7 @@ from comfy_env import REPO
 
 from comfy_hspace import classifier as C
 from comfy_hspace import faces
-from comfy_hspace.host import embedded
+from comfy_hspace.host import embedded, pixel_dit
 from comfy_hspace.host.pixel_ddpm import CLASS_KEY, load_pixel_ddpm
 
 
@@ -93,6 +93,8 @@ def test_label_nodes(pack):
 @pytest.mark.parametrize("script,args", [
     ("train_ddpm.py", ["--steps", "2", "--images", "64", "--batch", "8", "--state", "STATE"]),
     ("train_dit.py", ["--steps", "2", "--images", "64", "--batch", "8", "--state", "STATE"]),
+    ("train_dit.py", ["--architecture", "patch-2-narrow", "--steps", "2", "--images", "64", "--batch", "8",
+                      "--state", "STATE"]),
     ("train_classifier.py", ["--images", "256", "--epochs", "1", "--batch", "32"]),
 ])
 def test_training_scripts_run_a_few_steps(tmp_path, script, args):
@@ -105,6 +107,12 @@ def test_training_scripts_run_a_few_steps(tmp_path, script, args):
     if script == "train_ddpm.py":
         model, _ = load_pixel_ddpm(out)  # what the script writes is what the loader reads
         assert model.get_model_object("diffusion_model").unet.config.num_class_embeds == faces.NULL_CLASS + 1
+    elif "patch-2-narrow" in args:  # issue 33's candidate: not loadable as the embedded DiT until it is shipped
+        from comfy_hspace.files import read_safetensors
+
+        tensors, meta = read_safetensors(out / "c.safetensors", "model", pixel_dit.FORMAT, "an embedded DiT")
+        assert json.loads(meta["config"])["patch_size"] == 2 and len({k for k in tensors if "joint_blocks." in k
+                                                                        and k.endswith("attn.qkv.weight")}) == 16
     elif script == "train_dit.py":
         model, _ = embedded.load_model(out / "c.safetensors")
         assert type(model.get_model_object("diffusion_model")).__name__ == "OpenAISignatureMMDITWrapper"

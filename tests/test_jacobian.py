@@ -63,7 +63,7 @@ def explicit_check(point, k=3):
 
 @pytest.mark.parametrize("kind", ["pixel", "sd15", "sd3", "flux", "qwen", "wan", "hunyuan_video", "auraflow",
                                   "ltxv", "flux attention output", "lumina2", "hidream", "omnigen2",
-                                  "cosmos_predict2", "mochi", "hunyuan_dit"])
+                                  "cosmos_predict2", "mochi", "hunyuan_dit", "zimage", "cosmos", "wan_vace"])
 def test_power_iteration_matches_explicit_jacobian_of_a_tiny_unet(kind, tmp_path):
     """Also on tiny transformers, h at their default block: Flux's blocks add their residuals in
     place, which reverse mode survives only through the pack's copies of saved tensors. Flux's h

@@ -13,7 +13,8 @@ IMPORT_COMFYUI = {"host/autograd.py": False, "host/discovery.py": True, "host/ed
                   "host/model_info.py": False,
                   "host/patch.py": False, "host/pixel_ddpm.py": True, "host/pixel_dit.py": True,
                   "host/recording.py": True,
-                  "host/trajectory.py": True, "host/architectures.py": False, "host/__init__.py": False}
+                  "host/trajectory.py": True, "host/architectures.py": False, "host/__init__.py": False,
+                  "host/report.py": True}
 
 
 def imports_comfyui(path) -> bool:

@@ -1,7 +1,9 @@
 """The templates for a user's own SD1.5, SDXL and SD3.5 checkpoints (workflows/api/sd/) run in the real
 server on tiny random checkpoints of those shapes, written by the tests with ComfyUI's own checkpoint saver
 (scripts/tiny_models.py; the test extension tests/tiny_checkpoints lets the loader recognise them).
-Each graph runs as shipped except for its size: 64 px images, 4 steps, at most 8 samples."""
+Each graph runs as shipped except for its size: 64 px images, 4 steps, at most 8 samples; and the Direction
+Report measures in pixels, not in a CLIP vision model: ComfyUI 0.3.75's CLIP Vision Loader knows only
+full-size configurations (ViT-L and larger, 300 M parameters and up), so no tiny one can be written for it."""
 import json
 
 import numpy as np
@@ -9,15 +11,16 @@ import pytest
 import torch
 from comfy_server import REPO, ComfyServer
 from PIL import Image
-from sd_templates import FAMILIES
+from sd_templates import FAMILIES, PAIRS
 from tiny_models import save_tiny_checkpoint
 
 from comfy_hspace import avi
 from comfy_hspace import directions as D
 
 SD = REPO / "workflows" / "api" / "sd"
+# the prompt-pair graph saves the direction the later ones load
 ORDER = ["prompt_pair_slider", "pca_grid", "real_image_edit", "jacobian_mask", "apply_edit_ksampler",
-         "apply_edit_hires_fix", "avi"]  # the prompt-pair graph saves the direction the later ones load
+         "apply_edit_hires_fix", "avi", "direction_report", "image_pair_slider"]
 SIZE, STEPS = 64, 4
 TINY = ["sd15", "sdxl", "sd35"]  # families with a tiny checkpoint (Flux's loaders take three separate files)
 
@@ -35,6 +38,11 @@ def server(tmp_path_factory):
     rgba[40:56, 16:48, 3] = 0
     (base / "input").mkdir()
     Image.fromarray(rgba, "RGBA").save(base / "input" / "example.png")
+    for i, (with_it, without) in enumerate(PAIRS):  # the image-pair slider's pairs: a bright patch or not
+        photo = np.random.default_rng(i + 1).integers(0, 200, (SIZE, SIZE, 3), dtype=np.uint8)
+        Image.fromarray(photo).save(base / "input" / without)
+        photo[16:48, 16:48] = 255
+        Image.fromarray(photo).save(base / "input" / with_it)
     with ComfyServer(base) as s:
         yield s
 
@@ -59,7 +67,11 @@ def shrunk(prompt: dict) -> dict:
             inputs["epochs"] = 2
         if spec["class_type"] == "HSpaceJacobianDirections":
             inputs["max_iterations"] = 5
-    return prompt
+        if spec["class_type"] == "HSpaceDirectionReport":
+            for key in ("clip_vision", "clip", "text_from", "text_to"):
+                inputs.pop(key, None)
+            inputs.update(features="pixels", samples=4)
+    return {node: spec for node, spec in prompt.items() if spec["class_type"] != "CLIPVisionLoader"}
 
 
 def images(server, entry: dict, node_id: str) -> list[np.ndarray]:
@@ -105,6 +117,22 @@ def test_every_template_runs_on_a_tiny_checkpoint_of_its_family(server, family):
         [grid] = images(server, entry, max(entry["outputs"], key=int))
         assert grid.shape[0] >= rows * SIZE and grid.shape[1] >= 5 * SIZE  # rows × five strengths
         assert grid.std() > 0
+
+    prompt, entry = ran["direction_report"]
+    [chart] = images(server, entry, "17")
+    table = json.loads(entry["outputs"]["18"]["text"][0])
+    assert chart.shape == (480, 960, 3) and [row["name"] for row in table] == ["smiling", "pc1", "pc2", "random1"]
+    assert all(row["features"] == "pixels" and len(row["effect"]) == 5 for row in table)
+    folder = server.base / "models" / "hspace_directions"
+    calibrated = D.load_directions(folder / f"{family}_report_calibrated.safetensors")
+    assert len(calibrated.parameters["calibration"]["scales"]) == 4
+
+    prompt, entry = ran["image_pair_slider"]
+    pairs = D.load_directions(folder / f"{family}_smiling_from_pairs.safetensors")
+    assert pairs.h_shape == (h_channels, 4, 4) and pairs.vectors.abs().sum() > 0
+    plain, edited = images(server, entry, "50")
+    assert np.abs(plain - edited).mean() > 0
+    assert [row["name"] for row in json.loads(entry["outputs"]["53"]["text"][0])] == ["smiling"]
 
     if "avi" in ran:
         prompt, entry = ran["avi"]

@@ -57,13 +57,13 @@ def test_node_help_pages_are_served_and_up_to_date(server):
 # Every node id the pack registers; workflows and saved graphs refer to them, so they never change.
 NODE_IDS = [
     "HSpaceAVILatentMerge", "HSpaceAVITrainer", "HSpaceApplyEdit", "HSpaceAttributeDirection", "HSpaceBlock",
-    "HSpaceCombineDirections", "HSpaceDirectionSweepGrid", "HSpaceDiscoveryTrainer", "HSpaceDisentangle",
-    "HSpaceEditedSampler",
-    "HSpaceEmbeddedFacesModel", "HSpaceFaceImages", "HSpaceFaceLabels", "HSpaceFaceRegionMask", "HSpaceFaceScores",
-    "HSpaceHook", "HSpaceInvertImage", "HSpaceJacobianDirections", "HSpaceLatentSingularValues", "HSpaceLoadAVIPhi",
-    "HSpaceLoadDirections", "HSpaceNullConditioning", "HSpacePCADirections", "HSpacePixelDDPMLoader",
-    "HSpaceRandomDirections", "HSpaceResizeDirections", "HSpaceSaveDirections", "HSpaceScaleDirections",
-    "HSpaceSelectDirections",
+    "HSpaceCombineDirections", "HSpaceDirectionReport", "HSpaceDirectionSweepGrid", "HSpaceDiscoveryTrainer",
+    "HSpaceDisentangle", "HSpaceEditedSampler", "HSpaceEmbeddedFacesModel", "HSpaceFaceImages", "HSpaceFaceLabels",
+    "HSpaceFaceRegionMask", "HSpaceFaceScores", "HSpaceHook", "HSpaceInvertImage", "HSpaceJacobianDirections",
+    "HSpaceLatentSingularValues", "HSpaceLoadAVIPhi", "HSpaceLoadActivations", "HSpaceLoadDirections",
+    "HSpaceMergeActivations", "HSpaceNullConditioning", "HSpacePCADirections", "HSpacePixelDDPMLoader",
+    "HSpaceRandomDirections", "HSpaceResizeDirections", "HSpaceSaveActivations", "HSpaceSaveDirections",
+    "HSpaceScaleDirections", "HSpaceSelectDirections",
 ]
 
 

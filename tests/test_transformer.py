@@ -174,7 +174,8 @@ def test_asymmetric_mode_without_edit_is_the_flow_ddim_step(pack, models, kind):
 
 
 def test_null_conditioning_is_shaped_for_the_model(pack, models):
-    several_text_inputs = {"hidream": "HiDream", "hunyuan_dit": "HunyuanDiT", "cosmos_predict2": "Cosmos Predict2"}
+    several_text_inputs = {"hidream": "HiDream", "hunyuan_dit": "HunyuanDiT", "cosmos_predict2": "Cosmos Predict2",
+                           "cosmos": "Cosmos"}
     for kind, model in models.items():
         if kind in several_text_inputs:
             with pytest.raises(ValueError, match=f"model: {several_text_inputs[kind]} takes its text through its own"):

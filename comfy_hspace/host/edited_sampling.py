@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.utils
@@ -13,20 +14,25 @@ from ..editing import HSpaceEdit, sample_asyrp
 from ..settings import EditSettings, SamplerSettings
 from .architectures import Site, site_of
 from .latents import latent_with, model_latent, sampler_sigmas
+from .memory import check_fits, samples_bytes
 from .model_info import check_directions_fit, check_site, is_flow
 from .patch import hspace_clone
 
 
 def edited_sample(model: Any, directions: Directions, sampling: SamplerSettings, edit: EditSettings, positive: Any,
-                  negative: Any, latent: dict, *, sweep: list[float], noise_latent: dict | None = None) -> dict:
+                  negative: Any, latent: dict, *, sweep: list[float], noise_latent: dict | None = None,
+                  site: Site | None = None) -> dict:
     """Samples ``latent`` once per sweep multiplier m with h ← h + m·Σ strength_k·direction_k(t)
     inside the edit interval (x_T-space directions: x_T ← x_T + m·Σ …). Every member gets the same
     noise (one sampling run each, with the same seed; or ``noise_latent``, e.g. an inverted
     image's), so a member whose edit is zero is exactly the stock KSampler's output.
     Returns a LATENT whose batch is the sweep members one after another."""
     offsets_per_unit = _offsets(directions, edit)
-    site = site_of(model)
+    site = site or site_of(model)  # a node sampling several direction sets resolves it once
     latent_image = model_latent(model, latent)
+    check_fits(samples_bytes(len(sweep) * latent_image.shape[0], latent_image.shape),
+               comfy.model_management.intermediate_device(),
+               f"{len(sweep)} sweep members of {latent_image.shape[0]} samples", "sweep")
     _check_fit(site, directions, latent_image)
     noise = _starting_noise(latent, latent_image, sampling.seed, noise_latent)
     sigma_start, sigma_end = _sigma_interval(model, edit)

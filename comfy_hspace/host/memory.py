@@ -31,10 +31,18 @@ def check_disk(needed: int, directory: str, what: str, lower: str, other: str = 
                          f"{free / GIB:.1f} GiB are free there; lower {lower}{other}")
 
 
-def recording_bytes(n_samples: int, latent_shape: tuple[int, ...]) -> int:
-    """What the HSpace Hook and Invert Image hold in memory per run: every sample (float32); the
-    running statistics do not grow with the number of samples."""
+def samples_bytes(n_samples: int, latent_shape: tuple[int, ...]) -> int:
+    """``n_samples`` float32 samples of ``latent_shape``'s size (its first axis the batch): what a node holds of
+    the samples it makes (the HSpace Hook's and Invert Image's; the running statistics do not grow with the
+    number of samples), or of their decoded images given an image's shape."""
     return n_samples * math.prod(latent_shape[1:]) * 4
+
+
+def grid_bytes(cells: int, height: int, width: int, cell_size: int) -> int:
+    """A labelled grid's decoded images (float32) and its sheet, each cell enlarged by a whole factor to
+    ``cell_size`` (0: at least 128 pixels, as ``grid.labelled_grid``)."""
+    factor = max(1, (cell_size or 128) // max(height, width))
+    return cells * height * width * 3 * 4 * (1 + factor ** 2)
 
 
 def kept_bytes(n_samples: int, steps: int, h_shape: tuple[int, ...], latent_shape: tuple[int, ...]) -> int:

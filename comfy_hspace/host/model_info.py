@@ -60,3 +60,9 @@ def image_scale(model: Any) -> int:
     Radiance), 16 or 32 for the newer VAEs (Flux 2, Wan 2.2, HunyuanImage 2.1, LTXV), else 8."""
     return next((LATENT_SCALE[c.__name__] for c in type(model.model.latent_format).__mro__
                  if c.__name__ in LATENT_SCALE), 8)
+
+
+def check_recorded_at(site: Site, fingerprint: str | None, filename: str) -> None:
+    """An activations file recorded on another model or block is refused, naming both."""
+    if fingerprint != (here := site.fingerprint()):
+        raise ValueError(f"filename: {filename} was recorded on {fingerprint}, but this model's h is {here}")

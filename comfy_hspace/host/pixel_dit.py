@@ -99,12 +99,12 @@ def init_weights(dm: torch.nn.Module) -> None:
         torch.nn.init.normal_(layer.weight, std=0.02)
 
 
-def save_dit(dm: torch.nn.Module, path: Path, info: dict) -> None:
+def save_dit(dm: torch.nn.Module, path: Path, info: dict, config: dict = DIT_CONFIG) -> None:
     from ..files import write_safetensors
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_safetensors(path, {k: v.detach().contiguous().cpu() for k, v in dm.state_dict().items()},
-                      {"format": FORMAT, "config": json.dumps(DIT_CONFIG), "labels": json.dumps(list(faces.LABELS)),
+                      {"format": FORMAT, "config": json.dumps(config), "labels": json.dumps(list(faces.LABELS)),
                        "training": json.dumps(info)})
 
 

@@ -16,7 +16,7 @@ from ..recorder import HSpaceActivations
 from ..settings import SamplerSettings
 from .architectures import site_of
 from .latents import model_latent, noise_scale, sampler_sigmas, schedule_percents, seed_noise
-from .memory import check_disk, check_fits, kept_bytes, recording_bytes
+from .memory import check_disk, check_fits, kept_bytes, samples_bytes
 from .patch import hspace_clone
 
 
@@ -132,5 +132,5 @@ def _check_recording_fits(n: int, steps: int, h_shape: tuple[int, ...], latent_s
         check_disk(kept_bytes(n, steps, h_shape, latent_shape), spill_directory(),
                    f"keeping every sample's h trajectory ({n} samples × {steps} steps)", count_input,
                    " or turn keep_samples off")
-    check_fits(recording_bytes(n, latent_shape), comfy.model_management.intermediate_device(),
+    check_fits(samples_bytes(n, latent_shape), comfy.model_management.intermediate_device(),
                f"keeping {n} samples", count_input)
