@@ -112,8 +112,9 @@ def merge_activations(recordings: list[HSpaceActivations], spill_directory: str 
     if merged.kept is not None:
         start = 0
         for r in recordings:
-            for t in first._keys():
-                merged.kept.write(t, start, r.trajectories().flatten(2)[:, first._keys().index(t)], torch.float16)
+            trajectories = r.trajectories().flatten(2)  # read once: [samples, T, d]
+            for i, t in enumerate(first._keys()):
+                merged.kept.write(t, start, trajectories[:, i], torch.float16)
             merged.kept.write("noise", start, r.sample_noises(), torch.float32)
             start += r.n_samples
     return merged

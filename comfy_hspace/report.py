@@ -109,7 +109,8 @@ def measure_direction(name: str, strengths: list[float], features: torch.Tensor,
     if features.shape[1] < 2:
         raise ValueError(f"samples: consistency compares samples, expected at least 2, got {features.shape[1]}")
     s = torch.tensor(strengths, dtype=torch.float64)
-    zero, top = strengths.index(0.0), int(torch.where(s > 0, s, -s.abs() - 1).argmax())
+    # the largest positive strength, or the most negative where there is none
+    zero, top = strengths.index(0.0), strengths.index(max(strengths) if max(strengths) > 0 else min(strengths))
     change = (features - features[zero]).double()
     top_change = change[top]
     mean_change = top_change.mean(0)

@@ -299,26 +299,24 @@ class Site:
             return 0
         return math.prod(self.token_grid(latent.shape))
 
-    def tokens_before_image(self, block: int, text_tokens: int) -> int:
-        """How many tokens come before the image's in this block: in single-stream blocks the text's (and
-        learnt registers before it) where the family puts them first; none elsewhere."""
+    def tokens_before_image(self, kind: str, text_tokens: int) -> int:
+        """How many tokens come before the image's in a block of this hook kind: in single-stream blocks the
+        text's (and learnt registers before it) where the family puts them first; none elsewhere."""
         row = self.architecture
-        if self.located(block)[0] != "single_block" or not row.text_first:
+        if kind != "single_block" or not row.text_first:
             return 0
         return text_tokens + (getattr(self.dm, row.registers).shape[1] if row.registers else 0)
 
 
 def block_list(blocks: tuple[int, ...]) -> str:
     """Blocks as a user writes them: runs as "10-14", the rest with commas ("3, 7, 10-14")."""
-    parts, run = [], [blocks[0]]
-    for b in blocks[1:]:
-        if b == run[-1] + 1:
-            run.append(b)
-            continue
-        parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
-        run = [b]
-    parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
-    return ", ".join(parts)
+    runs: list[list[int]] = []
+    for b in blocks:
+        if runs and b == runs[-1][-1] + 1:
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    return ", ".join(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
 
 
 def parse_blocks(text: str) -> tuple[int, ...]:

@@ -68,11 +68,11 @@ def hspace_clone(model: Any, site: Site, *, edit: HSpaceEdit | None = None, reco
         return h
 
     clone = model.clone()
-    PATCHES[site.architecture.reach](clone, model, site, at_h)
+    PATCHES[site.architecture.reach](clone, site, at_h)
     return clone
 
 
-def _patch_bottleneck(clone: Any, model: Any, site: Site, at_h: Callable) -> None:
+def _patch_bottleneck(clone: Any, site: Site, at_h: Callable) -> None:
     def bottleneck_patch(h, hsp, options):
         # newer ComfyUI lets an earlier patch (SUPIR's) fuse the skip connection into h and hand on
         # hsp = None: h is then no longer the bottleneck's
@@ -92,10 +92,10 @@ def _moved_tokens(tokens: torch.Tensor, grid: tuple[int, int], options: dict, at
     return tokens if moved is h else moved.reshape(tokens.shape[0], tokens.shape[2], rows * cols).transpose(1, 2)
 
 
-def _hook_block(clone: Any, model: Any, site: Site, at_h: Callable) -> None:
+def _hook_block(clone: Any, site: Site, at_h: Callable) -> None:
     """h through forward hooks on the block modules, registered for one model call by a keyed wrapper on
     the clone (the family has no block hook in ComfyUI)."""
-    dm, layout = site.dm, site.architecture.layout
+    dm, layout, modules = site.dm, site.architecture.layout, site.modules()
 
     def hook_for_the_call(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
         grid = site.token_grid(x.shape)
@@ -106,7 +106,7 @@ def _hook_block(clone: Any, model: Any, site: Site, at_h: Callable) -> None:
             return out if moved is tokens else write_tokens(layout, out, moved, dm)
 
         handles = [module.register_forward_hook(lambda m, args, out, part=part: at_output(part, out))
-                   for part, module in enumerate(site.modules())]
+                   for part, module in enumerate(modules)]
         try:
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         finally:
@@ -116,7 +116,7 @@ def _hook_block(clone: Any, model: Any, site: Site, at_h: Callable) -> None:
     clone.add_wrapper_with_key("apply_model", "comfy_hspace", hook_for_the_call)
 
 
-def _patch_dit_block(clone: Any, model: Any, site: Site, at_h: Callable) -> None:
+def _patch_dit_block(clone: Any, site: Site, at_h: Callable) -> None:
     """h through ComfyUI's block hook (``patches_replace["dit"]``) of each chosen block, wrapping whatever
     was set there."""
     call = {}  # this model call's transformer_options, for blocks not handed them (HunyuanDiT's)
@@ -124,7 +124,7 @@ def _patch_dit_block(clone: Any, model: Any, site: Site, at_h: Callable) -> None
         kind, index = site.located(block)
         earlier = clone.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {}).get(
             (kind, index))
-        patch = _block_patch(site, block, earlier, call, lambda h, o, part=part: at_h(part, h, o))
+        patch = _block_patch(site, block, kind, earlier, call, lambda h, o, part=part: at_h(part, h, o))
         clone.set_model_patch_replace(patch, "dit", kind, index)
 
     def note_grid(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
@@ -140,8 +140,11 @@ def _patch_dit_block(clone: Any, model: Any, site: Site, at_h: Callable) -> None
     clone.add_wrapper_with_key("apply_model", "comfy_hspace", note_grid)
 
 
-def _block_patch(site: Site, block: int, earlier: Callable | None, call: dict, at_h: Callable) -> Callable:
+def _block_patch(site: Site, block: int, kind: str, earlier: Callable | None, call: dict, at_h: Callable
+                 ) -> Callable:
     """One block's ``patches_replace["dit"]`` entry: h moved in its output, or in its attention output."""
+    attention = site.attention_module(block) if site.stream == ATTENTION else None
+
     def as_grid(img: torch.Tensor, options: dict, start: int) -> torch.Tensor:
         """img with its image tokens img[:, start : start + rows·columns] moved; the rest as it was."""
         rows, cols = options[GRID]
@@ -163,14 +166,14 @@ def _block_patch(site: Site, block: int, earlier: Callable | None, call: dict, a
                                  f"Directions): {site.architecture.name} recomputes its blocks in the backward "
                                  f"pass; use the residual stream")
             # the attention output is inside the block: a forward hook on its projection for this one call
-            hook = site.attention_module(block).register_forward_hook(
+            hook = attention.register_forward_hook(
                 lambda m, i, out: as_grid(out, options, options[LEADING_TOKENS]))
             try:
                 return earlier(args, extra) if earlier is not None else extra["original_block"](args)
             finally:
                 hook.remove()
         out = earlier(args, extra) if earlier is not None else extra["original_block"](args)
-        start = options[LEADING_TOKENS] + site.tokens_before_image(block, options[TEXT_TOKENS])
+        start = options[LEADING_TOKENS] + site.tokens_before_image(kind, options[TEXT_TOKENS])
         img = as_grid(out["img"], options, start)
         return out if img is out["img"] else {**out, "img": img}
 
