@@ -67,7 +67,7 @@ class ShiftBlock(nn.Module):
         f = torch.einsum("noc,nchw->nohw", self.out_weight[index], a) + self.out_bias[index][:, :, None, None]
         if self.limit <= 0:
             return f
-        # unbounded, the learnt shifts grew to 2–17× h and left the data (README, Discovery Trainer)
+        # unbounded, the learnt shifts grew to 2–17× h and left the data (docs/discovery.md)
         cap = self.limit * h.detach().pow(2).mean((1, 2, 3), keepdim=True).sqrt()
         return f * torch.rsqrt(1 + f.pow(2).mean((1, 2, 3), keepdim=True) / cap.pow(2))
 
@@ -243,9 +243,10 @@ def chain_gradients(denoise: Denoiser, trainer: Trainer, batch: Batch, sigmas: t
                     x0: torch.Tensor, first: torch.Tensor | None = None
                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Accumulates the generator loss's gradients into the shift block and the reconstructor and
-    returns (losses, shifted x0). Checkpointed (appendix A): the shifted chain runs once without
-    gradient keeping every x_i; then from x0 back to x_T each step is recomputed with gradient and
-    the cached dL/dx_{i+1} is pushed through it, so only one step's graph exists at a time.
+    returns (losses, shifted x0). Checkpointed (appendix A): the shifted chain up to its last step runs
+    once without gradient keeping every x_i, the last step with gradient; then from there back to x_T
+    each step is recomputed with gradient and the cached dL/dx_{i+1} is pushed through it, so only
+    one step's graph exists at a time.
     ``first``: the unshifted prediction at x_T (the unshifted chain's first), computed once: it
     depends on nothing learnt."""
     shift = shift_fn(trainer.shift, batch.index, batch.magnitude)
@@ -258,20 +259,24 @@ def chain_gradients(denoise: Denoiser, trainer: Trainer, batch: Batch, sigmas: t
         losses = generator_losses(trainer, x0, x0_shifted, batch)
         losses["total"].backward()
         return losses, x0_shifted.detach()
+    last = len(sigmas) - 2
     with torch.no_grad():
-        _, nodes = run_chain(denoise, x_t, sigmas, shifted_steps, shift, keep=True, first=first,
+        _, nodes = run_chain(denoise, x_t, sigmas[:-1], shifted_steps, shift, keep=True, first=first,
                              flow=trainer.settings.flow)
-    last = nodes[-1].detach().requires_grad_(True)
-    losses = generator_losses(trainer, x0, last, batch)
+    # the last step runs with gradient once, not without and then again with it
+    x_i = nodes[last].detach().requires_grad_(last > 0)
+    x0_shifted = chain_step(denoise, x_i, sigmas[last], sigmas[last + 1], shift if last < shifted_steps else None,
+                            first if last == 0 else None, trainer.settings.flow)
+    losses = generator_losses(trainer, x0, x0_shifted, batch)
     losses["total"].backward()
-    grad = last.grad
-    for i in reversed(range(len(sigmas) - 1)):
+    grad = x_i.grad
+    for i in reversed(range(last)):
         x_i = nodes[i].detach().requires_grad_(i > 0)  # x_T is drawn, not learnt
         out = chain_step(denoise, x_i, sigmas[i], sigmas[i + 1], shift if i < shifted_steps else None,
                          first if i == 0 else None, trainer.settings.flow)
         out.backward(grad)
         grad = x_i.grad
-    return losses, nodes[-1].detach()
+    return losses, x0_shifted.detach()
 
 
 def average_gradients(modules: list[nn.Module]) -> None:

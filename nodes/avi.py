@@ -137,7 +137,7 @@ class AVILatentMerge(io.ComfyNode):
                 io.Latent.Input("z", tooltip="Latent at Tz under the target conditioning; same shape as x."),
                 io.Int.Input("k", default=0, min=0, max=4096,
                              tooltip="Singular vectors of x kept whole; 0 = a quarter of min(H, W) (the paper: half; a "
-                                     "quarter with keep_noise and z at Tx − 0.5T measured best, see the README)."),
+                                     "quarter with keep_noise and z at Tx − 0.5T measured best, see docs/avi.md)."),
                 io.String.Input("rho", default="1.0",
                                 tooltip="ρ in [0, 1]: 0 gives x back (without Φ), 1 the full integration. "
                                         "A list such as '0, 0.5, 1' gives a sweep."),
@@ -146,7 +146,7 @@ class AVILatentMerge(io.ComfyNode):
                                  tooltip="Add ρ times x's trailing part (x minus its top k) back: at Tx it is mostly "
                                          "the noise the remaining steps remove, so samples at ρ = 1 come out clean "
                                          "instead of grainy and closer to x; the attribute moves less for some "
-                                         "edits (see the README). Off: the paper's merge, grainy at ρ = 1."),
+                                         "edits (see docs/avi.md). Off: the paper's merge, grainy at ρ = 1."),
             ],
             outputs=[io.Latent.Output()],
         )

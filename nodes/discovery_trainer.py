@@ -9,7 +9,7 @@ from comfy_hspace.host.discovery import train_discovery
 
 from .common import CATEGORY, DISCOVERY_FOLDER, TIPS, Directions, output_path, sampler_inputs, send_progress_text
 
-SHIFT_LIMIT = 0.5  # measured in the README, "Discovery Trainer, measured"
+SHIFT_LIMIT = 0.5  # measured in docs/discovery.md
 
 
 class DiscoveryTrainer(io.ComfyNode):

@@ -44,7 +44,7 @@ def explicit_check(point, k=3):
         delta = torch.zeros(u.shape[0], *h_shape).to(point.h).requires_grad_(True)
         return torch.autograd.grad(point.eps(delta), delta, u.to(point.h))[0].double()
 
-    # the node's products (forward mode; on the SD-shaped UNet through ComfyUI's
+    # the node's products (from retained graphs; on the SD-shaped UNet through ComfyUI's
     # attention, replaced by PyTorch's while the Jacobian is taken)
     node_jvp, node_vjp = jacobian_maps(point)
     g = torch.Generator().manual_seed(0)

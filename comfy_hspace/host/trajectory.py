@@ -148,9 +148,13 @@ def jacobian_directions(model: Any, positive: Any, negative: Any, latent: dict, 
 
 
 def _check_jacobian_fits(model: Any, point: TrajectoryPoint, batch: int) -> None:
-    """Before the power iteration: a forward-mode product and the retained reverse graph each hold
-    about one forward's saved tensors per row of the batch, measured on one row."""
+    """Before the power iteration: the two retained graphs of the products (the forward's, and the
+    backward's that gives Jv) hold about batch × what they hold for one row, measured on one row."""
+    weights = list(model.get_model_object("diffusion_model").parameters())
     delta = torch.zeros(1, *point.h.shape, device=point.h.device, dtype=point.h.dtype, requires_grad=True)
-    per_row = autograd_bytes(lambda: point.eps(delta), model.get_model_object("diffusion_model").parameters())
-    check_fits(2 * batch * per_row, point.h.device, f"the Jacobian's products, {batch} directions at a time",
+    forward = autograd_bytes(lambda: point.eps(delta), weights)
+    out = point.eps(delta)
+    u = torch.zeros_like(out, requires_grad=True)
+    backward = autograd_bytes(lambda: torch.autograd.grad(out, delta, u, create_graph=True), weights)
+    check_fits(batch * (forward + backward), point.h.device, f"the Jacobian's products, {batch} directions at a time",
                "batch_size")
