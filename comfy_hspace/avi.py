@@ -169,12 +169,15 @@ def trailing_part(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def merge_latents(x: torch.Tensor, z: torch.Tensor, k: int, rho: float, phi: SingularValueNet | None = None,
-                  keep_noise: bool = False) -> torch.Tensor:
+                  keep_noise: bool = False, channels: list[int] | None = None) -> torch.Tensor:
     """y_pred for ComfyUI latents [B, C, H, W]: the merge of the unit-RMS latents with Φ's S (or x's
     own singular values without Φ), given x's RMS back. With ``keep_noise``, ρ times x's trailing
     part (x minus its rank-k approximation) is added back before the RMS: at Tx that part is mostly
-    the noise the remaining steps expect, and without it the sample at ρ = 1 comes out grainy."""
+    the noise the remaining steps expect, and without it the sample at ρ = 1 comes out grainy.
+    ``channels``: merge only these channels; the others stay x's (None: all)."""
     check_pair(x, z, k, rho)
+    if channels is not None and not all(0 <= c < x.shape[-3] for c in channels):
+        raise ValueError(f"channels: expected indices 0 … {x.shape[-3] - 1} of the latent's channels, got {channels}")
     if phi is not None:
         phi.check(x)
     xn, rms = unit_rms(x)
@@ -186,7 +189,12 @@ def merge_latents(x: torch.Tensor, z: torch.Tensor, k: int, rho: float, phi: Sin
     merged = merge(xn, zn, k, rho, values)
     if keep_noise:
         merged = unit_rms(unit_rms(merged)[0] + rho * trailing_part(xn, k))[0]
-    return (merged * rms).to(x.dtype)
+    merged = (merged * rms).to(x.dtype)
+    if channels is None:
+        return merged
+    kept = torch.ones(x.shape[-3], dtype=torch.bool)
+    kept[channels] = False
+    return torch.where(kept[:, None, None].to(x.device), x, merged)
 
 
 def save_phi(phi: SingularValueNet, path: str | os.PathLike, info: dict | None = None) -> Path:

@@ -66,8 +66,8 @@ class DiscoveryTrainer(io.ComfyNode):
                 io.Combo.Input("start_from", options=["none", *folder_paths.get_filename_list(DISCOVERY_FOLDER)],
                                default="none", optional=True,
                                tooltip="A saved state to begin from when <name> has none yet (or resume is off): "
-                                       "its networks, optimisers and step. It must match the model, K and "
-                                       "shift_limit."),
+                                       "its networks, optimisers and step. It must match the model and K; "
+                                       "with another shift_limit its networks go on under this one."),
             ],
             outputs=[Directions.Output("directions", tooltip="Mean shift per timestep, zero after t_edit."),
                      Directions.Output("time_invariant",

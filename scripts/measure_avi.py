@@ -101,6 +101,29 @@ def fidelity(e: Embedded, original: str, attribute: str, a) -> dict:
     return row
 
 
+def settings_sweep(e: Embedded, attribute: str, a) -> list[dict]:
+    """Issue 33: the two settings never varied, at the default merge (keep_noise, k, z's step; ρ 1): which
+    channels are merged (x's values, and Φ trained on all channels) and how many pairs train Φ."""
+    target = attribute if a.original == "null" else f"{a.original},{attribute}"
+    col, empty = C.NAMES.index(attribute), torch.zeros(a.samples, 3, faces.SIZE, faces.SIZE)
+    s_orig = e.scores(e.sample(a.original, empty, 0, a.steps, a.seed, True))
+    x, z = e.sample(a.original, empty, 0, a.tx, a.seed, True), e.sample(target, empty, 0, a.tz, a.seed, True)
+    most = max(a.pair_sizes)
+    pairs = torch.zeros(most, 3, faces.SIZE, faces.SIZE)
+    xs, zs = e.sample(a.original, pairs, 0, a.tx, a.seed + 1, True), e.sample(target, pairs, 0, a.tz, a.seed + 1, True)
+    phis = {n: avi.train_phi(xs[:n], zs[:n], a.k, epochs=max(1, a.epochs * a.pairs // n), batch_size=256,
+                             seed=a.seed)[0] for n in a.pair_sizes}  # the same number of updates for each size
+
+    def measure(phi_pairs: int | None, channels: list[int] | None) -> dict:
+        y = avi.merge_latents(x, z, a.k, 1.0, phis.get(phi_pairs), keep_noise=True, channels=channels)
+        s = e.scores(e.sample(a.original, y, a.tx, a.steps, a.seed, False))
+        return {"attribute": attribute, "phi_pairs": phi_pairs, "channels": "all" if channels is None else channels,
+                "hit": float((s[:, col] > 0.5).float().mean()), "identity": change(s, s_orig, IDENTITY)}
+
+    rows = [measure(None, channels) for channels in a.channel_sets]
+    return rows + [measure(n, channels) for n in a.pair_sizes for channels in (None, *a.channel_sets[1:2])]
+
+
 def subspaces(e: Embedded, a) -> list[dict]:
     empty = torch.zeros(a.samples, 3, faces.SIZE, faces.SIZE)
     latents = [e.sample("null", empty, 0, 1, a.seed, True)]
@@ -195,8 +218,22 @@ def main() -> None:
     p.add_argument("--edit-steps", type=lambda s: [int(v) for v in s.split(",")], default=[2, 6, 10, 14])
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--sweep", action="store_true", help="only the sweep of merged channels and Φ's training size")
+    p.add_argument("--channel-sets", type=lambda s: [None if c == "all" else [int(v) for v in c.split("+")]
+                                                     for c in s.split(",")], default="all,0,1,2,0+1,0+2,1+2")
+    p.add_argument("--pair-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[256, 1024, 2048])
     a = p.parse_args()
     e = Embedded(a.steps, a.cfg)
+    if a.sweep:
+        print(markdown_table(["target", "Φ trained on (pairs)", "merged channels", "hit (ρ 1)", "identity"]))
+        rows = []
+        for attribute in a.attributes.split(","):
+            for r in settings_sweep(e, attribute, a):
+                rows.append(r)
+                print(markdown_row([attribute, r["phi_pairs"] or "— (x's values)", r["channels"], f"{r['hit']:.2f}",
+                                    f"{r['identity']:.3f}"]), flush=True)
+        write_report(a.json, {"settings": vars(a) | {"json": None}, "sweep": rows})
+        return
     result = {"settings": vars(a) | {"json": None}}
     result["fidelity"] = print_fidelity(e, a)
     result["subspaces"] = subspaces(e, a)

@@ -65,7 +65,7 @@ def flow_loss(a: argparse.Namespace, velocity: Callable = velocity) -> train_ddp
 
 
 DIT = train_ddpm.Architecture("DiT", pixel_dit.DIT_CONFIG, DIT_FILE, new_dit, flow_loss, pixel_dit.save_dit)
-PATCH_2_NARROW = mmdit_config(2, 1, 8)
+PATCH_2_NARROW = pixel_dit.DIT_V2_CONFIG
 DIT_V2 = train_ddpm.Architecture("DiT v2 (patch 2, width 64)", PATCH_2_NARROW,
                                  train_ddpm.REPO / "runs" / "faces-dit-v2.safetensors",
                                  functools.partial(new_dit, config=PATCH_2_NARROW), flow_loss,

@@ -259,8 +259,12 @@ def test_start_from_a_saved_state_without_training(pack, pixel_model, tmp_path, 
                                                          "start_from": "shipped.safetensors"}).args[0]
         pack.nodes.DiscoveryTrainer.execute(**{**args, "name": "more", "training_steps": 3,
                                                "start_from": "shipped.safetensors"})
+        # another shift limit from a start: the limit annealed in a step (to resume, it is refused)
+        pack.nodes.DiscoveryTrainer.execute(**{**args, "name": "wider", "training_steps": 3, "shift_limit": 0.4,
+                                               "start_from": "shipped.safetensors"})
     assert torch.equal(shipped.vectors, trained.vectors)
     assert discovery.load_state(tmp_path / "more.safetensors")[1]["step"] == 3
+    assert [discovery.load_state(tmp_path / "wider.safetensors")[1][k] for k in ("step", "shift_limit")] == [3, 0.4]
 
 
 def test_a_state_saved_before_shift_limits_resumes_as_unlimited(pack, pixel_model, tmp_path, monkeypatch):

@@ -99,11 +99,14 @@ def _check_settings(site: Site, settings: dv.DiscoverySettings, world_size: int)
 
 # what states saved before a key was recorded had: no shift limit
 BEFORE_KEYS = {"shift_limit": 0.0}
+# a start_from state may have had another shift limit: its networks go on under this run's (the limit
+# annealed in steps); resume keeps every setting
+CHANGEABLE_FROM_START = {"shift_limit"}
 
 
 def _saved_state(state_path: Path | None, start_from: Path | None, meta: dict) -> tuple[dict[str, torch.Tensor], int]:
     """(tensors, step) to go on from: the run's own state if it exists, else ``start_from``, else
-    none. A state of another model, K, h or latent shape or shift limit is refused."""
+    none. A state of another model, K, h or latent shape is refused, and to resume, of another shift limit."""
     own = state_path is not None and state_path.exists()
     path, what = (state_path, "resume") if own else (start_from, "start_from")
     if path is None:
@@ -111,7 +114,7 @@ def _saved_state(state_path: Path | None, start_from: Path | None, meta: dict) -
     tensors, saved = dv.load_state(path, f"{what}: state file")
     for key, value in meta.items():
         was = saved.get(key, BEFORE_KEYS.get(key))
-        if was != value:
+        if was != value and not (what == "start_from" and key in CHANGEABLE_FROM_START):
             raise ValueError(f"{what}: {path.name} was trained with {key} {was}, this run has {value}; "
                              f"use another {'name or turn resume off' if what == 'resume' else 'state'}")
     return tensors, int(saved["step"])

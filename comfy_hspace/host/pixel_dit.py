@@ -34,6 +34,12 @@ DIT_CONFIG = {"input_size": faces.SIZE, "patch_size": 4, "in_channels": 3, "dept
                                           "params": {"in_features": LABEL_WIDTH, "out_features": 128}}}
 SAMPLING = {"shift": 1.0, "multiplier": 1000}
 DEFAULT_BLOCK = 5  # where its h is unless H-space Block says otherwise: the last joint block, by the block study
+# issue 33's candidate: patch 2 for the small features, width 64 (one head), 8 joint blocks
+DIT_V2_CONFIG = {**DIT_CONFIG, "patch_size": 2, "depth": 1, "num_blocks": 8,
+                 "context_embedder_config": {"target": "torch.nn.Linear",
+                                             "params": {"in_features": LABEL_WIDTH, "out_features": 64}}}
+# every embedded DiT this pack reads, with its default block (each its own block study's choice)
+DEFAULT_BLOCKS = ((DIT_CONFIG, DEFAULT_BLOCK), (DIT_V2_CONFIG, 7))
 
 
 def label_tokens(classes: torch.Tensor) -> torch.Tensor:
@@ -121,7 +127,8 @@ def load_pixel_dit(path: str | Path) -> tuple[Any, Any]:
         raise ValueError(f"model {path}: damaged metadata ({e})") from None
     if labels != list(faces.LABELS):
         raise ValueError(f"model {path}: trained on the labels {labels}; this pack's faces have {list(faces.LABELS)}")
-    if config != DIT_CONFIG:
+    default_block = next((block for known, block in DEFAULT_BLOCKS if config == known), None)
+    if default_block is None:
         changed = {k: (config.get(k), v) for k, v in DIT_CONFIG.items() if config.get(k) != v}
         raise ValueError(f"model {path}: another architecture than the embedded DiT's (file, expected): {changed}")
     offload = comfy.model_management.unet_offload_device()
@@ -130,7 +137,7 @@ def load_pixel_dit(path: str | Path) -> tuple[Any, Any]:
         model.diffusion_model.load_state_dict(tensors)
     except RuntimeError as e:
         raise ValueError(f"model {path}: its weights do not fit the embedded DiT ({str(e)[:200]})") from None
-    setattr(model.diffusion_model, DEFAULT_BLOCK_ATTRIBUTE, DEFAULT_BLOCK)
+    setattr(model.diffusion_model, DEFAULT_BLOCK_ATTRIBUTE, default_block)
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
                                                offload_device=offload)
     vae = comfy.sd.VAE(sd={"pixel_space_vae": torch.tensor(1.0)})
