@@ -46,7 +46,8 @@ def direction_sets(model, vae, null, latent) -> dict[str, tuple[D.Directions, st
     jacobian = jacobian_directions(model, null, null, {"samples": latent["samples"][:1]}, ddim, step=10,
                                    each_step=False, n_directions=4, batch_size=4)
     state = embedded.DISCOVERY_FOLDER / "faces-discovery.safetensors"
-    settings = dv.DiscoverySettings(count=8, magnitude=2.0, t_edit=400.0, batch_size=16, shift_limit=0.5)
+    settings = dv.DiscoverySettings(count=8, magnitude=2.0, t_edit=400.0, batch_size=16,
+                                    shift_limit=dv.load_state(state)[1]["shift_limit"])  # as it was trained
     _, discovery, _ = train_discovery(model, null, null, (1, 3, 32, 32), settings, steps=5, training_steps=0,
                                       seed=0, cfg=1.0, start_from=state)
     return {"PCA": (pcs, MODES[0]), "random (PCs' norms)": (D.random_like(pcs, 0), MODES[0]),

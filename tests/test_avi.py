@@ -103,6 +103,15 @@ def test_keep_noise_adds_back_what_the_merge_takes_from_x():
     assert torch.allclose(avi.merge_latents(x, z, 4, 0.0, keep_noise=True), x, atol=1e-4)
 
 
+def test_merge_of_chosen_channels_leaves_the_others_as_x():
+    x, z = pairs(n=4)
+    every, some = avi.merge_latents(x, z, 4, 1.0), avi.merge_latents(x, z, 4, 1.0, channels=[1])
+    assert torch.equal(some[:, [0, 2]], x[:, [0, 2]])
+    assert torch.allclose(some[:, 1], every[:, 1]) and not torch.allclose(some[:, 1], x[:, 1], atol=0.1)
+    with pytest.raises(ValueError, match=r"channels: expected indices 0 … 2 of the latent's channels, got \[3\]"):
+        avi.merge_latents(x, z, 4, 1.0, channels=[3])
+
+
 def test_phi_save_load_round_trip_and_refusals(tmp_path):
     x, z = pairs(n=16)
     phi, _ = avi.train_phi(x, z, 4, epochs=1, batch_size=8, hidden=32)
