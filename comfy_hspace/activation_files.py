@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .files import read_safetensors, write_safetensors
-from .pca import StreamingPCA, top_right_singular
+from .pca import StreamingPCA
 from .recorder import HSpaceActivations
 
 FORMAT = "comfy-hspace/activations-v1"
@@ -121,19 +121,12 @@ def merge_activations(recordings: list[HSpaceActivations], spill_directory: str 
 
 
 def merged_pca(states: list[StreamingPCA]) -> StreamingPCA:
-    """One StreamingPCA of the union of the samples several saw: each state's components scaled by their
-    singular values and the mean-correction rows, stacked, their top components."""
-    merged = StreamingPCA(states[0].n_components)
-    merged.n_seen, merged.mean = states[0].n_seen, states[0].mean.double()
-    merged.components, merged.singular_values = states[0].components.double(), states[0].singular_values.double()
-    merged.total_sq = states[0].total_sq
+    """One StreamingPCA of the union of the samples several saw: the first state, with each other one
+    merged in (``StreamingPCA.merge``)."""
+    first = states[0]
+    merged = StreamingPCA(first.n_components)
+    merged.n_seen, merged.mean, merged.total_sq = first.n_seen, first.mean.double(), first.total_sq
+    merged.components, merged.singular_values = first.components.double(), first.singular_values.double()
     for s in states[1:]:
-        total = merged.n_seen + s.n_seen
-        correction = ((merged.n_seen * s.n_seen / total) ** 0.5) * (merged.mean - s.mean.double())
-        stacked = torch.cat([merged.singular_values[:, None] * merged.components,
-                             s.singular_values.double()[:, None] * s.components.double(), correction[None]])
-        merged.components, merged.singular_values = top_right_singular(stacked, merged.n_components)
-        merged.mean = merged.mean + (s.mean.double() - merged.mean) * (s.n_seen / total)
-        merged.total_sq += s.total_sq + correction.pow(2).sum().item()
-        merged.n_seen = total
+        merged.merge(s)
     return merged

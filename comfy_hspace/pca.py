@@ -37,17 +37,26 @@ class StreamingPCA:
             raise ValueError(f"n_components: {self.n_components} is more than the h dimension {d}")
         batch_mean = x.mean(0)
         centred = x - batch_mean
+        return self._fold_in(centred, n, batch_mean, centred.pow(2).sum().item())
+
+    def merge(self, other: "StreamingPCA") -> "StreamingPCA":
+        """Adds the samples another state saw, as one more update whose batch is the other's components
+        scaled by their singular values (the same scatter about its mean)."""
+        rows = other.singular_values.double()[:, None] * other.components.double()
+        return self._fold_in(rows, other.n_seen, other.mean.double(), other.total_sq)
+
+    def _fold_in(self, rows: torch.Tensor, n: int, mean: torch.Tensor, scatter: float) -> "StreamingPCA":
+        """Ross et al.'s update with n samples of ``mean`` whose scatter about it is ``rows``ᵀ·``rows`` (trace
+        ``scatter``): the SVD of the current scaled components, the rows and the mean-correction row."""
         if self.n_seen == 0:
-            stacked, new_mean = centred, batch_mean
-            self.total_sq = centred.pow(2).sum().item()
+            stacked, new_mean, self.total_sq = rows, mean, scatter
         else:
             total = self.n_seen + n
-            new_mean = self.mean + (batch_mean - self.mean) * (n / total)
-            correction = ((self.n_seen * n / total) ** 0.5) * (self.mean - batch_mean)
-            stacked = torch.cat([self.singular_values[:, None] * self.components, centred, correction[None]])
-            self.total_sq += centred.pow(2).sum().item() + correction.pow(2).sum().item()
-        k = self.n_components
-        self.components, self.singular_values = top_right_singular(stacked, k)
+            new_mean = self.mean + (mean - self.mean) * (n / total)
+            correction = ((self.n_seen * n / total) ** 0.5) * (self.mean - mean)
+            stacked = torch.cat([self.singular_values[:, None] * self.components, rows, correction[None]])
+            self.total_sq += scatter + correction.pow(2).sum().item()
+        self.components, self.singular_values = _top_right_singular(stacked, self.n_components)
         self.mean, self.n_seen = new_mean, self.n_seen + n
         return self
 
@@ -60,7 +69,7 @@ class StreamingPCA:
         return self.singular_values.pow(2) / self.total_sq
 
 
-def top_right_singular(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _top_right_singular(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(Vᵀ[:k], S[:k]) of a [m, d] matrix. With m < d (a batch of h is short and wide) through the
     eigendecomposition of the m×m Gram matrix: one matrix product instead of a full SVD, and in
     float64 exact enough for the leading components."""

@@ -87,7 +87,8 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(rx @ ry) / denominator if denominator > 0 else 0.0
 
 
-def _mean_pairwise_cosine(rows: torch.Tensor) -> float:
+def mean_pairwise_cosine(rows: torch.Tensor) -> float:
+    """Mean cosine between every two different rows [N, D]."""
     unit = F.normalize(rows.double(), dim=1)
     off = ~torch.eye(len(rows), dtype=torch.bool)
     return float((unit @ unit.T)[off].mean())
@@ -118,7 +119,7 @@ def measure_direction(name: str, strengths: list[float], features: torch.Tensor,
     projected = change @ unit  # [S, N]
     measures = Measures(
         name=name, strengths=list(strengths), effect=change.norm(dim=-1).mean(1).tolist(),
-        consistency=_mean_pairwise_cosine(top_change),
+        consistency=mean_pairwise_cosine(top_change),
         preservation=float(F.cosine_similarity(features[top].double(), features[zero].double(), dim=1).mean()),
         psnr=float(psnr(images[top], images[zero]).mean()), ssim=float(ssim(images[top], images[zero]).mean()),
         monotonicity=spearman(s[:, None].expand_as(projected), projected),

@@ -75,8 +75,8 @@ def flow_loss(a: argparse.Namespace) -> train_ddpm.Loss:
 
 # issue 33: the small features (eyes, mouth, glasses) sit inside one 4 × 4 patch; patch 2 at the same
 # width, and patch 2 at half the width with more blocks, against the shipped patch 4
-PATCH_2 = train_dit.mmdit_config(2, 2, 6)
-PATCH_2_NARROW = train_dit.PATCH_2_NARROW
+PATCH_2 = pixel_dit.dit_config(2, 2, 6)
+PATCH_2_NARROW = pixel_dit.DIT_V2_CONFIG
 ARCHITECTURES = {
     "MMDiT (SD3)": train_ddpm.Architecture("MMDiT", pixel_dit.DIT_CONFIG, Path("-"), lambda a: mmdit(), flow_loss,
                                            None),

@@ -19,7 +19,7 @@ import argparse
 import time
 from pathlib import Path
 
-from measure_common import markdown_row, markdown_table, spearman, write_report  # first: ComfyUI on the path
+from measure_common import markdown_row, markdown_table, write_report  # first: ComfyUI on the path
 import comfy.samplers  # noqa: E402
 import torch
 
@@ -27,6 +27,7 @@ import nodes  # noqa: E402
 from comfy_hspace import avi, faces  # noqa: E402
 from comfy_hspace import classifier as C  # noqa: E402
 from comfy_hspace.host import embedded  # noqa: E402
+from comfy_hspace.report import spearman  # noqa: E402
 
 IDENTITY = ("x", "y", "size", "skin_hue")
 COARSE, FINE = ("x", "y", "size", "skin_hue", "bg_hue"), ("smile", "eyes_open", "glasses", "blond")

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from measure_common import decoded, markdown_table, spearman, write_report  # first: ComfyUI on the path
+from measure_common import decoded, markdown_table, write_report  # first: ComfyUI on the path
 import torch
 
 from measure_supervised import Edits, annotated_samples, sample_efficiency  # noqa: E402
@@ -50,6 +50,7 @@ from comfy_hspace.host import embedded  # noqa: E402
 from comfy_hspace.host.edited_sampling import edited_sample  # noqa: E402
 from comfy_hspace.host.architectures import (ATTENTION, BLOCK_OPTION, RESIDUAL, STREAM_OPTION,  # noqa: E402
                                              parse_blocks, site_of)
+from comfy_hspace.report import mean_pairwise_cosine, spearman  # noqa: E402
 from comfy_hspace.settings import EditSettings, SamplerSettings  # noqa: E402
 
 ATTRIBUTES = ("glasses", "blond", "smile", "eyes_open", "size", "bg_hue")
@@ -130,11 +131,6 @@ def patch_seams(change: torch.Tensor, patch: int = 4) -> float:
         across.append(d[..., border].abs().mean())
         inside.append(d[..., ~border].abs().mean())
     return (sum(across) / sum(inside)).item()
-
-
-def mean_pairwise_cosine(rows: torch.Tensor) -> float:
-    unit = torch.nn.functional.normalize(rows.double(), dim=1)
-    return (unit @ unit.T)[~torch.eye(len(rows), dtype=torch.bool)].mean().item()
 
 
 def main() -> None:

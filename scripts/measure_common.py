@@ -46,12 +46,6 @@ def write_report(path: Path | None, report: dict) -> None:
         path.write_text(json.dumps(report, indent=1, default=str))
 
 
-def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Spearman's rank correlation of two 1-D tensors (the Pearson correlation of their ranks)."""
-    rx, ry = x.argsort().argsort().double(), y.argsort().argsort().double()
-    return float(torch.corrcoef(torch.stack([rx, ry]))[0, 1])
-
-
 def decoded(vae: Any, latent: torch.Tensor) -> torch.Tensor:
     """The pixel VAE's IMAGE [N, H, W, 3] of a LATENT's samples, clamped to 0…1."""
     return vae.decode(latent).clamp(0, 1)

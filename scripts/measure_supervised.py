@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from measure_common import decoded, markdown_row, markdown_table, spearman, write_report  # first: ComfyUI on the path
+from measure_common import decoded, markdown_row, markdown_table, write_report  # first: ComfyUI on the path
 import comfy.sample  # noqa: E402
 import torch
 
@@ -36,6 +36,7 @@ from comfy_hspace.attribute import attribute_direction, disentangle_directions  
 from comfy_hspace.host import embedded  # noqa: E402
 from comfy_hspace.host.edited_sampling import edited_sample  # noqa: E402
 from comfy_hspace.host.recording import invert, record_activations  # noqa: E402
+from comfy_hspace.report import spearman  # noqa: E402
 from comfy_hspace.settings import EditSettings, SamplerSettings  # noqa: E402
 
 STEPS, SCHEDULER = 20, "ddim_uniform"

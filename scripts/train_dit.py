@@ -31,14 +31,6 @@ from comfy_hspace.host import pixel_dit  # noqa: E402
 from comfy_hspace.host.embedded import DIT_FILE  # noqa: E402
 
 
-def mmdit_config(patch: int, depth: int, blocks: int) -> dict:
-    """The shipped DiT's config at another patch size, width (64 · depth) and number of joint blocks."""
-    width = 64 * depth
-    return {**pixel_dit.DIT_CONFIG, "patch_size": patch, "depth": depth, "num_blocks": blocks,
-            "context_embedder_config": {"target": "torch.nn.Linear",
-                                        "params": {"in_features": pixel_dit.LABEL_WIDTH, "out_features": width}}}
-
-
 def new_dit(a: argparse.Namespace, config: dict = pixel_dit.DIT_CONFIG) -> torch.nn.Module:
     dm = pixel_dit.build_dit(config).diffusion_model
     if a.init is not None:
@@ -65,11 +57,10 @@ def flow_loss(a: argparse.Namespace, velocity: Callable = velocity) -> train_ddp
 
 
 DIT = train_ddpm.Architecture("DiT", pixel_dit.DIT_CONFIG, DIT_FILE, new_dit, flow_loss, pixel_dit.save_dit)
-PATCH_2_NARROW = pixel_dit.DIT_V2_CONFIG
-DIT_V2 = train_ddpm.Architecture("DiT v2 (patch 2, width 64)", PATCH_2_NARROW,
+DIT_V2 = train_ddpm.Architecture("DiT v2 (patch 2, width 64)", pixel_dit.DIT_V2_CONFIG,
                                  train_ddpm.REPO / "runs" / "faces-dit-v2.safetensors",
-                                 functools.partial(new_dit, config=PATCH_2_NARROW), flow_loss,
-                                 functools.partial(pixel_dit.save_dit, config=PATCH_2_NARROW))
+                                 functools.partial(new_dit, config=pixel_dit.DIT_V2_CONFIG), flow_loss,
+                                 functools.partial(pixel_dit.save_dit, config=pixel_dit.DIT_V2_CONFIG))
 ARCHITECTURES = {"patch-4": DIT, "patch-2-narrow": DIT_V2}
 
 if __name__ == "__main__":

@@ -34,11 +34,19 @@ DIT_CONFIG = {"input_size": faces.SIZE, "patch_size": 4, "in_channels": 3, "dept
                                           "params": {"in_features": LABEL_WIDTH, "out_features": 128}}}
 SAMPLING = {"shift": 1.0, "multiplier": 1000}
 DEFAULT_BLOCK = 5  # where its h is unless H-space Block says otherwise: the last joint block, by the block study
+
+
+def dit_config(patch: int, depth: int, blocks: int) -> dict:
+    """The embedded DiT's config at another patch size, width (64 · depth) and number of joint blocks."""
+    return {**DIT_CONFIG, "patch_size": patch, "depth": depth, "num_blocks": blocks,
+            "context_embedder_config": {"target": "torch.nn.Linear",
+                                        "params": {"in_features": LABEL_WIDTH, "out_features": 64 * depth}}}
+
+
 # issue 33's candidate: patch 2 for the small features, width 64 (one head), 8 joint blocks
-DIT_V2_CONFIG = {**DIT_CONFIG, "patch_size": 2, "depth": 1, "num_blocks": 8,
-                 "context_embedder_config": {"target": "torch.nn.Linear",
-                                             "params": {"in_features": LABEL_WIDTH, "out_features": 64}}}
-# every embedded DiT this pack reads, with its default block (each its own block study's choice)
+DIT_V2_CONFIG = dit_config(2, 1, 8)
+# every embedded DiT this pack reads, with its default block: the shipped one's by its block study; the
+# candidate's, until it has a study of its own, its last joint block as well
 DEFAULT_BLOCKS = ((DIT_CONFIG, DEFAULT_BLOCK), (DIT_V2_CONFIG, 7))
 
 

@@ -19,7 +19,7 @@ from . import embedded
 from .architectures import site_of
 from .edited_sampling import edited_sample
 from .latents import model_latent
-from .memory import check_fits
+from .memory import check_fits, samples_bytes
 from .model_info import image_scale
 
 
@@ -78,8 +78,9 @@ def direction_report(model: Any, vae: Any, directions: D.Directions, sampling: S
         raise ValueError(f"samples: consistency compares samples, expected at least 2, got {samples}")
     strengths = sorted(set(strengths) | {0.0})
     site, one = site_of(model), model_latent(model, latent)[:1]
-    pixels = math.prod(one.shape[2:]) * image_scale(model) ** 2 * 3
-    check_fits(len(strengths) * samples * (pixels + math.prod(one.shape[1:])) * 4,
+    images = len(strengths) * samples
+    pixels = (1, math.prod(one.shape[2:]) * image_scale(model) ** 2 * 3)  # an image's, as one flat row
+    check_fits(samples_bytes(images, one.shape) + samples_bytes(images, pixels),
                comfy.model_management.intermediate_device(),
                f"holding {len(strengths)} strengths × {samples} samples of one direction", "samples")
     batch = {"samples": one.expand(samples, *one.shape[1:]).clone()}
