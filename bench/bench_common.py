@@ -75,9 +75,11 @@ def print_peak(peak_before: tuple[float, float]) -> None:
     print(*peak_before)
 
 
-def peak_in_child(script: str | Path, args: list[str]) -> tuple[float, float]:
-    """(peak RSS in MiB, RSS before) of a run of ``script args`` in a fresh process, which answers with
-    ``print_peak``: a fresh process, so that what an earlier run allocated does not hide a run's working set."""
-    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True)
+def peak_in_child(script: str | Path, args: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """(peak RSS in MiB, RSS before) of a run of ``script args`` in a fresh process (``env`` added to its
+    environment), which answers with ``print_peak``: a fresh process, so that what an earlier run allocated
+    does not hide a run's working set."""
+    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True,
+                         env=None if env is None else {**os.environ, **env})
     peak, before = map(float, out.stdout.strip().splitlines()[-1].split())
     return peak, before

@@ -4,8 +4,10 @@ checkpointing §4.4 and appendix A).
 
 Nothing here knows ComfyUI. The model is a ``denoise(x, sigma, shift) -> x0`` callable in
 k-diffusion's sigma space, where ``shift`` (or None) is called at the bottleneck as
-``shift(h, row_timesteps) -> Δh``. A sampling chain is DDIM (η = 0) over ``sigmas``; inside the
-shifting interval a step is Asyrp's asymmetric one: x0 from the shifted pass, ε from the plain one.
+``shift(h, row_timesteps) -> Δh``; ``denoise(x, sigma, shift, pair=True)`` returns the plain and the
+shifted x0 together (from one model call, whose path up to h the model may run once). A sampling
+chain is DDIM (η = 0) over ``sigmas``; inside the shifting interval a step is Asyrp's asymmetric
+one: x0 from the shifted pass, ε from the plain one.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from torch import nn
 from .editing import asymmetric_step
 from .files import read_safetensors, write_safetensors
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor, "Callable | None"], torch.Tensor]
+Denoiser = Callable[..., "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
 
 def _groups(channels: int) -> int:
@@ -174,9 +176,12 @@ def chain_step(denoise: Denoiser, x: torch.Tensor, sigma: torch.Tensor, sigma_ne
     from the shifted pass, ε from the plain one. ``plain``: the unshifted prediction at x, when it is
     already known. ``flow``: a flow-matching model (``editing.asymmetric_step``)."""
     s = sigma.expand(x.shape[0])
-    if plain is None:
-        plain = denoise(x, s, None)
-    x0 = plain if shift is None else denoise(x, s, shift)
+    if shift is None:
+        x0 = plain = denoise(x, s, None) if plain is None else plain
+    elif plain is None:
+        plain, x0 = denoise(x, s, shift, pair=True)
+    else:
+        x0 = denoise(x, s, shift)
     return asymmetric_step(x, x0, plain, sigma, sigma_next, flow)
 
 

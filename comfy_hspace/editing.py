@@ -23,6 +23,10 @@ EDIT_OFF = "hspace_edit_off"
 # model call (every chunk), e.g. the point at which Jacobian Directions differentiates; or a
 # callable (h, row_timesteps) -> offset for all rows, e.g. the Discovery Trainer's shift block.
 DELTA = "hspace_delta"
+# transformer_options key: n, when each chunk of this model call's rows is n samples twice over (a plain
+# and a shifted pass at the same x, as the Discovery Trainer's pair); a model that can runs their shared
+# path up to h once (``pixel_ddpm.DiffusersUNet``), any other computes both halves.
+PAIRED_ROWS = "hspace_paired_rows"
 
 
 @dataclass

@@ -15,7 +15,7 @@ Euler for the DiT; ComfyUI's "ddim" sampler is both):
   pixels and in the classifier's scores (÷ scale: the change of every known factor);
 - transfer: a direction found at block k applied at k − 1 and k + 1, its own attribute's change
   there ÷ at k (the table gives the median over attributes and both sides);
-- patch seams: how much more the image change Δ(1) jumps across the DiT's 4-pixel patch borders than
+- patch seams: how much more the image change Δ(1) jumps across the DiT's patch borders (4 or 2 pixels) than
   between neighbouring pixels inside a patch (mean |difference|, rows and columns; 1 = no seams).
 
 With --attention, h is the image tokens' attention output inside each block (projected, before its
@@ -107,6 +107,7 @@ def supervised(model, vae, null, a, report: dict) -> D.Directions:
 
 def linearity_homogeneity(model, vae, null, d: D.Directions, report: dict, seeds: int = 8) -> None:
     latent = {"samples": torch.zeros(seeds, 3, faces.SIZE, faces.SIZE)}
+    patch = getattr(model.get_model_object("diffusion_model"), "patch_size", 4)  # the UNet's row: 4, as before
     errors, cosines, score_cosines, seams = [], [], [], []
     for i in range(len(d.names)):
         out = edited_sample(model, D.select(d, [i]), SamplerSettings(7000, 20, 1.0, SAMPLER, "ddim_uniform"),
@@ -116,14 +117,14 @@ def linearity_homogeneity(model, vae, null, d: D.Directions, report: dict, seeds
         one, two = images[1] - images[0], images[2] - images[0]
         errors.append(((two - 2 * one).norm(dim=1) / (2 * one).norm(dim=1).clamp_min(1e-12)).mean().item())
         cosines.append(mean_pairwise_cosine(one))
-        seams.append(patch_seams(one.reshape(seeds, 3, faces.SIZE, faces.SIZE)))
+        seams.append(patch_seams(one.reshape(seeds, 3, faces.SIZE, faces.SIZE), patch))
         scores = (embedded.score(pixels) / C.SCALES).reshape(3, seeds, -1)
         score_cosines.append(mean_pairwise_cosine(scores[1] - scores[0]))
     report["linearity_error"], report["homogeneity"], report["homogeneity_scores"] = errors, cosines, score_cosines
     report["patch_seams"] = seams
 
 
-def patch_seams(change: torch.Tensor, patch: int = 4) -> float:
+def patch_seams(change: torch.Tensor, patch: int) -> float:
     """Mean |difference| of neighbouring pixels of ``change`` [N, C, H, W] across patch borders ÷ inside patches."""
     across, inside = [], []
     for d in (change.diff(dim=-1), change.diff(dim=-2).transpose(-1, -2)):  # columns, then rows

@@ -225,7 +225,7 @@ CASES = [
     bad("DiscoveryTrainer", FLAT, NO_BOTTLENECK, "model-without-bottleneck"),
     bad("DiscoveryTrainer", {"latent_image": latent(1, 3, 64, 64), "batch_size": 4096, "steps": 1000,
                              "checkpointed": False},
-        r"batch_size: a training step \(4096 samples × \d+ chain steps held for backprop\) needs about [\d.]+ GiB on "
+        r"batch_size: a training step \(4096 samples × \d+ passes held for backprop\) needs about [\d.]+ GiB on "
         r"cpu, [\d.]+ GiB are free; lower batch_size or turn checkpointed on", "vanilla-over-memory"),
     bad("DiscoveryTrainer", {"name": lambda w: w.discovery_state("junk", ZIP)},
         r"resume: state file .*junk\.safetensors: not a readable safetensors file", "resume-unreadable"),

@@ -70,6 +70,51 @@ def test_checkpointed_gradients_equal_plain_backprop(kind, shift_limit, pixel_mo
         assert rel <= 1e-4, (name, rel.item())
 
 
+@pytest.mark.parametrize("kind", ["pixel", "sd15", "flux"])
+def test_paired_passes_equal_two_calls(kind, pixel_model):
+    """The plain and shifted predictions of one paired call (the embedded kind of UNet runs its down path once
+    for both, the others the two halves) equal two calls, and so do their gradients, also with cfg's two
+    chunks."""
+    if kind == "pixel":
+        model, shape = pixel_model, (2, 3, 16, 16)
+    elif kind == "flux":
+        model = comfy_dit(kind)
+        shape = tuple(fix_empty_latent_channels(model, tiny_latent(kind, 2)["samples"]).shape)
+    else:
+        model, shape = comfy_unet("sd15"), (2, 4, 16, 16)
+    sigmas, _ = discovery_schedule(model, 5)
+    settings = discovery.DiscoverySettings(count=3, batch_size=2, flow=is_flow(model))
+    trainer = new_discovery_trainer(site_of(model), shape, settings, seed=1)
+    with torch.no_grad():
+        trainer.shift.out_weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(2))
+    shift = discovery.shift_fn(trainer.shift, torch.tensor([0, 2]), torch.tensor([1.5, -2.0]))
+    x0 = torch.randn(shape, generator=torch.Generator().manual_seed(3)) * float(sigmas[1])
+    weights = torch.randn(2, *shape, generator=torch.Generator().manual_seed(4))
+
+    rows = []  # the rows of each call's down path, in the embedded kind of UNet
+    seen = model.model.diffusion_model.unet.conv_in.register_forward_hook(
+        lambda m, args, out: rows.append(out.shape[0])) if kind == "pixel" else None
+
+    def run(denoise, device):
+        out = []
+        for pair in (True, False):
+            x = x0.clone().requires_grad_(True)
+            s = sigmas[1].expand(2)
+            plain, shifted = denoise(x, s, shift, pair=True) if pair else (denoise(x, s), denoise(x, s, shift))
+            (plain * weights[0] + shifted * weights[1]).sum().backward()
+            out.append((plain.detach(), shifted.detach(), x.grad, trainer.shift.out_weight.grad.clone()))
+            trainer.shift.zero_grad()
+        return out
+
+    paired, separate = with_denoiser(model, site_of(model), conditioning(kind), conditioning(kind), shape, 2.0, run)
+    if seen is not None:
+        seen.remove()
+        assert rows[:3] == [4, 4, 4]  # cond and uncond of 2 samples: once for the pair, once per separate call
+    assert (paired[1] - paired[0]).abs().max() > 1e-3  # the shift moved the prediction
+    for a, b in zip(paired, separate):
+        assert (a - b).norm() / b.norm() <= 1e-5, ((a - b).norm() / b.norm()).item()
+
+
 def test_shift_limit_caps_large_shifts_and_keeps_small_ones():
     h = torch.randn(4, 8, 2, 2, generator=torch.Generator().manual_seed(0))
     h = h * torch.tensor([0.5, 1, 2, 4]).reshape(4, 1, 1, 1)  # samples of different sizes

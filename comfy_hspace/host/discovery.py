@@ -13,7 +13,7 @@ import torch
 
 from .. import discovery as dv
 from ..directions import Directions
-from ..editing import DELTA, with_call_options
+from ..editing import DELTA, PAIRED_ROWS, with_call_options
 from ..settings import SamplerSettings
 from .architectures import Site, site_of
 from .autograd import autograd_context, in_place_safe
@@ -27,20 +27,27 @@ def with_denoiser(model: Any, site: Site, positive: Any, negative: Any, latent_s
                   fn: Callable[[Callable, torch.device], Any]) -> Any:
     """Calls ``fn(denoise, device)`` from inside one ComfyUI sampling run, where the model is loaded
     and the conditioning prepared, with autograd working. ``denoise(x, sigma, shift)`` is ComfyUI's
-    guided x0 prediction (cfg included) with the bottleneck callback ``shift`` (or None).
-    Returns what ``fn`` returns; the model is left as it was."""
+    guided x0 prediction (cfg included) with the bottleneck callback ``shift`` (or None); with
+    ``pair=True`` it returns the plain and the shifted prediction from one model call of
+    ``PAIRED_ROWS``. Returns what ``fn`` returns; the model is left as it was."""
     clone = hspace_clone(model, site, deltas=True)
     result: dict = {}
 
     def sampler_function(model_fn, x, sigmas, extra_args=None, callback=None, disable=None):
         extra_args = extra_args or {}
 
-        def denoise(x, sigma, shift=None):
+        def call(x, sigma, **keys):
+            options = with_call_options(extra_args.get("model_options", {}), **keys)
             with in_place_safe(site.architecture):  # reverse mode through Flux's in-place blocks
-                if shift is None:
-                    return model_fn(x, sigma, **extra_args)
-                options = with_call_options(extra_args.get("model_options", {}), **{DELTA: shift})
                 return model_fn(x, sigma, **{**extra_args, "model_options": options})
+
+        def denoise(x, sigma, shift=None, pair=False):
+            if not pair:
+                return call(x, sigma) if shift is None else call(x, sigma, **{DELTA: shift})
+            n = x.shape[0]
+            both = call(torch.cat([x, x]), torch.cat([sigma, sigma]),
+                        **{DELTA: _on_second_of_pairs(shift, n), PAIRED_ROWS: n})
+            return both[:n], both[n:]
 
         with autograd_context(site.dm):
             result["value"] = fn(denoise, x.device)
@@ -51,6 +58,15 @@ def with_denoiser(model: Any, site: Site, positive: Any, negative: Any, latent_s
     comfy.sample.sample_custom(clone, latent, cfg, comfy.samplers.KSAMPLER(sampler_function), sigmas, positive,
                                negative, latent, disable_pbar=True, seed=0)
     return result["value"]
+
+
+def _on_second_of_pairs(shift: Callable, n: int) -> Callable:
+    """``shift`` for rows laid out as ``PAIRED_ROWS``: called on each pair's second rows, zero on the first."""
+    def delta(h: torch.Tensor, row_timesteps: torch.Tensor) -> torch.Tensor:
+        second = h.unflatten(0, (-1, 2, n))[:, 1].flatten(0, 1)
+        moved = shift(second, row_timesteps.unflatten(0, (-1, 2, n))[:, 1].flatten(0, 1)).unflatten(0, (-1, n))
+        return torch.stack([torch.zeros_like(moved), moved], 1).flatten(0, 2)
+    return delta
 
 
 def chain_settings(steps: int) -> SamplerSettings:
@@ -157,7 +173,7 @@ def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tupl
         if resumed:  # after the move, so Adam puts the saved moments on their parameters' device
             dv.load_state_tensors(trainer, resumed)
         chain = sigmas.to(device)
-        _check_training_fits(model, denoise, settings, latent_shape, chain, device)
+        _check_training_fits(model, denoise, settings, latent_shape, chain, shifted, device)
         while trainer.step < training_steps:
             comfy.model_management.throw_exception_if_processing_interrupted()
             batch = dv.draw_batch(_step_generator(seed, trainer.step), latent_shape, settings.count,
@@ -186,12 +202,14 @@ def train_discovery(model: Any, positive: Any, negative: Any, latent_shape: tupl
 
 
 def _check_training_fits(model: Any, denoise: Callable, settings: dv.DiscoverySettings,
-                         latent_shape: tuple[int, ...], chain: torch.Tensor, device: torch.device) -> None:
-    """Before training: a step keeps one model call's saved tensors per sample for each step of the chain
-    it backpropagates through at once (all M without checkpointing, one with it), measured on one sample."""
+                         latent_shape: tuple[int, ...], chain: torch.Tensor, shifted: int, device: torch.device
+                         ) -> None:
+    """Before training: a step keeps one model call's saved tensors per sample for each pass of the chain
+    it backpropagates through at once (a shifted step has two, the plain and the shifted: all of the chain's
+    without checkpointing, one step's with it), measured on one sample."""
     x = torch.zeros((1, *latent_shape[1:]), device=device, requires_grad=True)
     per_call = autograd_bytes(lambda: denoise(x, chain[:1]), model.get_model_object("diffusion_model").parameters())
-    calls = 1 if settings.checkpointed else len(chain) - 1
+    calls = (2 if shifted else 1) if settings.checkpointed else len(chain) - 1 + shifted
     check_fits(calls * settings.batch_size * per_call, device,
-               f"a training step ({settings.batch_size} samples × {calls} chain steps held for backprop)",
+               f"a training step ({settings.batch_size} samples × {calls} passes held for backprop)",
                "batch_size", "" if settings.checkpointed else " or turn checkpointed on")

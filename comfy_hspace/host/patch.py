@@ -36,6 +36,17 @@ def row_layout(h: torch.Tensor, options: dict[str, Any]) -> tuple[torch.Tensor, 
     return sigmas, row_chunks
 
 
+def first_of_pairs(t: torch.Tensor, n: int) -> torch.Tensor:
+    """Rows [chunks·2n, …] laid out as ``PAIRED_ROWS``: each chunk's first n rows, [chunks·n, …]."""
+    return t.unflatten(0, (-1, 2, n))[:, 0].flatten(0, 1)
+
+
+def as_pairs(t: torch.Tensor, n: int) -> torch.Tensor:
+    """Rows [chunks·n, …] each chunk twice over, [chunks·2n, …], the layout of ``PAIRED_ROWS``."""
+    rows = t.unflatten(0, (-1, 1, n))
+    return rows.expand(-1, 2, *rows.shape[2:]).flatten(0, 2)
+
+
 def hspace_clone(model: Any, site: Site, *, edit: HSpaceEdit | None = None, recorder: Any = None,
                  deltas: bool = False) -> Any:
     """A clone of a ComfyUI MODEL with one more patch at h (``site``, the model's ``site_of``): h is

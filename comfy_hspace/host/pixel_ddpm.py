@@ -16,13 +16,16 @@ import comfy.sd
 import comfy.supported_models_base
 import torch
 
-from .patch import BOTTLENECK
+from ..editing import PAIRED_ROWS
+from .patch import BOTTLENECK, as_pairs, first_of_pairs
 
 
 class DiffusersUNet(torch.nn.Module):
     """A diffusers ``UNet2DModel`` in ComfyUI's diffusion_model slot. The bottleneck patches are
     called on the mid block's output, under the same contract as ComfyUI's own UNet at
-    block ("output", 0); the hook lives only for one call, so clones do not share it."""
+    block ("output", 0); the hooks live only for one call, so clones do not share them. A call of
+    ``PAIRED_ROWS`` runs the down path and the mid block on each pair's first rows only and the up
+    path on both, their skip connections repeated: the pair's passes differ only from h on."""
 
     def __init__(self, diffusers_config: dict, device=None, operations=None, dtype=None, **_):
         super().__init__()
@@ -34,21 +37,47 @@ class DiffusersUNet(torch.nn.Module):
 
     def forward(self, x, timesteps, context=None, y=None, control=None, transformer_options={}, **kwargs):
         patches = transformer_options.get("patches", {}).get("output_block_patch", [])
+        pairs = transformer_options.get(PAIRED_ROWS) if self.unet.mid_block is not None else None
 
         def at_bottleneck(module, args, h):
+            if pairs:
+                h = as_pairs(h, pairs)
             transformer_options["block"] = BOTTLENECK
             no_skip = h[:, :0]  # a UNet2DModel's mid block has no skip connection to hand on
             for patch in patches:
                 h, _ = patch(h, no_skip, transformer_options)
             return h
 
-        handle = self.unet.mid_block.register_forward_hook(at_bottleneck) if patches else None
+        handles = [self.unet.mid_block.register_forward_hook(at_bottleneck)] if patches or pairs else []
+        if pairs:
+            handles += self._share_down_path(pairs)
         try:
             labels = y.reshape(-1).long() if y is not None else None  # whole numbers, checked in encode_adm
             return self.unet(x, timesteps, class_labels=labels).sample
         finally:
-            if handle is not None:
+            for handle in handles:
                 handle.remove()
+
+    def _share_down_path(self, n: int) -> list:
+        """Hooks for one call of paired rows: the down path's inputs (the sample, the time embedding, a
+        skip block's image) cut to the pairs' first rows, the up path's skip connections repeated."""
+        def fit(value, rows: int, resize):
+            if isinstance(value, tuple):
+                return tuple(fit(v, rows, resize) for v in value)
+            return resize(value, n) if torch.is_tensor(value) and value.shape[0] == rows else value
+
+        def down(module, args, kwargs):
+            rows = 2 * kwargs.get("hidden_states", args[0] if args else None).shape[0]
+            return fit(args, rows, first_of_pairs), {k: fit(v, rows, first_of_pairs) for k, v in kwargs.items()}
+
+        def up(module, args, kwargs):
+            rows = args[0].shape[0] // 2
+            return fit(args, rows, as_pairs), {k: fit(v, rows, as_pairs) for k, v in kwargs.items()}
+
+        unet = self.unet
+        hooks = [unet.conv_in.register_forward_pre_hook(lambda m, args: (first_of_pairs(args[0], n),))]
+        hooks += [b.register_forward_pre_hook(down, with_kwargs=True) for b in [*unet.down_blocks, unet.mid_block]]
+        return hooks + [b.register_forward_pre_hook(up, with_kwargs=True) for b in unet.up_blocks]
 
 
 CLASS_KEY = "hspace_class"  # CONDITIONING key holding a class label for class-conditional DDPMs
