@@ -20,7 +20,7 @@ from .autograd import autograd_context, in_place_safe
 from .latents import model_latent, noise_scale, sampler_sigmas
 from .memory import autograd_bytes, check_fits
 from .model_info import is_flow
-from .patch import hspace_clone
+from .patch import half_of_pairs, hspace_clone
 
 
 def with_denoiser(model: Any, site: Site, positive: Any, negative: Any, latent_shape: tuple[int, ...], cfg: float,
@@ -63,8 +63,7 @@ def with_denoiser(model: Any, site: Site, positive: Any, negative: Any, latent_s
 def _on_second_of_pairs(shift: Callable, n: int) -> Callable:
     """``shift`` for rows laid out as ``PAIRED_ROWS``: called on each pair's second rows, zero on the first."""
     def delta(h: torch.Tensor, row_timesteps: torch.Tensor) -> torch.Tensor:
-        second = h.unflatten(0, (-1, 2, n))[:, 1].flatten(0, 1)
-        moved = shift(second, row_timesteps.unflatten(0, (-1, 2, n))[:, 1].flatten(0, 1)).unflatten(0, (-1, n))
+        moved = shift(half_of_pairs(h, n, 1), half_of_pairs(row_timesteps, n, 1)).unflatten(0, (-1, n))
         return torch.stack([torch.zeros_like(moved), moved], 1).flatten(0, 2)
     return delta
 

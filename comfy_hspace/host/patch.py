@@ -36,9 +36,10 @@ def row_layout(h: torch.Tensor, options: dict[str, Any]) -> tuple[torch.Tensor, 
     return sigmas, row_chunks
 
 
-def first_of_pairs(t: torch.Tensor, n: int) -> torch.Tensor:
-    """Rows [chunks·2n, …] laid out as ``PAIRED_ROWS``: each chunk's first n rows, [chunks·n, …]."""
-    return t.unflatten(0, (-1, 2, n))[:, 0].flatten(0, 1)
+def half_of_pairs(t: torch.Tensor, n: int, half: int = 0) -> torch.Tensor:
+    """Rows [chunks·2n, …] laid out as ``PAIRED_ROWS``: each chunk's first (half 0) or second (1) n rows,
+    [chunks·n, …]."""
+    return t.unflatten(0, (-1, 2, n))[:, half].flatten(0, 1)
 
 
 def as_pairs(t: torch.Tensor, n: int) -> torch.Tensor:

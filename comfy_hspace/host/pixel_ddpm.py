@@ -17,7 +17,7 @@ import comfy.supported_models_base
 import torch
 
 from ..editing import PAIRED_ROWS
-from .patch import BOTTLENECK, as_pairs, first_of_pairs
+from .patch import BOTTLENECK, as_pairs, half_of_pairs
 
 
 class DiffusersUNet(torch.nn.Module):
@@ -68,14 +68,14 @@ class DiffusersUNet(torch.nn.Module):
 
         def down(module, args, kwargs):
             rows = 2 * kwargs.get("hidden_states", args[0] if args else None).shape[0]
-            return fit(args, rows, first_of_pairs), {k: fit(v, rows, first_of_pairs) for k, v in kwargs.items()}
+            return fit(args, rows, half_of_pairs), {k: fit(v, rows, half_of_pairs) for k, v in kwargs.items()}
 
         def up(module, args, kwargs):
             rows = args[0].shape[0] // 2
             return fit(args, rows, as_pairs), {k: fit(v, rows, as_pairs) for k, v in kwargs.items()}
 
         unet = self.unet
-        hooks = [unet.conv_in.register_forward_pre_hook(lambda m, args: (first_of_pairs(args[0], n),))]
+        hooks = [unet.conv_in.register_forward_pre_hook(lambda m, args: (half_of_pairs(args[0], n),))]
         hooks += [b.register_forward_pre_hook(down, with_kwargs=True) for b in [*unet.down_blocks, unet.mid_block]]
         return hooks + [b.register_forward_pre_hook(up, with_kwargs=True) for b in unet.up_blocks]
 
