@@ -37,7 +37,8 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10, help="M, DDIM steps of the chain")
     p.add_argument("--t-edit", type=float, default=400.0, help="end of the shifting interval (model timestep)")
     p.add_argument("--batch-size", type=int, default=16, help="the whole batch, over all processes")
-    p.add_argument("--training-steps", type=int, default=300)
+    p.add_argument("--training-steps", type=int, default=300,
+                   help="the run's total steps: a resumed or --start-from state trains on up to it")
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--regression-weight", type=float, default=0.1)
     p.add_argument("--adversarial-weight", type=float, default=0.1)
@@ -118,12 +119,15 @@ def main() -> None:
                 with a.log.open("a") as f:
                     f.write(json.dumps(line) + "\n")
 
-    per_step, _, _ = train_discovery(model, positive, negative, latent_shape, settings, steps=a.steps,
+    per_step, _, history = train_discovery(model, positive, negative, latent_shape, settings, steps=a.steps,
                                      training_steps=a.training_steps, seed=a.seed, cfg=a.cfg, state_path=a.state,
                                      start_from=a.start_from,
                                      resume=not a.fresh, save_every=a.save_every,
                                      direction_samples=a.direction_samples, progress=progress, rank=rank,
                                      world_size=world_size)
+    if not history and rank == 0:  # silent, this looked like a run that did nothing
+        print(f"nothing trained: --training-steps {a.training_steps} is the run's total, and the state is already "
+              "there; give a larger total to train on", file=sys.stderr)
     if a.directions and rank == 0:
         directions.save_directions(per_step, a.directions)
     if world_size > 1:

@@ -231,6 +231,9 @@ def test_two_gloo_processes_train_what_one_process_trains(tmp_path):
                           "--master_port", "29517", *common, "--state", str(tmp_path / "two.safetensors")],
                          env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
+    again = subprocess.run([sys.executable, *common, "--state", str(tmp_path / "one.safetensors")], env=env,
+                           capture_output=True, text=True, timeout=600)  # --training-steps is the total: 1 is done
+    assert again.returncode == 0 and "nothing trained: --training-steps 1 is the run's total" in again.stderr
     a, meta_a = load_state(tmp_path / "one.safetensors")
     b, meta_b = load_state(tmp_path / "two.safetensors")
     assert meta_a["step"] == meta_b["step"] == 1 and a.keys() == b.keys()
