@@ -120,12 +120,11 @@ def main() -> None:
                     f.write(json.dumps(line) + "\n")
 
     per_step, _, history = train_discovery(model, positive, negative, latent_shape, settings, steps=a.steps,
-                                     training_steps=a.training_steps, seed=a.seed, cfg=a.cfg, state_path=a.state,
-                                     start_from=a.start_from,
-                                     resume=not a.fresh, save_every=a.save_every,
-                                     direction_samples=a.direction_samples, progress=progress, rank=rank,
-                                     world_size=world_size)
-    if not history and rank == 0:  # silent, this looked like a run that did nothing
+                                           training_steps=a.training_steps, seed=a.seed, cfg=a.cfg,
+                                           state_path=a.state, start_from=a.start_from, resume=not a.fresh,
+                                           save_every=a.save_every, direction_samples=a.direction_samples,
+                                           progress=progress, rank=rank, world_size=world_size)
+    if not history and rank == 0:  # a state already at the total would otherwise exit without a word
         print(f"nothing trained: --training-steps {a.training_steps} is the run's total, and the state is already "
               "there; give a larger total to train on", file=sys.stderr)
     if a.directions and rank == 0:
